@@ -1,0 +1,31 @@
+# scanwatch: every target is idempotent.
+#   make setup            install what is missing (root), create .venv
+#   make run ARGS=...     setup, then `scanwatch run ARGS` in the foreground
+#   make test ARGS=...    setup, then every test (unit first, then system)
+#   make unit ARGS=...    unit tests only; no root, needs an existing .venv
+#   make clean            remove .venv and build/test caches
+
+VENV   := .venv
+PY     := $(VENV)/bin/python
+ARGS   ?=
+
+.PHONY: all setup run test unit clean
+
+all: test
+
+setup:
+	bash scripts/setup.sh
+
+run: setup
+	$(VENV)/bin/scanwatch run $(ARGS)
+
+test: setup
+	$(PY) -m pytest -q tests $(ARGS)
+
+unit:
+	@test -x $(PY) || { echo "make unit: no $(VENV) yet; run 'make setup' (as root) once first" >&2; exit 1; }
+	$(PY) -m pytest -q tests/unit $(ARGS)
+
+clean:
+	rm -rf $(VENV) build .pytest_cache *.egg-info
+	find . -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +

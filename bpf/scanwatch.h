@@ -1,0 +1,111 @@
+/* The kernel/user contract of scanwatch: every map key, value and event layout.
+ * scanwatch/contract.py mirrors this file with ctypes; tests/unit/test_contract.py
+ * compiles it with the host compiler and checks that every size and offset agrees. */
+#ifndef SCANWATCH_H
+#define SCANWATCH_H
+
+#include <linux/types.h>
+
+/* Scan kinds, in PortSentry's names: index into hits[] and the packet counters. */
+#define SW_KIND_SYN     0   /* "SYN/Normal": SYN alone */
+#define SW_KIND_FIN     1   /* "FIN" */
+#define SW_KIND_NULL    2   /* "NULL": no flags */
+#define SW_KIND_XMAS    3   /* "XMAS": FIN+PSH+URG */
+#define SW_KIND_UNKNOWN 4   /* "Unknown Type": any other pattern without ACK or RST */
+#define SW_KIND_UDP     5
+#define SW_NKINDS       6
+
+#define SW_PROTO_TCP 0
+#define SW_PROTO_UDP 1
+
+/* Watched ports: one bit per port, SW_PORT_WORDS u64 words per protocol,
+ * TCP in words [0, 1024), UDP in [1024, 2048). */
+#define SW_PORT_WORDS 1024
+
+/* Sweep detector: a 1024-bit Bloom filter (2 hashes) of (proto, port) per source
+ * for the current window, plus the last SW_RECENT distinct ports for reports. */
+#define SW_BLOOM_WORDS 16
+#define SW_RECENT      32
+
+/* Global per-CPU counters (index into the `counters` array). */
+#define SW_CNT_DROPPED   6   /* packets dropped because their source is blocked */
+#define SW_CNT_IGNORED   7   /* probes from ignored sources */
+#define SW_CNT_LOST      8   /* events lost: ring buffer full */
+#define SW_CNT_MALFORMED 9   /* truncated headers */
+#define SW_CNT_TRIPWIRE  10  /* probes to a watched port without a listener */
+#define SW_CNT_KBLOCKS   11  /* sources the kernel blocked itself */
+#define SW_CNT_PACKETS   12  /* every packet the program saw */
+#define SW_NCOUNTERS     13
+
+/* Event reasons. */
+#define SW_EV_HIT     1  /* a tripwire port was probed, below the trigger or with blocking off */
+#define SW_EV_TRIGGER 2  /* tripwire hits crossed SCAN_TRIGGER for this protocol */
+#define SW_EV_SWEEP   3  /* distinct closed ports crossed SWEEP_PORTS within SWEEP_WINDOW */
+
+/* Event and source flags. */
+#define SW_F_KBLOCKED   0x01  /* the kernel put the source in `blocked` itself */
+#define SW_F_IPOPTS     0x02  /* the IPv4 header carried options */
+#define SW_F_FLAG_TCP   0x04  /* source: a TCP trigger already fired */
+#define SW_F_FLAG_UDP   0x08  /* source: a UDP trigger already fired */
+
+/* Parameters userspace writes into the one-element `config` array. */
+struct sw_config {
+	__u64 sweep_window_ns;
+	__u64 block_timeout_ns;  /* 0: the kernel's own blocks last until userspace lifts them */
+	__u32 scan_trigger;      /* react when tripwire hits exceed this (PortSentry SCAN_TRIGGER) */
+	__u32 sweep_ports;       /* 0: sweep detector off */
+	__u8 watch[2];           /* per protocol: a mode is running */
+	__u8 kblock[2];          /* per protocol: the kernel blocks a triggering source itself */
+	__u32 pad;
+};
+
+/* Source addresses are 16 bytes; IPv4 is stored mapped (::ffff:a.b.c.d). */
+struct sw_addr {
+	__u8 a[16];
+};
+
+struct sw_lpm_key {
+	__u32 prefixlen;         /* IPv4 prefixes are 96 + n */
+	__u8 a[16];
+};
+
+/* Value of `blocked`: when the block ends (CLOCK_MONOTONIC ns), 0 = no end. */
+struct sw_block {
+	__u64 expires_ns;
+};
+
+/* Value of the `sources` LRU map. */
+struct sw_source {
+	__u64 first_ns;
+	__u64 last_ns;
+	__u64 window_ns;                 /* start of the current sweep window */
+	__u64 bloom[SW_BLOOM_WORDS];
+	__u32 hits[SW_NKINDS];           /* tripwire hits by kind */
+	__u32 tripwire[2];               /* tripwire hits per protocol (vs SCAN_TRIGGER) */
+	__u32 sweep;                     /* distinct closed ports in this window */
+	__u32 distinct;                  /* distinct closed ports seen, all windows */
+	__u32 recent[SW_RECENT];         /* last distinct closed ports, ring: proto << 16 | port */
+	__u16 last_port;
+	__u8 last_kind;
+	__u8 last_tcp_flags;
+	__u8 flags;                      /* SW_F_FLAG_* */
+	__u8 pad[3];
+};
+
+struct sw_event {
+	struct sw_addr src;
+	__u64 ts_ns;
+	__u32 tripwire;                  /* tripwire hits so far for this protocol */
+	__u32 sweep;                     /* distinct closed ports in the window */
+	__u16 port;
+	__u8 proto;
+	__u8 kind;
+	__u8 tcp_flags;
+	__u8 reason;                     /* SW_EV_* */
+	__u8 flags;                      /* SW_F_KBLOCKED, SW_F_IPOPTS */
+	__u8 pad;
+	__u32 distinct;                  /* the source's distinct count: the ring's next slot */
+	__u32 recent[SW_RECENT];         /* copy of the source's ring */
+};
+
+#endif

@@ -1,0 +1,361 @@
+/* scanwatch sentry: classify scan probes in XDP, count them per source, drop blocked sources.
+ * Compiled by bcc (scanwatch/kernel.py) with -I bpf/ and map sizes as -D flags. */
+#include <uapi/linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/in.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include "scanwatch.h"
+
+#ifndef SW_MAX_SOURCES
+#define SW_MAX_SOURCES 65536
+#endif
+#ifndef SW_MAX_BLOCKED
+#define SW_MAX_BLOCKED 65536
+#endif
+#ifndef SW_MAX_IGNORE
+#define SW_MAX_IGNORE 4096
+#endif
+#ifndef SW_RINGBUF_PAGES
+#define SW_RINGBUF_PAGES 64
+#endif
+
+#define TH_FIN 0x01
+#define TH_SYN 0x02
+#define TH_RST 0x04
+#define TH_PSH 0x08
+#define TH_ACK 0x10
+#define TH_URG 0x20
+
+BPF_ARRAY(config, struct sw_config, 1);
+BPF_ARRAY(watched, __u64, 2 * SW_PORT_WORDS);
+BPF_PERCPU_ARRAY(counters, __u64, SW_NCOUNTERS);
+BPF_LPM_TRIE(ignored, struct sw_lpm_key, __u8, SW_MAX_IGNORE);
+BPF_TABLE("lru_hash", struct sw_addr, struct sw_source, sources, SW_MAX_SOURCES);
+BPF_TABLE("lru_hash", struct sw_addr, struct sw_block, blocked, SW_MAX_BLOCKED);
+BPF_RINGBUF_OUTPUT(events, SW_RINGBUF_PAGES);
+
+struct vlan_hdr_sw {
+	__be16 tci;
+	__be16 proto;
+};
+
+struct probe {
+	struct sw_addr src;
+	struct bpf_sock_tuple tuple;
+	__u32 tuple_len;
+	__u16 dport;
+	__u8 proto;   /* SW_PROTO_* */
+	__u8 kind;
+	__u8 tcp_flags;
+	__u8 flags;   /* SW_F_IPOPTS */
+};
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *c = counters.lookup(&idx);
+	if (c)
+		*c += 1;
+}
+
+/* PortSentry's classification; returns -1 for packets that are no probe (ACK or RST set). */
+static __always_inline int tcp_kind(__u8 f)
+{
+	if (f & (TH_ACK | TH_RST))
+		return -1;
+	f &= TH_FIN | TH_SYN | TH_PSH | TH_URG;
+	if (f == TH_SYN)
+		return SW_KIND_SYN;
+	if (f == TH_FIN)
+		return SW_KIND_FIN;
+	if (f == 0)
+		return SW_KIND_NULL;
+	if (f == (TH_FIN | TH_PSH | TH_URG))
+		return SW_KIND_XMAS;
+	return SW_KIND_UNKNOWN;
+}
+
+/* Fill p from an L4 header at l4; 0 = a probe, 1 = not a probe, -1 = truncated. */
+static __always_inline int parse_l4(void *l4, void *end, __u8 nexthdr, struct probe *p)
+{
+	if (nexthdr == IPPROTO_TCP) {
+		struct tcphdr *th = l4;
+		if ((void *)(th + 1) > end)
+			return -1;
+		__u8 f = ((__u8 *)th)[13];
+		int kind = tcp_kind(f);
+		if (kind < 0)
+			return 1;
+		p->proto = SW_PROTO_TCP;
+		p->kind = kind;
+		p->tcp_flags = f;
+		p->dport = bpf_ntohs(th->dest);
+		if (p->tuple_len == sizeof(p->tuple.ipv4)) {
+			p->tuple.ipv4.sport = th->source;
+			p->tuple.ipv4.dport = th->dest;
+		} else {
+			p->tuple.ipv6.sport = th->source;
+			p->tuple.ipv6.dport = th->dest;
+		}
+		return 0;
+	}
+	if (nexthdr == IPPROTO_UDP) {
+		struct udphdr *uh = l4;
+		if ((void *)(uh + 1) > end)
+			return -1;
+		p->proto = SW_PROTO_UDP;
+		p->kind = SW_KIND_UDP;
+		p->dport = bpf_ntohs(uh->dest);
+		if (p->tuple_len == sizeof(p->tuple.ipv4)) {
+			p->tuple.ipv4.sport = uh->source;
+			p->tuple.ipv4.dport = uh->dest;
+		} else {
+			p->tuple.ipv6.sport = uh->source;
+			p->tuple.ipv6.dport = uh->dest;
+		}
+		return 0;
+	}
+	return 1;
+}
+
+/* 0 = probe parsed, 1 = pass untouched (src may still be set), -1 = truncated. */
+static __always_inline int parse(struct xdp_md *ctx, struct probe *p)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > end)
+		return -1;
+	__u16 eproto = eth->h_proto;
+	void *l3 = eth + 1;
+	if (eproto == bpf_htons(ETH_P_8021Q) || eproto == bpf_htons(ETH_P_8021AD)) {
+		struct vlan_hdr_sw *vh = l3;
+		if ((void *)(vh + 1) > end)
+			return -1;
+		eproto = vh->proto;
+		l3 = vh + 1;
+	}
+	if (eproto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = l3;
+		if ((void *)(ip + 1) > end)
+			return -1;
+		__builtin_memset(p->src.a, 0, 10);
+		p->src.a[10] = 0xff;
+		p->src.a[11] = 0xff;
+		__builtin_memcpy(&p->src.a[12], &ip->saddr, 4);
+		__u32 ihl = ip->ihl * 4;
+		if (ihl < sizeof(*ip))
+			return -1;
+		if (ip->frag_off & bpf_htons(0x1fff))
+			return 1;  /* a later fragment carries no L4 header to classify */
+		if (ihl > sizeof(*ip))
+			p->flags |= SW_F_IPOPTS;
+		p->tuple_len = sizeof(p->tuple.ipv4);
+		p->tuple.ipv4.saddr = ip->saddr;
+		p->tuple.ipv4.daddr = ip->daddr;
+		return parse_l4(l3 + ihl, end, ip->protocol, p);
+	}
+	if (eproto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = l3;
+		if ((void *)(ip6 + 1) > end)
+			return -1;
+		__builtin_memcpy(p->src.a, &ip6->saddr, 16);
+		p->tuple_len = sizeof(p->tuple.ipv6);
+		__builtin_memcpy(p->tuple.ipv6.saddr, &ip6->saddr, 16);
+		__builtin_memcpy(p->tuple.ipv6.daddr, &ip6->daddr, 16);
+		__u8 nh = ip6->nexthdr;
+		void *l4 = ip6 + 1;
+		/* Walk a few extension headers so probes hidden behind them are still seen. */
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			if (nh != IPPROTO_HOPOPTS && nh != IPPROTO_ROUTING && nh != IPPROTO_DSTOPTS &&
+			    nh != IPPROTO_FRAGMENT)
+				break;
+			__u8 *eh = l4;
+			if ((void *)(eh + 8) > end)
+				return -1;
+			if (nh == IPPROTO_FRAGMENT) {
+				if ((((__u16)eh[2] << 8 | eh[3]) & 0xfff8) != 0)
+					return 1;
+				l4 = eh + 8;
+			} else {
+				l4 = eh + (eh[1] + 1) * 8;
+			}
+			nh = eh[0];
+		}
+		return parse_l4(l4, end, nh, p);
+	}
+	return 1;
+}
+
+/* Does the probed port have a socket (listener or connection) in this namespace? */
+static __always_inline int has_socket(struct xdp_md *ctx, struct probe *p)
+{
+	struct bpf_sock *sk;
+	/* The verifier wants the tuple size as a constant, hence four calls. */
+	int v4 = p->tuple_len == sizeof(p->tuple.ipv4);
+	if (p->proto == SW_PROTO_TCP)
+		sk = v4 ? bpf_skc_lookup_tcp(ctx, &p->tuple, sizeof(p->tuple.ipv4), BPF_F_CURRENT_NETNS, 0)
+			: bpf_skc_lookup_tcp(ctx, &p->tuple, sizeof(p->tuple.ipv6), BPF_F_CURRENT_NETNS, 0);
+	else
+		sk = v4 ? bpf_sk_lookup_udp(ctx, &p->tuple, sizeof(p->tuple.ipv4), BPF_F_CURRENT_NETNS, 0)
+			: bpf_sk_lookup_udp(ctx, &p->tuple, sizeof(p->tuple.ipv6), BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return 0;
+	bpf_sk_release(sk);
+	return 1;
+}
+
+static __always_inline int is_watched(__u8 proto, __u16 port)
+{
+	__u32 idx = proto * SW_PORT_WORDS + (port >> 6);
+	__u64 *w = watched.lookup(&idx);
+	return w && (*w >> (port & 63)) & 1;
+}
+
+/* Insert (proto, port) into the source's Bloom filter; 1 if it was not there before. */
+static __always_inline int bloom_add(struct sw_source *s, __u8 proto, __u16 port)
+{
+	__u32 h = ((__u32)proto << 16 | port) * 2654435761u;
+	__u32 b1 = h >> 22, b2 = (h >> 12) & 1023;
+	__u64 m1 = 1ULL << (b1 & 63), m2 = 1ULL << (b2 & 63);
+	__u32 w1 = (b1 >> 6) & (SW_BLOOM_WORDS - 1), w2 = (b2 >> 6) & (SW_BLOOM_WORDS - 1);
+	int fresh = !(s->bloom[w1] & m1) || !(s->bloom[w2] & m2);
+	s->bloom[w1] |= m1;
+	s->bloom[w2] |= m2;
+	return fresh;
+}
+
+static __always_inline void emit(struct probe *p, struct sw_source *s, __u8 reason, __u8 flags,
+				 __u64 now)
+{
+	struct sw_event *ev = events.ringbuf_reserve(sizeof(*ev));
+	if (!ev) {
+		count(SW_CNT_LOST);
+		return;
+	}
+	__builtin_memcpy(&ev->src, &p->src, sizeof(ev->src));
+	ev->ts_ns = now;
+	ev->tripwire = s->tripwire[p->proto & 1];
+	ev->sweep = s->sweep;
+	ev->port = p->dport;
+	ev->proto = p->proto;
+	ev->kind = p->kind;
+	ev->tcp_flags = p->tcp_flags;
+	ev->reason = reason;
+	ev->flags = flags | p->flags;
+	ev->pad = 0;
+	ev->distinct = s->distinct;
+	__builtin_memcpy(ev->recent, s->recent, sizeof(ev->recent));
+	events.ringbuf_submit(ev, 0);
+}
+
+int xdp_sentry(struct xdp_md *ctx)
+{
+	struct probe p = {};
+	__u32 zero = 0;
+	count(SW_CNT_PACKETS);
+	int rc = parse(ctx, &p);
+	if (rc < 0) {
+		count(SW_CNT_MALFORMED);
+		return XDP_PASS;
+	}
+	if (p.tuple_len == 0)
+		return XDP_PASS;  /* neither IPv4 nor IPv6 */
+
+	__u64 now = bpf_ktime_get_ns();
+	struct sw_block *blk = blocked.lookup(&p.src);
+	if (blk) {
+		if (blk->expires_ns == 0 || now < blk->expires_ns) {
+			count(SW_CNT_DROPPED);
+			return XDP_DROP;
+		}
+		blocked.delete(&p.src);
+	}
+	if (rc > 0)
+		return XDP_PASS;
+
+	struct sw_config *cfg = config.lookup(&zero);
+	if (!cfg || !cfg->watch[p.proto & 1])
+		return XDP_PASS;
+	count(p.kind);
+
+	struct sw_source *s = sources.lookup(&p.src);
+	if (!s) {
+		/* Ignored sources never get an entry, so only new sources pay for the trie. */
+		struct sw_lpm_key k = {.prefixlen = 128};
+		__builtin_memcpy(k.a, p.src.a, 16);
+		if (ignored.lookup(&k)) {
+			count(SW_CNT_IGNORED);
+			return XDP_PASS;
+		}
+		struct sw_source fresh = {};
+		fresh.first_ns = now;
+		fresh.window_ns = now;
+		sources.update(&p.src, &fresh);
+		s = sources.lookup(&p.src);
+		if (!s)
+			return XDP_PASS;
+	}
+	__u8 proto = p.proto & 1;
+	__u8 flagbit = proto ? SW_F_FLAG_UDP : SW_F_FLAG_TCP;
+	int watched_port = is_watched(proto, p.dport);
+	/* A source already caught needs no sweep bookkeeping: skip the socket lookup
+	 * unless the port is a tripwire. This keeps a flood with blocking off cheap. */
+	int need_sweep = cfg->sweep_ports && !(s->flags & flagbit);
+	if (!watched_port && !need_sweep)
+		goto seen;
+	if (has_socket(ctx, &p))
+		goto seen;  /* PortSentry's smart verify: a port in use is no trap */
+
+	s->last_port = p.dport;
+	s->last_kind = p.kind;
+	s->last_tcp_flags = p.tcp_flags;
+	if (need_sweep) {
+		if (now - s->window_ns > cfg->sweep_window_ns) {
+			s->window_ns = now;
+			s->sweep = 0;
+			__builtin_memset(s->bloom, 0, sizeof(s->bloom));
+		}
+		if (bloom_add(s, proto, p.dport)) {
+			s->recent[s->distinct & (SW_RECENT - 1)] = (__u32)proto << 16 | p.dport;
+			s->distinct++;
+			s->sweep++;
+		}
+	}
+	__u8 reason = 0;
+	if (watched_port) {
+		count(SW_CNT_TRIPWIRE);
+		s->hits[p.kind < SW_NKINDS ? p.kind : SW_KIND_UNKNOWN] += 1;
+		s->tripwire[proto] += 1;
+		reason = SW_EV_HIT;
+		if (!(s->flags & flagbit) && s->tripwire[proto] > cfg->scan_trigger)
+			reason = SW_EV_TRIGGER;
+	}
+	if (reason != SW_EV_TRIGGER && need_sweep && s->sweep >= cfg->sweep_ports)
+		reason = SW_EV_SWEEP;
+	if (!reason)
+		goto seen;
+
+	__u8 evflags = 0;
+	int drop = 0;
+	if (reason != SW_EV_HIT) {
+		s->flags |= flagbit;
+		if (cfg->kblock[proto]) {
+			struct sw_block b = {.expires_ns = cfg->block_timeout_ns ?
+							       now + cfg->block_timeout_ns : 0};
+			blocked.update(&p.src, &b);
+			count(SW_CNT_KBLOCKS);
+			evflags = SW_F_KBLOCKED;
+			drop = 1;  /* the triggering probe itself gets no answer */
+		}
+	}
+	s->last_ns = now;
+	emit(&p, s, reason, evflags, now);
+	return drop ? XDP_DROP : XDP_PASS;
+seen:
+	s->last_ns = now;
+	return XDP_PASS;
+}

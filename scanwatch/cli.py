@@ -1,0 +1,216 @@
+"""The command line: parse, call the library, format. Errors become one `error:` line."""
+import json
+import sys
+import time
+
+import click
+
+from . import config as configmod
+from .errors import ScanwatchError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+MODE_CHOICES = click.Choice(["stealth"])
+
+
+def _load(path, **overrides):
+    return configmod.load(path, {k: v for k, v in overrides.items() if v is not None})
+
+
+def _config_option(f):
+    return click.option("-c", "--config", "config_path", type=click.Path(dir_okay=True),
+                        help="portsentry.conf-style file (default: embedded defaults).")(f)
+
+
+def _run_dir_option(f):
+    return click.option("--run-dir", help="Override RUN_DIR (where the control socket is).")(f)
+
+
+@click.group(context_settings=CONTEXT)
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.version_option(package_name="scanwatch", prog_name="scanwatch")
+@click.pass_context
+def cli(ctx, debug):
+    """scanwatch: PortSentry's stealth scan detection on eBPF XDP, blocking in nftables
+    and hosts.deny."""
+    ctx.obj = {"debug": debug}
+
+
+@cli.command(context_settings=CONTEXT)
+@_config_option
+@click.option("-stcp", "stcp", is_flag=True, help="Stealth TCP mode (PortSentry's -stcp).")
+@click.option("-sudp", "sudp", is_flag=True, help="Stealth UDP mode (PortSentry's -sudp).")
+@click.option("--tcp-mode", type=MODE_CHOICES, help="TCP mode; `stealth` = -stcp.")
+@click.option("--udp-mode", type=MODE_CHOICES, help="UDP mode; `stealth` = -sudp.")
+@click.option("-i", "--interface", "interfaces", multiple=True,
+              help="Watch this interface (repeatable; default: every interface that is up, "
+                   "has an address and is not loopback).")
+@click.option("--dry-run", is_flag=True, help="Detect and log, but block nothing.")
+@click.option("--state-dir", help="Override STATE_DIR.")
+@_run_dir_option
+@click.option("--hosts-deny", help="Override HOSTS_DENY_FILE.")
+@click.option("--ignore-file", help="Override IGNORE_FILE.")
+@click.option("--history-file", help="Override HISTORY_FILE.")
+@click.option("--blocked-file", help="Override BLOCKED_FILE (`.stcp`/`.sudp` is appended).")
+@click.option("--nft-table", help="Override NFT_TABLE.")
+def run(config_path, stcp, sudp, tcp_mode, udp_mode, interfaces, dry_run, state_dir, run_dir,
+        hosts_deny, ignore_file, history_file, blocked_file, nft_table):
+    """Run the sentry in the foreground until SIGTERM or Ctrl-C.
+
+    Without a mode option both stealth modes run, as `-stcp -sudp`.
+    """
+    tcp = tcp_mode or ("stealth" if stcp else None)
+    udp = udp_mode or ("stealth" if sudp else None)
+    if not tcp and not udp:
+        tcp = udp = "stealth"
+    cfg = _load(config_path, STATE_DIR=state_dir, RUN_DIR=run_dir, HOSTS_DENY_FILE=hosts_deny,
+                IGNORE_FILE=ignore_file, HISTORY_FILE=history_file, BLOCKED_FILE=blocked_file,
+                NFT_TABLE=nft_table)
+    from .daemon import Daemon
+    from .records import make_logger
+    log = make_logger()
+    for w in cfg.warnings:
+        log.warning("warning: %s", w)
+    daemon = Daemon(cfg, tcp_mode=tcp, udp_mode=udp, interfaces=interfaces, logger=log,
+                    dry_run=dry_run)
+    daemon.start()
+    sys.exit(daemon.run())
+
+
+def _ago(seconds):
+    seconds = int(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _when(ts):
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def format_status(st, now=None):
+    now = time.time() if now is None else now
+    lines = [f"scanwatch is running (pid {st['pid']}) since {_when(st['since'])} "
+             f"({_ago(now - st['since'])} ago){'  DRY RUN' if st.get('dry_run') else ''}",
+             f"config:      {st['config']}",
+             f"modes:       {', '.join(st['modes'])}",
+             "interfaces:  " + (", ".join(f"{n} (XDP {m})" for n, m in st["interfaces"].items())
+                                or "none")]
+    for proto, w in st["watched"].items():
+        lines.append(f"watched:     {proto} {w['watched']} ports ({w['configured']} configured, "
+                     f"{w['in_use']} in use)")
+    sw = st["sweep"]
+    lines.append(f"trigger:     SCAN_TRIGGER={st['scan_trigger']}; sweep "
+                 + (f"{sw['ports']} closed ports in {sw['window']}s" if sw["ports"] else "off"))
+    lines.append("packets:     " + "  ".join(f"{k} {v}" for k, v in st["packets"].items()))
+    c = st["counters"]
+    lines.append(f"kernel:      dropped {c['dropped']}  tripwire hits {c['tripwire']}  "
+                 f"kernel blocks {c['kernel_blocks']}  events lost {c['events_lost']}")
+    lines.append(f"sources:     {st['sources_tracked']} tracked")
+    blocked = st["blocked"]
+    lines.append(f"blocked:     {len(blocked)} host{'s' if len(blocked) != 1 else ''} "
+                 f"in {st['nft_table']}")
+    if blocked:
+        lines.append(f"  {'HOST':<39} {'TYPE':<12} {'PORT':<9} {'REASON':<8} "
+                     f"{'FIRST SEEN':<19} {'LEFT':>6}  PORTS HIT")
+        for b in blocked:
+            left = "never" if b["left"] is None else _ago(b["left"])
+            ports = ",".join(b["ports"][:12]) + (",..." if len(b["ports"]) > 12 else "")
+            lines.append(f"  {b['addr']:<39} {b['scan_type']:<12} {str(b['port']) + '/' + b['proto'].lower():<9} "
+                         f"{b['reason']:<8} {_when(b['first_seen']):<19} {left:>6}  {ports}")
+    return "\n".join(lines)
+
+
+@cli.command(context_settings=CONTEXT)
+@_config_option
+@_run_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(config_path, run_dir, as_json):
+    """Show whether the daemon runs, what it watches, what it saw and whom it blocked.
+
+    Exit status 3 when no daemon is running."""
+    from . import control
+    cfg = _load(config_path, RUN_DIR=run_dir)
+    st = control.request(cfg.RUN_DIR, {"cmd": "status"})
+    click.echo(json.dumps(st, indent=2, sort_keys=True) if as_json else format_status(st))
+
+
+@cli.command(context_settings=CONTEXT)
+@_config_option
+@_run_dir_option
+@click.argument("addr")
+def unblock(config_path, run_dir, addr):
+    """Lift the block of ADDR (nftables, XDP map, hosts.deny)."""
+    import ipaddress
+    try:
+        addr = str(ipaddress.ip_address(addr))
+    except ValueError:
+        raise ScanwatchError(f"{addr!r} is not an IPv4 or IPv6 address") from None
+    from . import offline
+    cfg = _load(config_path, RUN_DIR=run_dir)
+    was = offline.unblock(cfg, addr)
+    click.echo(f"{addr} unblocked" if was else f"{addr} was not blocked by scanwatch")
+
+
+@cli.command(context_settings=CONTEXT)
+@_config_option
+@_run_dir_option
+def flush(config_path, run_dir):
+    """Lift every block: scanwatch's nft table and only the hosts.deny lines it wrote."""
+    from . import offline
+    cfg = _load(config_path, RUN_DIR=run_dir)
+    click.echo(offline.flush(cfg))
+
+
+@cli.group(context_settings=CONTEXT)
+def config():
+    """Check or show configuration."""
+
+
+@config.command("check", context_settings=CONTEXT)
+@_config_option
+def config_check(config_path):
+    """Validate a config file and the ignore file it names; exit 2 on the first error."""
+    from . import ignore
+    cfg = _load(config_path)
+    for w in cfg.warnings:
+        click.echo(f"warning: {w}", err=True)
+    nets = ignore.load(cfg.IGNORE_FILE)
+    click.echo(f"{config_path or '(embedded defaults)'}: OK "
+               f"({len(cfg.TCP_PORTS)} TCP ports, {len(cfg.UDP_PORTS)} UDP ports, "
+               f"{len(nets)} ignore entries from {cfg.IGNORE_FILE})")
+
+
+@config.command("show", context_settings=CONTEXT)
+@_config_option
+def config_show(config_path):
+    """Print every setting with its value, default and meaning."""
+    from .defaults import SETTINGS
+    cfg = _load(config_path)
+    for s in SETTINGS:
+        value = cfg.values[s.name]
+        if isinstance(value, tuple):
+            value = ",".join(map(str, value))
+        click.echo(f'# {s.doc} ({s.kind}; default "{s.default}")')
+        click.echo(f'{s.name}="{value}"')
+
+
+def main(argv=None):
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        cli.main(args=argv, prog_name="scanwatch", standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except ScanwatchError as err:
+        if debug:
+            raise
+        click.echo(f"error: {err}", err=True)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(0)

@@ -1,0 +1,353 @@
+"""`scanwatch run`: wire the XDP sentry, the policy and the outputs together."""
+import ipaddress
+import json
+import os
+import signal
+import threading
+import time
+
+from . import control, ignore, netinfo, records
+from .errors import ScanwatchError, StateError
+from .firewall import Firewall
+from .hostsdeny import HostsDeny
+from .kernel import Sentry, mono_now
+from .model import BlockEntry
+from .policy import ALERT, ALREADY, BLOCK, IGNORE, QUIET, RUN, Policy
+
+MODES = {"stealth": ("stcp", "sudp")}
+REFRESH_S = 1.0  # listeners and own addresses are re-read this often
+
+
+def mode_names(tcp_mode, udp_mode):
+    names = {}
+    if tcp_mode:
+        names["TCP"] = MODES[tcp_mode][0]
+    if udp_mode:
+        names["UDP"] = MODES[udp_mode][1]
+    return names
+
+
+class Daemon:
+    def __init__(self, cfg, *, tcp_mode="stealth", udp_mode="stealth", interfaces=(),
+                 logger=None, dry_run=False):
+        if not tcp_mode and not udp_mode:
+            raise ScanwatchError("no mode to run: give a TCP mode, a UDP mode or both")
+        self.cfg = cfg
+        self.modes = mode_names(tcp_mode, udp_mode)
+        self.want_ifaces = list(interfaces) or list(cfg.INTERFACES)
+        self.log = logger or records.make_logger()
+        self.dry_run = dry_run
+        self.lock = threading.RLock()
+        self.stopping = False
+        self.started = None
+        self.file_ignores = []
+        self.own = set()
+        self.listening = {"TCP": set(), "UDP": set()}
+        self.sentry = Sentry(cfg.MAX_SOURCES, cfg.MAX_BLOCKED)
+        self.firewall = Firewall(cfg.NFT_TABLE)
+        self.hosts_deny = HostsDeny(cfg.HOSTS_DENY_FILE, os.path.join(cfg.STATE_DIR, "hostsdeny.json"))
+        self.recorder = records.RecordWriter(
+            cfg.HISTORY_FILE, {m: cfg.blocked_file(m) for m in self.modes.values()},
+            os.path.join(cfg.STATE_DIR, "events.jsonl"), self.log)
+        self.policy = Policy(
+            scan_trigger=cfg.SCAN_TRIGGER,
+            block_levels={"TCP": cfg.BLOCK_TCP, "UDP": cfg.BLOCK_UDP},
+            block_timeout=cfg.BLOCK_TIMEOUT, modes=self.modes, is_ignored=self.is_ignored)
+        self.server = control.Server(cfg.RUN_DIR, self.handle_request)
+        self.state_path = os.path.join(cfg.STATE_DIR, "blocks.json")
+
+    # --- lifecycle ----------------------------------------------------------------------
+    def start(self):
+        cfg = self.cfg
+        # Everything that can fail on user input is checked before anything is changed.
+        self.file_ignores = ignore.load(cfg.IGNORE_FILE)
+        ifaces = netinfo.pick_interfaces(self.want_ifaces)
+        for d, mode in ((cfg.STATE_DIR, 0o700), (cfg.RUN_DIR, 0o755)):
+            try:
+                os.makedirs(d, mode=mode, exist_ok=True)
+            except OSError as err:
+                raise StateError(f"{d}: {err.strerror}") from err
+        self.server.start()
+        try:
+            self.sentry.load()
+            self._configure_kernel()
+            self._refresh()
+            if not self.dry_run:
+                self.firewall.setup()
+            self.recorder.start()
+            self._restore()
+            self.sentry.open_events(self.on_event)
+            for name in ifaces:
+                self.sentry.attach(name)
+        except BaseException:
+            self.shutdown()
+            raise
+        self.started = time.time()
+        self._write_pid()
+        ifs = ", ".join(f"{n} ({m})" for n, m in self.sentry.attached.items())
+        self.log.info("adminalert: scanwatch %s is now active on %s%s",
+                      "/".join(self.modes.values()), ifs, " (dry run: nothing is blocked)"
+                      if self.dry_run else "")
+
+    def _configure_kernel(self):
+        cfg = self.cfg
+        kblock = bool(cfg.KERNEL_BLOCK) and not self.dry_run
+        self.sentry.configure(
+            scan_trigger=cfg.SCAN_TRIGGER, sweep_ports=cfg.SWEEP_PORTS,
+            sweep_window=cfg.SWEEP_WINDOW, block_timeout=cfg.BLOCK_TIMEOUT,
+            watch_tcp="TCP" in self.modes, watch_udp="UDP" in self.modes,
+            kblock_tcp=kblock and cfg.BLOCK_TCP == 1, kblock_udp=kblock and cfg.BLOCK_UDP == 1)
+
+    def run(self):
+        """Poll the ring buffer until SIGTERM/SIGINT; returns the exit status."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        signal.signal(signal.SIGHUP, self._on_hup)
+        next_refresh = time.monotonic() + REFRESH_S
+        while not self.stopping:
+            self.sentry.poll(200)
+            if time.monotonic() >= next_refresh:
+                with self.lock:
+                    self._refresh()
+                    self._expire()
+                next_refresh = time.monotonic() + REFRESH_S
+        self.log.info("adminalert: scanwatch is stopping; XDP programs detached")
+        self.shutdown()
+        return 0
+
+    def _on_signal(self, signum, _frame):
+        self.stopping = True
+
+    def _on_hup(self, _signum, _frame):
+        try:
+            nets = ignore.load(self.cfg.IGNORE_FILE)
+        except ScanwatchError as err:
+            self.log.error("adminalert: reload failed, keeping the old ignore list: %s", err)
+            return
+        with self.lock:
+            self.file_ignores = nets
+            self._push_ignores()
+        self.log.info("adminalert: ignore list reloaded (%d entries)", len(nets))
+
+    def shutdown(self):
+        self.server.stop()
+        self.sentry.close()
+        try:
+            os.unlink(os.path.join(self.cfg.RUN_DIR, control.PID_NAME))
+        except OSError:
+            pass
+
+    def _write_pid(self):
+        path = os.path.join(self.cfg.RUN_DIR, control.PID_NAME)
+        with open(path, "w") as fh:
+            fh.write(f"{os.getpid()}\n")
+
+    # --- keeping the kernel's view current ----------------------------------------------
+    def is_ignored(self, addr):
+        addr = ipaddress.ip_address(addr)
+        if addr.is_loopback or addr in self.own:
+            return True
+        return any(addr.version == n.version and addr in n for n in self.file_ignores)
+
+    def _push_ignores(self):
+        lst = ignore.IgnoreList(self.file_ignores, self.own)
+        self.sentry.set_ignored(lst.networks())
+
+    def _refresh(self):
+        own = netinfo.own_addresses()
+        if own != self.own:
+            self.own = own
+            self._push_ignores()
+        listening = netinfo.listening_ports()
+        if listening != self.listening:
+            self.listening = listening
+            cfg = self.cfg
+            self.sentry.set_watched(0, set(cfg.TCP_PORTS) - listening["TCP"] if "TCP" in self.modes else ())
+            self.sentry.set_watched(1, set(cfg.UDP_PORTS) - listening["UDP"] if "UDP" in self.modes else ())
+
+    # --- events ----------------------------------------------------------------------------
+    def on_event(self, ev):
+        with self.lock:
+            try:
+                self._handle(ev)
+            except ScanwatchError as err:  # a failed output must not stop detection
+                self.log.error("error: %s", err)
+
+    def _handle(self, ev):
+        d = self.policy.on_event(ev)
+        host, addr = str(ev.addr), str(ev.addr)
+        if d.action == IGNORE:
+            if ev.kernel_blocked:  # the ignore list changed under the kernel's feet
+                self.sentry.unblock(addr)
+            return
+        if d.action == QUIET:
+            self.recorder.event(self._event_json(ev, d.action))
+            return
+        if ev.ip_options:
+            self.log.info(records.ip_options_line(host, addr, ev.port, ev.proto))
+        if d.action == ALREADY:
+            if not ev.kernel_blocked:
+                self.log.info(records.already_blocked_line(host, addr))
+            return
+        self.log.info(records.scan_alert_line(ev.kind, host, addr, ev.proto, ev.port, ev.tcp_flags))
+        if ev.reason == "sweep":
+            ports = ",".join(str(p) for _, p in ev.ports)
+            self.log.info("attackalert: Host %s probed %d closed ports within %ss (%s)",
+                          addr, ev.sweep, self.cfg.SWEEP_WINDOW, ports)
+        if d.action == BLOCK and not self.dry_run:
+            self._block(d.block, ev)
+        elif d.action == BLOCK:
+            self.policy.unblock(addr)
+            self.log.info("attackalert: dry run: Host %s would be blocked", addr)
+        elif d.action in (ALERT, RUN) and ev.kernel_blocked:
+            self.sentry.unblock(addr)
+        self.recorder.event(self._event_json(ev, d.action))
+
+    def _block(self, entry, ev):
+        timeout = self.cfg.BLOCK_TIMEOUT
+        self.firewall.add(entry.addr, timeout)
+        if not ev.kernel_blocked:
+            self.sentry.block(entry.addr, mono_now() + timeout if timeout else None)
+        line = self.cfg.KILL_HOSTS_DENY
+        if line:
+            text = records.expand_macros(line, ev.addr, ev.port, entry.mode)
+            self.hosts_deny.add(entry.addr, text)
+            self.log.info(records.blocked_wrappers_line(entry.addr, text))
+        self.log.info("attackalert: Host %s has been blocked via nftables set inet %s %s%s",
+                      entry.addr, self.cfg.NFT_TABLE,
+                      "blocked4" if ev.addr.version == 4 else "blocked6",
+                      f" for {timeout}s" if timeout else "")
+        self.recorder.block(entry.since, entry.addr, entry.addr, entry.port, entry.proto, entry.mode)
+        self._save_blocks()
+
+    def _event_json(self, ev, action):
+        return {"type": "scan", "action": action, "addr": str(ev.addr), "proto": ev.proto,
+                "port": ev.port, "scan_type": ev.kind, "reason": ev.reason,
+                "tcp_flags": ev.tcp_flags, "tripwire_hits": ev.tripwire, "sweep": ev.sweep,
+                "ports": [f"{p}/{proto.lower()}" for proto, p in ev.ports],
+                "kernel_blocked": ev.kernel_blocked, "ip_options": ev.ip_options,
+                "evidence": "stealth", "dry_run": self.dry_run}
+
+    # --- blocks -------------------------------------------------------------------------
+    def _expire(self):
+        for entry in self.policy.expire():
+            self._lift(entry.addr)
+            self.log.info("adminalert: block of %s expired", entry.addr)
+            self.recorder.event({"type": "expire", "addr": entry.addr})
+        self._save_blocks()
+
+    def _lift(self, addr):
+        self.sentry.unblock(addr)
+        if not self.dry_run:
+            self.firewall.remove(addr)
+        self.hosts_deny.remove(addr)
+
+    def unblock(self, addr):
+        addr = str(ipaddress.ip_address(addr))
+        with self.lock:
+            entry = self.policy.unblock(addr)
+            self._lift(addr)
+            self._save_blocks()
+        self.log.info("adminalert: %s unblocked by the administrator", addr)
+        self.recorder.event({"type": "unblock", "addr": addr})
+        return entry is not None
+
+    def flush(self):
+        with self.lock:
+            addrs = list(self.policy.blocks)
+            for addr in addrs:
+                self.policy.unblock(addr)
+                self._lift(addr)
+            self.hosts_deny.remove_all()
+            self._save_blocks()
+        self.log.info("adminalert: all %d blocks flushed by the administrator", len(addrs))
+        return addrs
+
+    def _save_blocks(self):
+        save_blocks(self.state_path, self.policy.blocks.values())
+
+    def _restore(self):
+        entries = self.policy.restore(load_blocks(self.state_path))
+        if not entries:
+            return
+        now, mono = time.time(), mono_now()
+        if not self.dry_run:
+            self.firewall.add_many([(e.addr, int(e.left(now)) + 1 if e.expires else 0)
+                                    for e in entries])
+        for e in entries:
+            self.sentry.block(e.addr, mono + e.left(now) if e.expires else None)
+        self.log.info("adminalert: restored %d blocks from %s", len(entries), self.state_path)
+
+    # --- status ---------------------------------------------------------------------------
+    def handle_request(self, req):
+        cmd = req.get("cmd")
+        if cmd == "ping":
+            return {"ok": True, "pid": os.getpid()}
+        if self.started is None:
+            return {"error": "scanwatch is still starting (compiling and attaching the XDP program)"}
+        if cmd == "status":
+            return self.status()
+        if cmd == "unblock":
+            return {"ok": True, "was_blocked": self.unblock(req["addr"])}
+        if cmd == "flush":
+            return {"ok": True, "flushed": self.flush()}
+        return {"error": f"unknown command {cmd!r}"}
+
+    def status(self):
+        now, mono = time.time(), mono_now()
+        counters = self.sentry.counters()
+        kernel_sources = {str(s.addr): s for s in self.sentry.sources()}
+        with self.lock:
+            blocks = []
+            for e in sorted(self.policy.blocks.values(), key=lambda b: b.since):
+                row = self.policy.sources.rows.get(e.addr, {})
+                ks = kernel_sources.get(e.addr)
+                first = now - (mono - ks.first_mono) if ks else row.get("first", e.since)
+                blocks.append({"addr": e.addr, "scan_type": e.scan_type, "proto": e.proto,
+                               "port": e.port, "mode": e.mode, "reason": e.reason,
+                               "ports": row.get("ports", e.ports), "first_seen": first,
+                               "since": e.since, "expires": e.expires, "left": e.left(now),
+                               "evidence": e.evidence})
+            watched = {}
+            for proto, key in (("TCP", "TCP_PORTS"), ("UDP", "UDP_PORTS")):
+                if proto in self.modes:
+                    ports = set(getattr(self.cfg, key))
+                    watched[proto] = {"configured": len(ports),
+                                      "in_use": len(ports & self.listening[proto]),
+                                      "watched": len(ports - self.listening[proto])}
+        return {
+            "running": True, "pid": os.getpid(), "since": self.started,
+            "config": self.cfg.path or "(embedded defaults)",
+            "modes": list(self.modes.values()), "dry_run": self.dry_run,
+            "interfaces": dict(self.sentry.attached), "watched": watched,
+            "sweep": {"ports": self.cfg.SWEEP_PORTS, "window": self.cfg.SWEEP_WINDOW},
+            "scan_trigger": self.cfg.SCAN_TRIGGER, "nft_table": f"inet {self.cfg.NFT_TABLE}",
+            "packets": {k: counters[k] for k in ("SYN/Normal", "FIN", "NULL", "XMAS",
+                                                 "Unknown Type", "UDP")},
+            "counters": counters, "sources_tracked": len(kernel_sources), "blocked": blocks,
+        }
+
+
+def save_blocks(path, entries):
+    """Atomically write the block table: temp file, fsync, rename."""
+    tmp = f"{path}.tmp"
+    data = json.dumps([e.__dict__ for e in entries], indent=0)
+    try:
+        with open(tmp, "w") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        raise StateError(f"{path}: {err.strerror}") from err
+
+
+def load_blocks(path):
+    try:
+        with open(path) as fh:
+            rows = json.load(fh)
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as err:
+        raise StateError(f"{path}: unreadable block table: {err}") from err
+    return [BlockEntry(**r) for r in rows]

@@ -1,0 +1,92 @@
+"""Every setting scanwatch knows: name, type, embedded default, meaning.
+
+The PortSentry keys carry PortSentry 1.2's own defaults (its shipped portsentry.conf),
+so a missing key behaves as it would under PortSentry. The scanwatch keys follow.
+This table is the one place defaults live; config.py parses against it and
+`scanwatch config show` prints it.
+"""
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    kind: str  # one of: ports, int, block, flag, path, text, list
+    default: str  # written as it would appear in portsentry.conf
+    doc: str
+
+
+PORTSENTRY_TCP_PORTS = (
+    "1,11,15,79,111,119,143,540,635,1080,1524,2000,5742,6667,12345,12346,20034,"
+    "27665,31337,32771,32772,32773,32774,40421,49724,54320"
+)
+PORTSENTRY_UDP_PORTS = (
+    "1,7,9,69,161,162,513,635,640,641,700,37444,34555,31335,32770,32771,32772,"
+    "32773,32774,31337,54321"
+)
+
+SETTINGS = (
+    # --- PortSentry 1.2 keys ---
+    Setting("TCP_PORTS", "ports", PORTSENTRY_TCP_PORTS,
+            "TCP tripwire ports watched in classic and stealth modes."),
+    Setting("UDP_PORTS", "ports", PORTSENTRY_UDP_PORTS,
+            "UDP tripwire ports watched in classic and stealth modes."),
+    Setting("ADVANCED_PORTS_TCP", "int", "1024",
+            "Advanced TCP mode watches every port below this one."),
+    Setting("ADVANCED_PORTS_UDP", "int", "1024",
+            "Advanced UDP mode watches every port below this one."),
+    Setting("ADVANCED_EXCLUDE_TCP", "ports", "113,139",
+            "TCP ports advanced mode never treats as traps."),
+    Setting("ADVANCED_EXCLUDE_UDP", "ports", "520,138,137,67",
+            "UDP ports advanced mode never treats as traps."),
+    Setting("IGNORE_FILE", "path", "/etc/scanwatch/scanwatch.ignore",
+            "Addresses and CIDRs never counted or blocked (PortSentry syntax). "
+            "A missing file is the same as an empty one."),
+    Setting("HISTORY_FILE", "path", "/var/lib/scanwatch/scanwatch.history",
+            "Every block ever made, appended in PortSentry's history format."),
+    Setting("BLOCKED_FILE", "path", "/var/lib/scanwatch/scanwatch.blocked",
+            "Blocks of this run; `.<mode>` (stcp, sudp, ...) is appended, truncated at start."),
+    Setting("RESOLVE_HOST", "flag", "0",
+            "1 = look up host names for log lines (never delays a block)."),
+    Setting("BLOCK_TCP", "block", "1",
+            "0 = log only, 1 = block and run actions, 2 = run KILL_RUN_CMD only (TCP scans)."),
+    Setting("BLOCK_UDP", "block", "1",
+            "0 = log only, 1 = block and run actions, 2 = run KILL_RUN_CMD only (UDP scans)."),
+    Setting("KILL_ROUTE", "text", "",
+            "Command run to drop the route to a scanner ($TARGET$, $PORT$, $MODE$)."),
+    Setting("KILL_HOSTS_DENY", "text", "ALL: $TARGET$",
+            "Line appended to HOSTS_DENY_FILE for a blocked scanner; empty = none."),
+    Setting("KILL_RUN_CMD", "text", "", "Command run for each blocked scanner."),
+    Setting("KILL_RUN_CMD_FIRST", "flag", "0", "1 = run KILL_RUN_CMD before blocking."),
+    Setting("SCAN_TRIGGER", "int", "0",
+            "Tripwire hits a source may make before it is reacted to; 0 = on the first."),
+    Setting("PORT_BANNER", "text", "", "Text sent to connections in classic TCP mode."),
+    # --- scanwatch keys ---
+    Setting("INTERFACES", "list", "",
+            "Interfaces to watch, comma separated; empty = every interface that is up, "
+            "has an address and is not loopback."),
+    Setting("STATE_DIR", "path", "/var/lib/scanwatch",
+            "Where blocks and the JSON event log are kept across restarts."),
+    Setting("RUN_DIR", "path", "/run/scanwatch",
+            "Where the daemon's control socket and pid file live."),
+    Setting("HOSTS_DENY_FILE", "path", "/etc/hosts.deny",
+            "The TCP wrappers file that KILL_HOSTS_DENY lines go to."),
+    Setting("BLOCK_TIMEOUT", "int", "3600",
+            "Seconds a block lasts in nftables, XDP and hosts.deny; 0 = until unblocked."),
+    Setting("NFT_TABLE", "text", "scanwatch",
+            "Name of the `inet` nftables table scanwatch owns."),
+    Setting("SWEEP_PORTS", "int", "20",
+            "A source probing this many distinct ports that have no listener within "
+            "SWEEP_WINDOW seconds is a scanner, whichever ports they are; 0 = off."),
+    Setting("SWEEP_WINDOW", "int", "5", "Seconds over which SWEEP_PORTS is counted."),
+    Setting("KERNEL_BLOCK", "flag", "1",
+            "1 = the XDP program drops a source itself the moment it crosses a trigger, "
+            "before userspace hears of it."),
+    Setting("MAX_SOURCES", "int", "65536",
+            "Capacity of the kernel's per-source LRU table (oldest sources evicted)."),
+    Setting("MAX_BLOCKED", "int", "65536", "Capacity of the kernel's blocked-sources map."),
+    Setting("LOG_FORMAT", "text", "portsentry",
+            "`portsentry` (1.2 lines) or `portsentry2` (also PortSentry 2.0's `Scan from:` line)."),
+)
+
+BY_NAME = {s.name: s for s in SETTINGS}

@@ -1,0 +1,76 @@
+"""PortSentry's ignore file (one address or CIDR a line, `#` comments), IPv4 and IPv6."""
+import ipaddress
+
+from .config import read_text
+from .errors import ConfigError
+
+V4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def to_key(addr):
+    """Address -> the 16-byte kernel form (IPv4 as ::ffff:a.b.c.d)."""
+    addr = ipaddress.ip_address(addr)
+    if addr.version == 4:
+        return b"\0" * 10 + b"\xff\xff" + addr.packed
+    return addr.packed
+
+
+def from_key(raw):
+    """16-byte kernel form -> ipaddress object (IPv4 for mapped addresses)."""
+    addr = ipaddress.IPv6Address(bytes(raw))
+    return addr.ipv4_mapped or addr
+
+
+def to_lpm(net):
+    """Network -> (prefixlen, 16-byte key) in the kernel's mapped space."""
+    net = ipaddress.ip_network(net, strict=False)
+    if net.version == 4:
+        return 96 + net.prefixlen, to_key(net.network_address)
+    return net.prefixlen, net.network_address.packed
+
+
+def parse(text, path="<ignore>"):
+    """Return the networks listed; ConfigError names the first bad line."""
+    nets = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        item = line.split("#", 1)[0].strip()
+        if not item:
+            continue
+        try:
+            nets.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(f"{item!r} is not an IPv4/IPv6 address or CIDR", path, lineno) from None
+    return nets
+
+
+def load(path):
+    """A missing ignore file is an empty one (PortSentry's behaviour); other errors raise."""
+    try:
+        text = read_text(path)
+    except ConfigError as err:
+        if isinstance(err.__cause__, FileNotFoundError):
+            return []
+        raise
+    return parse(text, path)
+
+
+class IgnoreList:
+    """Networks that are never counted or blocked: the file's, loopback, own addresses."""
+
+    ALWAYS = ("127.0.0.0/8", "::1/128")
+
+    def __init__(self, file_nets=(), own_addrs=()):
+        self.file_nets = list(file_nets)
+        self.own = {ipaddress.ip_address(a) for a in own_addrs}
+
+    def networks(self):
+        nets = [ipaddress.ip_network(n) for n in self.ALWAYS] + self.file_nets
+        nets += [ipaddress.ip_network(a) for a in sorted(self.own, key=lambda a: (a.version, a))]
+        return nets
+
+    def __contains__(self, addr):
+        addr = ipaddress.ip_address(addr)
+        if addr.version == 6 and addr.ipv4_mapped:
+            addr = addr.ipv4_mapped
+        return addr in self.own or any(addr.version == n.version and addr in n
+                                       for n in self.networks())

@@ -1,0 +1,57 @@
+"""Plain typed records passed between the kernel side, the policy and the outputs."""
+import ipaddress
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ScanEvent:
+    """One report from the XDP program (see struct sw_event)."""
+
+    addr: ipaddress._BaseAddress
+    mono: float                 # CLOCK_MONOTONIC seconds of the packet
+    proto: str                  # "TCP" | "UDP"
+    port: int
+    kind: str                   # PortSentry's name: "SYN/Normal", "FIN", ..., "UDP"
+    reason: str                 # "hit" | "trigger" | "sweep"
+    tcp_flags: int = 0
+    tripwire: int = 0           # tripwire hits so far (this protocol)
+    sweep: int = 0              # distinct closed ports in the sweep window
+    kernel_blocked: bool = False
+    ip_options: bool = False
+    ports: tuple = ()           # recent distinct closed ports: ((proto, port), ...)
+
+
+@dataclass(frozen=True)
+class SourceStats:
+    """A row of the kernel's per-source table."""
+
+    addr: ipaddress._BaseAddress
+    first_mono: float
+    last_mono: float
+    hits: dict                  # kind name -> tripwire hits
+    distinct: int               # distinct closed ports probed
+    sweep: int
+    last_port: int
+    last_kind: str
+    flagged: tuple              # protocols whose trigger fired
+    ports: tuple = ()
+
+
+@dataclass
+class BlockEntry:
+    """A blocked scanner, as status and the state file show it."""
+
+    addr: str
+    since: float                # wall clock
+    expires: float | None       # wall clock; None = until unblocked
+    scan_type: str
+    proto: str
+    port: int
+    mode: str                   # "stcp" | "sudp"
+    reason: str                 # "tripwire" | "sweep"
+    ports: list = field(default_factory=list)
+    host: str = ""
+    evidence: str = "stealth"
+
+    def left(self, now):
+        return None if self.expires is None else max(0.0, self.expires - now)

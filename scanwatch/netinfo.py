@@ -1,0 +1,85 @@
+"""What this host looks like from inside its network namespace: interfaces, own
+addresses (netlink, via pyroute2) and ports that have a socket (/proc/net)."""
+import ipaddress
+
+from .errors import ScanwatchError
+
+IFF_UP = 0x1
+IFF_LOOPBACK = 0x8
+TCP_LISTEN = "0A"
+
+
+def _iproute():
+    from pyroute2 import IPRoute  # imported lazily: `scanwatch status` should start fast
+    return IPRoute()
+
+
+def interfaces():
+    """name -> {"up": bool, "loopback": bool, "addrs": [ip, ...]} for every link."""
+    with _iproute() as ipr:
+        links = {link["index"]: link for link in ipr.get_links()}
+        out = {}
+        for idx, link in links.items():
+            flags = link["flags"]
+            out[link.get_attr("IFLA_IFNAME")] = {
+                "index": idx, "up": bool(flags & IFF_UP),
+                "loopback": bool(flags & IFF_LOOPBACK), "addrs": []}
+        names = {idx: link.get_attr("IFLA_IFNAME") for idx, link in links.items()}
+        for msg in ipr.get_addr():
+            name = names.get(msg["index"])
+            addr = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
+            if name in out and addr:
+                out[name]["addrs"].append(addr)
+    return out
+
+
+def default_interfaces(info=None):
+    """PortSentry-like default: every interface that is up, has an address and is not loopback."""
+    info = interfaces() if info is None else info
+    return sorted(n for n, i in info.items() if i["up"] and i["addrs"] and not i["loopback"])
+
+
+def pick_interfaces(wanted, info=None):
+    info = interfaces() if info is None else info
+    if not wanted:
+        chosen = default_interfaces(info)
+        if not chosen:
+            raise ScanwatchError("no interface is up with an address; name one with --interface")
+        return chosen
+    missing = [n for n in wanted if n not in info]
+    if missing:
+        raise ScanwatchError(f"no such interface: {', '.join(missing)}")
+    return list(wanted)
+
+
+def own_addresses(info=None):
+    info = interfaces() if info is None else info
+    addrs = set()
+    for i in info.values():
+        for a in i["addrs"]:
+            addrs.add(ipaddress.ip_address(a.split("%")[0]))
+    return addrs
+
+
+def _ports(path, want_state):
+    ports = set()
+    try:
+        with open(path) as fh:
+            next(fh, None)
+            for line in fh:
+                fields = line.split()
+                if len(fields) < 4:
+                    continue
+                if want_state is None or fields[3] == want_state:
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    except FileNotFoundError:  # IPv6 disabled: no tcp6/udp6
+        pass
+    return ports
+
+
+def listening_ports():
+    """{"TCP": ports with a listener, "UDP": ports with a bound socket}, this namespace."""
+    return {
+        "TCP": _ports("/proc/net/tcp", TCP_LISTEN) | _ports("/proc/net/tcp6", TCP_LISTEN),
+        "UDP": _ports("/proc/net/udp", None) | _ports("/proc/net/udp6", None),
+    }

@@ -1,0 +1,105 @@
+"""Detection policy: pure Python, no bcc, no nftables, an injected clock.
+
+The XDP program counts and may cut a scanner off on its own; this module decides what
+each report means under PortSentry's rules (SCAN_TRIGGER, BLOCK_TCP/BLOCK_UDP, the
+ignore list) and keeps the table of blocks with their expiry.
+"""
+import ipaddress
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from .model import BlockEntry, ScanEvent
+
+QUIET, IGNORE, ALERT, BLOCK, RUN, ALREADY = "quiet", "ignore", "alert", "block", "run", "already"
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str        # one of QUIET IGNORE ALERT BLOCK RUN ALREADY
+    event: ScanEvent
+    mode: str          # "stcp" | "sudp"
+    block: BlockEntry | None = None
+
+
+class SourceTable:
+    """Bounded per-source summary for status: the oldest source is forgotten first."""
+
+    def __init__(self, limit=10000, ports_kept=64):
+        self.limit, self.ports_kept = limit, ports_kept
+        self.rows = OrderedDict()
+
+    def note(self, ev, now):
+        key = str(ev.addr)
+        row = self.rows.pop(key, None) or {"first": now, "kinds": {}, "ports": []}
+        row["last"] = now
+        if ev.reason != "sweep":
+            row["kinds"][ev.kind] = row["kinds"].get(ev.kind, 0) + 1
+        ports = row["ports"]
+        for proto, port in ev.ports + ((ev.proto, ev.port),):
+            item = f"{port}/{proto.lower()}"
+            if item not in ports and len(ports) < self.ports_kept:
+                ports.append(item)
+        self.rows[key] = row
+        while len(self.rows) > self.limit:
+            self.rows.popitem(last=False)
+        return row
+
+
+class Policy:
+    def __init__(self, *, scan_trigger=0, block_levels=None, block_timeout=3600,
+                 modes=None, is_ignored=lambda addr: False, clock=time.time):
+        self.scan_trigger = scan_trigger
+        self.block_levels = block_levels or {"TCP": 1, "UDP": 1}
+        self.block_timeout = block_timeout
+        self.modes = modes or {"TCP": "stcp", "UDP": "sudp"}
+        self.is_ignored = is_ignored
+        self.clock = clock
+        self.blocks = {}
+        self.sources = SourceTable()
+
+    def on_event(self, ev):
+        now = self.clock()
+        mode = self.modes.get(ev.proto, "")
+        if self.is_ignored(ev.addr):
+            return Decision(IGNORE, ev, mode)
+        row = self.sources.note(ev, now)
+        # PortSentry semantics: SCAN_TRIGGER hits are allowed, the next one reacts.
+        if ev.reason == "hit" and ev.tripwire <= self.scan_trigger:
+            return Decision(QUIET, ev, mode)
+        key = str(ev.addr)
+        current = self.blocks.get(key)
+        if current is not None and (current.expires is None or current.expires > now):
+            return Decision(ALREADY, ev, mode, current)
+        level = self.block_levels.get(ev.proto, 1)
+        if level == 0:
+            return Decision(ALERT, ev, mode)
+        if level == 2:
+            return Decision(RUN, ev, mode)
+        entry = BlockEntry(
+            addr=key, since=now,
+            expires=now + self.block_timeout if self.block_timeout else None,
+            scan_type=ev.kind, proto=ev.proto, port=ev.port, mode=mode,
+            reason="sweep" if ev.reason == "sweep" else "tripwire",
+            ports=list(row["ports"]))
+        self.blocks[key] = entry
+        return Decision(BLOCK, ev, mode, entry)
+
+    def expire(self):
+        """Remove and return the blocks whose time is up."""
+        now = self.clock()
+        gone = [b for b in self.blocks.values() if b.expires is not None and b.expires <= now]
+        for b in gone:
+            del self.blocks[b.addr]
+        return gone
+
+    def unblock(self, addr):
+        return self.blocks.pop(str(ipaddress.ip_address(addr)), None)
+
+    def restore(self, entries):
+        """Take back blocks saved by an earlier run; returns those still in force."""
+        now = self.clock()
+        alive = [e for e in entries if e.expires is None or e.expires > now]
+        for e in alive:
+            self.blocks[e.addr] = e
+        return alive
