@@ -25,6 +25,14 @@ def _run_dir_option(f):
     return click.option("--run-dir", help="Override RUN_DIR (where the control socket is).")(f)
 
 
+def _block_state_options(f):
+    """Where blocks are recorded, for unblock/flush when no daemon is running."""
+    for name, key in (("--nft-table", "NFT_TABLE"), ("--hosts-deny", "HOSTS_DENY_FILE"),
+                      ("--state-dir", "STATE_DIR")):
+        f = click.option(name, help=f"Override {key}.")(f)
+    return f
+
+
 @click.group(context_settings=CONTEXT)
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
 @click.version_option(package_name="scanwatch", prog_name="scanwatch")
@@ -138,8 +146,9 @@ def status(config_path, run_dir, as_json):
 @cli.command(context_settings=CONTEXT)
 @_config_option
 @_run_dir_option
+@_block_state_options
 @click.argument("addr")
-def unblock(config_path, run_dir, addr):
+def unblock(config_path, run_dir, state_dir, hosts_deny, nft_table, addr):
     """Lift the block of ADDR (nftables, XDP map, hosts.deny)."""
     import ipaddress
     try:
@@ -147,7 +156,8 @@ def unblock(config_path, run_dir, addr):
     except ValueError:
         raise ScanwatchError(f"{addr!r} is not an IPv4 or IPv6 address") from None
     from . import offline
-    cfg = _load(config_path, RUN_DIR=run_dir)
+    cfg = _load(config_path, RUN_DIR=run_dir, STATE_DIR=state_dir, HOSTS_DENY_FILE=hosts_deny,
+                NFT_TABLE=nft_table)
     was = offline.unblock(cfg, addr)
     click.echo(f"{addr} unblocked" if was else f"{addr} was not blocked by scanwatch")
 
@@ -155,10 +165,14 @@ def unblock(config_path, run_dir, addr):
 @cli.command(context_settings=CONTEXT)
 @_config_option
 @_run_dir_option
-def flush(config_path, run_dir):
-    """Lift every block: scanwatch's nft table and only the hosts.deny lines it wrote."""
+@_block_state_options
+def flush(config_path, run_dir, state_dir, hosts_deny, nft_table):
+    """Lift every block: scanwatch's nft table and only the hosts.deny lines it wrote.
+
+    With a daemon running, it empties the sets and keeps the table it needs."""
     from . import offline
-    cfg = _load(config_path, RUN_DIR=run_dir)
+    cfg = _load(config_path, RUN_DIR=run_dir, STATE_DIR=state_dir, HOSTS_DENY_FILE=hosts_deny,
+                NFT_TABLE=nft_table)
     click.echo(offline.flush(cfg))
 
 

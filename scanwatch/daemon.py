@@ -71,6 +71,8 @@ class Daemon:
         try:
             self.sentry.load()
             self._configure_kernel()
+            self.sentry.set_watched(0, cfg.TCP_PORTS if "TCP" in self.modes else ())
+            self.sentry.set_watched(1, cfg.UDP_PORTS if "UDP" in self.modes else ())
             self._refresh()
             if not self.dry_run:
                 self.firewall.setup()
@@ -158,12 +160,9 @@ class Daemon:
         if own != self.own:
             self.own = own
             self._push_ignores()
-        listening = netinfo.listening_ports()
-        if listening != self.listening:
-            self.listening = listening
-            cfg = self.cfg
-            self.sentry.set_watched(0, set(cfg.TCP_PORTS) - listening["TCP"] if "TCP" in self.modes else ())
-            self.sentry.set_watched(1, set(cfg.UDP_PORTS) - listening["UDP"] if "UDP" in self.modes else ())
+        # For status only: the XDP program asks the socket table itself on every probe
+        # (PortSentry's smart verify, exact and instant), so the bitmap keeps every port.
+        self.listening = netinfo.listening_ports()
 
     # --- events ----------------------------------------------------------------------------
     def on_event(self, ev):
@@ -194,22 +193,30 @@ class Daemon:
             ports = ",".join(str(p) for _, p in ev.ports)
             self.log.info("attackalert: Host %s probed %d closed ports within %ss (%s)",
                           addr, ev.sweep, self.cfg.SWEEP_WINDOW, ports)
+        extra = {}
         if d.action == BLOCK and not self.dry_run:
-            self._block(d.block, ev)
+            # From the triggering packet to the element in the nft set.
+            extra["nft_latency_ms"] = round(self._block(d.block, ev) * 1000, 3)
         elif d.action == BLOCK:
             self.policy.unblock(addr)
             self.log.info("attackalert: dry run: Host %s would be blocked", addr)
         elif d.action in (ALERT, RUN) and ev.kernel_blocked:
             self.sentry.unblock(addr)
-        self.recorder.event(self._event_json(ev, d.action))
+        self.recorder.event(dict(self._event_json(ev, d.action), **extra))
 
     def _block(self, entry, ev):
         timeout = self.cfg.BLOCK_TIMEOUT
         self.firewall.add(entry.addr, timeout)
+        latency = mono_now() - ev.mono
         if not ev.kernel_blocked:
             self.sentry.block(entry.addr, mono_now() + timeout if timeout else None)
         line = self.cfg.KILL_HOSTS_DENY
-        if line:
+        if line and "$TARGET$" not in line:
+            self.log.info("adminalert: No target variable specified in KILL_HOSTS_DENY option. "
+                          "Skipping.")
+        elif line:
+            if ev.addr.version == 6:  # hosts_access(5) wants IPv6 addresses in brackets
+                line = line.replace("$TARGET$", "[$TARGET$]")
             text = records.expand_macros(line, ev.addr, ev.port, entry.mode)
             self.hosts_deny.add(entry.addr, text)
             self.log.info(records.blocked_wrappers_line(entry.addr, text))
@@ -219,6 +226,7 @@ class Daemon:
                       f" for {timeout}s" if timeout else "")
         self.recorder.block(entry.since, entry.addr, entry.addr, entry.port, entry.proto, entry.mode)
         self._save_blocks()
+        return latency
 
     def _event_json(self, ev, action):
         return {"type": "scan", "action": action, "addr": str(ev.addr), "proto": ev.proto,

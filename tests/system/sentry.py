@@ -1,0 +1,137 @@
+"""Runs a real `scanwatch run` inside a Lab's target namespace (a helper, not a test)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SCANWATCH = [sys.executable, "-c", "from scanwatch.cli import main; main()"]
+
+
+class SentryProcess:
+    """`scanwatch run` with every path in a temp dir; use as a context manager."""
+
+    def __init__(self, lab, args=(), conf=None, ignore=(), ready_timeout=60):
+        self.lab = lab
+        self.dir = Path(tempfile.mkdtemp(prefix="swtest-"))
+        self.ignore_file = self.dir / "ignore"
+        self.ignore_file.write_text("".join(f"{a}\n" for a in ignore))
+        self.paths = {"state": self.dir / "state", "run": self.dir / "run",
+                      "hosts_deny": self.dir / "hosts.deny", "history": self.dir / "history",
+                      "blocked": self.dir / "blocked"}
+        self.paths["hosts_deny"].write_text("# admin's own line\nsshd: 192.0.2.7\n")
+        argv = [*SCANWATCH, "run", *args,
+                "--state-dir", self.paths["state"], "--run-dir", self.paths["run"],
+                "--hosts-deny", self.paths["hosts_deny"], "--history-file", self.paths["history"],
+                "--blocked-file", self.paths["blocked"], "--ignore-file", self.ignore_file]
+        if conf is not None:
+            cpath = self.dir / "scanwatch.conf"
+            cpath.write_text(conf)
+            argv += ["-c", cpath]
+        self.log_path = self.dir / "daemon.log"
+        self.log_fh = open(self.log_path, "w")
+        self.proc = lab.popen(lab.target_ns, *argv, stdout=self.log_fh, stderr=subprocess.STDOUT)
+        pid = self.paths["run"] / "scanwatch.pid"
+        deadline = time.monotonic() + ready_timeout
+        while not pid.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"scanwatch did not start:\n{self.log()}")
+            time.sleep(0.1)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def cli(self, *args, check=True):
+        res = self.lab.run(self.lab.target_ns, *SCANWATCH, *args, timeout=30)
+        if check and res.returncode != 0:
+            raise AssertionError(f"scanwatch {' '.join(args)} failed: {res.stderr}")
+        return res
+
+    def status(self):
+        return json.loads(self.cli("status", "--json", "--run-dir", self.paths["run"]).stdout)
+
+    def log(self):
+        if not self.log_fh.closed:
+            self.log_fh.flush()
+        return self.log_path.read_text()
+
+    def wait_log(self, needle, timeout=5):
+        deadline = time.monotonic() + timeout
+        while needle not in self.log():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{needle!r} not logged in {timeout}s:\n{self.log()}")
+            time.sleep(0.05)
+
+    def events(self):
+        path = self.paths["state"] / "events.jsonl"
+        return [json.loads(l) for l in path.read_text().splitlines()] if path.exists() else []
+
+    def read(self, name):
+        path = self.paths[name]
+        return path.read_text() if path.exists() else ""
+
+    def nft_set(self, family=4, table="scanwatch"):
+        res = self.lab.run(self.lab.target_ns, "nft", "-j", "list", "set", "inet", table,
+                           f"blocked{family}")
+        if res.returncode != 0:
+            return []
+        out = []
+        for item in json.loads(res.stdout)["nftables"]:
+            for el in item.get("set", {}).get("elem", []):
+                out.append(el["elem"]["val"] if isinstance(el, dict) else el)
+        return out
+
+    def stop(self):
+        """SIGTERM; returns the exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log_fh.close()
+        return self.proc.returncode
+
+
+def nmap(lab, *args, v6=False, timeout=120):
+    target = lab.target_ip6 if v6 else lab.target_ip4
+    argv = ["nmap", "-n", "-Pn", "-T5", "--max-retries", "0", *(("-6",) if v6 else ()), *args,
+            "-oG", "-", target]
+    res = lab.run(lab.scanner_ns, *argv, timeout=timeout)
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+def listen(lab, port, proto="tcp", host="::"):
+    """A real listener in the target namespace; returns the Popen (kill it when done)."""
+    code = ("import socket,sys,time\n"
+            f"s=socket.socket(socket.AF_INET6, socket.SOCK_{'STREAM' if proto == 'tcp' else 'DGRAM'})\n"
+            "s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)\n"
+            "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+            f"s.bind(('{host}', {port}))\n"
+            + ("s.listen(64)\nprint('ready', flush=True)\n"
+               "while True:\n c,_=s.accept(); c.sendall(b'hello\\n'); c.close()\n"
+               if proto == "tcp" else "print('ready', flush=True)\ntime.sleep(3600)\n"))
+    p = lab.popen(lab.target_ns, sys.executable, "-c", code, stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "ready"
+    return p
+
+
+def connect(lab, addr, port, timeout=2.0):
+    """Try a TCP connect from the scanner namespace; True when it succeeds."""
+    code = ("import socket,sys\n"
+            f"try:\n socket.create_connection(('{addr}', {port}), timeout={timeout}).close()\n"
+            "except OSError:\n sys.exit(1)\n")
+    return lab.run(lab.scanner_ns, sys.executable, "-c", code, timeout=timeout + 10).returncode == 0
+
+
+def env_ok():
+    return os.geteuid() == 0

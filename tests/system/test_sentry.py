@@ -1,0 +1,155 @@
+"""The sentry against real nmap from a scanner namespace: detect, block, record."""
+import re
+
+import pytest
+
+from sentry import SentryProcess, connect, listen, nmap
+
+ALERT = {  # PortSentry 1.2's wording; its NULL type carries a leading space
+    "-sS": r"attackalert: TCP SYN/Normal scan",
+    "-sF": r"attackalert: TCP FIN scan",
+    "-sN": r"attackalert:  TCP NULL scan",
+    "-sX": r"attackalert: TCP XMAS scan",
+    "-sU": r"attackalert: UDP scan",
+}
+TYPE = {"-sS": "SYN/Normal", "-sF": "FIN", "-sN": "NULL", "-sX": "XMAS", "-sU": "UDP"}
+
+
+@pytest.fixture
+def web(lab):
+    """An open TCP port on the target, to prove the block cuts real connections."""
+    p = listen(lab, 8080)
+    yield 8080
+    p.kill()
+    p.wait()
+
+
+def assert_blocked(sw, lab, addr, scan_type, proto, family=4):
+    log = sw.log()
+    assert addr in sw.nft_set(family), log
+    deny = sw.read("hosts_deny")
+    assert deny.startswith("# admin's own line\nsshd: 192.0.2.7\n"), deny
+    target = f"[{addr}]" if family == 6 else addr
+    assert deny.count(f"ALL: {target}\n") == 1, deny
+    assert re.search(rf"^\d+ - \S+ \S+ Host: {re.escape(addr)}/{re.escape(addr)} Port: \d+ "
+                     rf"{proto} Blocked$", sw.read("history"), re.M), sw.read("history")
+    st = sw.status()
+    rows = [b for b in st["blocked"] if b["addr"] == addr]
+    assert rows and rows[0]["scan_type"] == scan_type, st["blocked"]
+    assert rows[0]["left"] > 3000 and rows[0]["ports"], rows
+    assert f"has been blocked via wrappers with string: \"ALL: {target}\"" in log
+
+
+@pytest.mark.parametrize("scan", ["-sS", "-sF", "-sN", "-sX", "-sU"])
+def test_tripwire_scan_is_detected_and_blocked(lab, web, scan):
+    lab.wait_reachable()
+    assert connect(lab, lab.target_ip4, web), "the open port must answer before the scan"
+    with SentryProcess(lab) as sw:
+        nmap(lab, scan, "-p", "1-40")  # holds the tripwires 1, 7, 9, 11, 15
+        sw.wait_log("has been blocked via wrappers")
+        log = sw.log()
+        assert re.search(ALERT[scan] + rf" from host: {lab.scanner_ip4}/{lab.scanner_ip4} to "
+                         rf"{'UDP' if scan == '-sU' else 'TCP'} port: \d+$", log, re.M), log
+        assert_blocked(sw, lab, lab.scanner_ip4, TYPE[scan], "UDP" if scan == "-sU" else "TCP")
+        assert not connect(lab, lab.target_ip4, web), "a blocked scanner still connects"
+        ev = [e for e in sw.events() if e["action"] == "block"]
+        assert len(ev) == 1 and ev[0]["scan_type"] == TYPE[scan] and ev[0]["kernel_blocked"]
+        assert sw.stop() == 0
+    assert "XDP programs detached" in sw.log()
+    # After SIGTERM the XDP program is gone from the interface.
+    assert "xdp" not in lab.run(lab.target_ns, "ip", "link", "show", "dev", lab.target_if).stdout
+
+
+def test_sweep_of_ports_without_tripwires_is_caught_at_the_threshold(lab):
+    lab.wait_reachable()
+    with SentryProcess(lab) as sw:
+        out = nmap(lab, "-sS", "-p", "3000-3400")  # no tripwire port in this range
+        sw.wait_log("has been blocked via wrappers")
+        closed = re.findall(r"(\d+)/closed/tcp", out)
+        # The kernel drops the 20th distinct closed port's probe and everything after it.
+        assert len(closed) == 19, out
+        ev = [e for e in sw.events() if e["action"] == "block"][0]
+        assert ev["reason"] == "sweep" and ev["kernel_blocked"] and len(ev["ports"]) == 20
+        assert sw.status()["counters"]["dropped"] > 300
+
+
+def test_scan_over_ipv6_is_caught(lab, web):
+    lab.wait_reachable()
+    assert connect(lab, lab.target_ip6, web)
+    with SentryProcess(lab) as sw:
+        nmap(lab, "-sS", "-p", "1-40", v6=True)
+        sw.wait_log("has been blocked via wrappers")
+        assert re.search(rf"attackalert: TCP SYN/Normal scan from host: {lab.scanner_ip6}/"
+                         rf"{lab.scanner_ip6} to TCP port: \d+$", sw.log(), re.M), sw.log()
+        assert_blocked(sw, lab, lab.scanner_ip6, "SYN/Normal", "TCP", family=6)
+        assert not connect(lab, lab.target_ip6, web)
+        assert sw.nft_set(4) == []
+
+
+def test_ignored_scanner_is_never_blocked(lab, web):
+    lab.wait_reachable()
+    with SentryProcess(lab, ignore=[f"{lab.scanner_ip4}/32", "# a comment"]) as sw:
+        nmap(lab, "-sS", "-p", "1-400")
+        st = sw.status()
+        assert st["blocked"] == [] and sw.nft_set(4) == []
+        assert st["counters"]["ignored"] >= 400 and st["counters"]["kernel_blocks"] == 0
+        assert "ALL:" not in sw.read("hosts_deny") and sw.read("history") == ""
+        assert connect(lab, lab.target_ip4, web)
+        # The same scan over IPv6 (not ignored) is caught: the test can fail.
+        nmap(lab, "-sS", "-p", "1-40", v6=True)
+        sw.wait_log("has been blocked via wrappers")
+
+
+def test_probes_to_a_port_with_a_listener_do_not_trigger(lab):
+    lab.wait_reachable()
+    with SentryProcess(lab) as sw:
+        trap = listen(lab, 1)  # TCP port 1 is a tripwire, but now a service owns it
+        try:
+            for _ in range(5):
+                nmap(lab, "-sS", "-p", "1")
+                assert connect(lab, lab.target_ip4, 1)
+            st = sw.status()
+            assert st["blocked"] == [] and st["counters"]["tripwire"] == 0, st
+            assert st["watched"]["TCP"]["in_use"] == 1
+        finally:
+            trap.kill()
+            trap.wait()
+        nmap(lab, "-sS", "-p", "1")  # the service is gone: port 1 is a trap again
+        sw.wait_log("has been blocked via wrappers")
+
+
+def test_blocking_off_logs_without_blocking(lab):
+    lab.wait_reachable()
+    with SentryProcess(lab, conf='BLOCK_TCP="0"\nBLOCK_UDP="0"\n') as sw:
+        nmap(lab, "-sS", "-p", "1-40")
+        sw.wait_log("attackalert: TCP SYN/Normal scan")
+        st = sw.status()
+        assert st["blocked"] == [] and st["counters"]["kernel_blocks"] == 0
+        assert sw.nft_set(4) == [] and "ALL:" not in sw.read("hosts_deny")
+        # Every tripwire in range was counted: 1, 11, 15 (SCAN_TRIGGER=0 alerts on each).
+        assert st["counters"]["tripwire"] == 3
+
+
+def test_unblock_and_flush_touch_only_scanwatch_state(lab):
+    lab.wait_reachable()
+    with SentryProcess(lab) as sw:
+        nmap(lab, "-sS", "-p", "1-40")
+        sw.wait_log("has been blocked via wrappers")
+        run = ["--run-dir", str(sw.paths["run"])]
+        res = sw.cli("unblock", lab.scanner_ip4, *run)
+        assert "unblocked" in res.stdout
+        assert sw.nft_set(4) == [] and sw.status()["blocked"] == []
+        assert sw.read("hosts_deny") == "# admin's own line\nsshd: 192.0.2.7\n"
+        nmap(lab, "-sS", "-p", "1-40")  # judged afresh: caught again
+        sw.wait_log(f"Host {lab.scanner_ip4} has been blocked via nftables", timeout=5)
+        assert sw.status()["blocked"]
+        assert sw.stop() == 0
+    # Daemon stopped: flush works offline, removes our table and only our hosts.deny line.
+    lab.run(lab.target_ns, "nft", "add", "table", "inet", "other")
+    assert lab.scanner_ip4 in sw.nft_set(4)
+    res = sw.cli("flush", "--run-dir", str(sw.paths["run"]), "--state-dir", str(sw.paths["state"]),
+                 "--hosts-deny", str(sw.paths["hosts_deny"]))
+    assert "removed table inet scanwatch and 1 hosts.deny lines" in res.stdout
+    tables = lab.run(lab.target_ns, "nft", "list", "tables").stdout
+    assert "inet other" in tables and "scanwatch" not in tables
+    assert sw.read("hosts_deny") == "# admin's own line\nsshd: 192.0.2.7\n"
