@@ -138,8 +138,13 @@ def status(config_path, run_dir, as_json):
 
     Exit status 3 when no daemon is running."""
     from . import control
+    from .errors import NotRunning
     cfg = _load(config_path, RUN_DIR=run_dir)
-    st = control.request(cfg.RUN_DIR, {"cmd": "status"})
+    try:
+        st = control.request(cfg.RUN_DIR, {"cmd": "status"})
+    except NotRunning as err:
+        click.echo(str(err))
+        sys.exit(err.exit_code)
     click.echo(json.dumps(st, indent=2, sort_keys=True) if as_json else format_status(st))
 
 

@@ -66,8 +66,10 @@ def test_sweep_of_ports_without_tripwires_is_caught_at_the_threshold(lab):
         out = nmap(lab, "-sS", "-p", "3000-3400")  # no tripwire port in this range
         sw.wait_log("has been blocked via wrappers")
         closed = re.findall(r"(\d+)/closed/tcp", out)
-        # The kernel drops the 20th distinct closed port's probe and everything after it.
-        assert len(closed) == 19, out
+        # The kernel drops the 20th distinct closed port's probe and everything after it;
+        # the Bloom filter may miss a distinct port now and then (bench/sweep_filter.py: 1%
+        # of scans, at most 2 ports), which only delays the trigger.
+        assert 19 <= len(closed) <= 21, out
         ev = [e for e in sw.events() if e["action"] == "block"][0]
         assert ev["reason"] == "sweep" and ev["kernel_blocked"] and len(ev["ports"]) == 20
         assert sw.status()["counters"]["dropped"] > 300
