@@ -155,9 +155,9 @@ def status(config_path, run_dir, as_json):
 @click.argument("addr")
 def unblock(config_path, run_dir, state_dir, hosts_deny, nft_table, addr):
     """Lift the block of ADDR (nftables, XDP map, hosts.deny)."""
-    import ipaddress
+    from .ignore import canonical
     try:
-        addr = str(ipaddress.ip_address(addr))
+        addr = str(canonical(addr))
     except ValueError:
         raise ScanwatchError(f"{addr!r} is not an IPv4 or IPv6 address") from None
     from . import offline

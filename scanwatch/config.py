@@ -7,7 +7,11 @@ from .defaults import BY_NAME, SETTINGS
 from .errors import ConfigError
 
 _LINE = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$')
-MAX_CONFIG_BYTES = 1 << 20  # a real portsentry.conf is ~10 KB; anything huge is a mistake
+MAX_CONFIG_BYTES = 1 << 20
+# Upper bounds where the kernel or nftables sets one (values land in u32 fields or map sizes).
+MAXIMUM = {"ADVANCED_PORTS_TCP": 65535, "ADVANCED_PORTS_UDP": 65535, "SWEEP_PORTS": 65535,
+           "SWEEP_WINDOW": 86400, "BLOCK_TIMEOUT": 10 * 365 * 86400,
+           "MAX_SOURCES": 1 << 22, "MAX_BLOCKED": 1 << 22}  # a real portsentry.conf is ~10 KB; anything huge is a mistake
 
 
 def parse_ports(text, path=None, lineno=None, key="ports"):
@@ -41,8 +45,9 @@ def _convert(setting, raw, path, lineno):
         if allowed and value not in allowed:
             raise ConfigError(f"{name}: {raw!r} must be one of {', '.join(map(str, allowed))}",
                               path, lineno)
-        if name in ("ADVANCED_PORTS_TCP", "ADVANCED_PORTS_UDP") and value > 65535:
-            raise ConfigError(f"{name}: {raw!r} is above 65535", path, lineno)
+        top = MAXIMUM.get(name, 2**32 - 1)
+        if value > top:
+            raise ConfigError(f"{name}: {raw!r} is above the maximum {top}", path, lineno)
         return value
     if kind == "list":
         return tuple(x.strip() for x in raw.split(",") if x.strip())
@@ -84,7 +89,7 @@ def parse(text, path="<config>"):
     """Parse config text; raise ConfigError naming path:line on the first malformed line."""
     cfg = defaults()
     cfg.path = path
-    for lineno, line in enumerate(text.splitlines(), 1):
+    for lineno, line in enumerate(split_lines(text), 1):
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
@@ -143,6 +148,15 @@ def read_text(path, limit=MAX_CONFIG_BYTES):
     except UnicodeDecodeError as err:
         lineno = data[:err.start].count(b"\n") + 1
         raise ConfigError("not valid UTF-8 text", path, lineno) from err
+
+
+def split_lines(text):
+    """Lines end at "\n" only (str.splitlines() would also split at \f, \v, U+2028 ...,
+    which could turn part of a comment into a setting and shift line numbers)."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [l[:-1] if l.endswith("\r") else l for l in lines]
 
 
 def _clip(text, width=60):

@@ -146,10 +146,7 @@ class Daemon:
 
     # --- keeping the kernel's view current ----------------------------------------------
     def is_ignored(self, addr):
-        addr = ipaddress.ip_address(addr)
-        if addr.is_loopback or addr in self.own:
-            return True
-        return any(addr.version == n.version and addr in n for n in self.file_ignores)
+        return addr in ignore.IgnoreList(self.file_ignores, self.own)
 
     def _push_ignores(self):
         lst = ignore.IgnoreList(self.file_ignores, self.own)
@@ -251,7 +248,7 @@ class Daemon:
         self.hosts_deny.remove(addr)
 
     def unblock(self, addr):
-        addr = str(ipaddress.ip_address(addr))
+        addr = str(ignore.canonical(addr))
         with self.lock:
             entry = self.policy.unblock(addr)
             self._lift(addr)

@@ -1,14 +1,11 @@
 """The only module in scanwatch that talks to nftables.
 
-scanwatch owns exactly one table, `inet <table>` (default "scanwatch"), holding two
-timeout sets (blocked4, blocked6) and one input base chain that drops their members.
-Every command this module renders names that table explicitly, so nothing else in
-the ruleset is ever changed or flushed.
-
-Commands are nft text run through libnftables (python3-nftables): one cmd() call is
-one netlink transaction, which keeps add() well under a millisecond and lets
-add_many() restore thousands of blocks atomically. The render_* functions are pure
-so the exact commands can be unit-tested without root or the bindings.
+scanwatch owns one table, `inet <table>` (default "scanwatch"): timeout sets blocked4
+and blocked6 and an input base chain dropping their members. Every rendered command
+names that table, so nothing else in the ruleset is ever changed. Commands are nft
+text run through libnftables: one cmd() is one netlink transaction, which keeps add()
+far below a millisecond and makes add_many() atomic. render_* are pure functions, so
+the exact commands are unit-tested without root or the bindings.
 """
 import ipaddress
 import json
@@ -227,24 +224,40 @@ class Firewall:
         name, a = _addr(addr)
         return self._element_op(name, f"get element inet {self.table} {name} {{ {a} }}")
 
+    def _dump(self, name):
+        result = {}
+        for obj in self._run(f"list set inet {self.table} {name}", json_out=True):
+            for elem in obj.get("set", {}).get("elem", ()):
+                val, left = elem, None
+                if isinstance(elem, dict):
+                    elem = elem.get("elem", {})
+                    val = elem.get("val")
+                    if "timeout" in elem:  # `expires` is omitted once it reaches 0
+                        left = float(elem.get("expires", 0))
+                try:  # canonical form: nft prints e.g. ::1.2.3.4 for ::102:304
+                    result[str(ipaddress.ip_address(val))] = left
+                except (ValueError, TypeError) as err:
+                    raise FirewallError(f"unexpected set element {val!r}") from err
+        return result
+
     def list(self):
         """{address: seconds left (None = no timeout)}. nft's JSON gives whole seconds,
-        truncated, so a value is never above the real time left."""
+        truncated, so a value is never above the real time left.
+
+        A big set's dump spans several netlink messages, each resumed by position in
+        the kernel's hash table; if the table resizes in between (it does for a while
+        after bulk changes) elements are silently skipped. So read until two dumps
+        agree."""
         result = {}
         for name in (SET4, SET6):
-            for obj in self._run(f"list set inet {self.table} {name}", json_out=True):
-                for elem in obj.get("set", {}).get("elem", ()):
-                    if isinstance(elem, dict):
-                        elem = elem.get("elem", {})
-                        val, left = elem.get("val"), None
-                        if "timeout" in elem:  # `expires` is omitted when it hit 0
-                            left = float(elem.get("expires", 0))
-                    else:
-                        val, left = elem, None
-                    try:  # canonical form: nft prints e.g. ::1.2.3.4 for ::102:304
-                        result[str(ipaddress.ip_address(val))] = left
-                    except (ValueError, TypeError) as err:
-                        raise FirewallError(f"unexpected set element {val!r}") from err
+            cur = self._dump(name)
+            for _ in range(4):
+                prev, cur = cur, self._dump(name)
+                if cur.keys() == prev.keys():
+                    break
+            else:  # still churning: rather report a stale block than miss one
+                cur = {**prev, **cur}
+            result.update(cur)
         return result
 
     def exists(self):

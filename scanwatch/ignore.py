@@ -1,10 +1,18 @@
 """PortSentry's ignore file (one address or CIDR a line, `#` comments), IPv4 and IPv6."""
 import ipaddress
 
-from .config import read_text
+from .config import read_text, split_lines
 from .errors import ConfigError
 
 V4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def canonical(addr):
+    """An address as scanwatch keys it: IPv4-mapped IPv6 (::ffff:a.b.c.d) becomes IPv4."""
+    addr = ipaddress.ip_address(addr)
+    if addr.version == 6 and addr.ipv4_mapped:
+        return addr.ipv4_mapped
+    return addr
 
 
 def to_key(addr):
@@ -32,7 +40,7 @@ def to_lpm(net):
 def parse(text, path="<ignore>"):
     """Return the networks listed; ConfigError names the first bad line."""
     nets = []
-    for lineno, line in enumerate(text.splitlines(), 1):
+    for lineno, line in enumerate(split_lines(text), 1):
         item = line.split("#", 1)[0].strip()
         if not item:
             continue
@@ -61,7 +69,7 @@ class IgnoreList:
 
     def __init__(self, file_nets=(), own_addrs=()):
         self.file_nets = list(file_nets)
-        self.own = {ipaddress.ip_address(a) for a in own_addrs}
+        self.own = {canonical(a) for a in own_addrs}
 
     def networks(self):
         nets = [ipaddress.ip_network(n) for n in self.ALWAYS] + self.file_nets
@@ -69,8 +77,12 @@ class IgnoreList:
         return nets
 
     def __contains__(self, addr):
-        addr = ipaddress.ip_address(addr)
-        if addr.version == 6 and addr.ipv4_mapped:
-            addr = addr.ipv4_mapped
-        return addr in self.own or any(addr.version == n.version and addr in n
-                                       for n in self.networks())
+        # Compare in the kernel's 16-byte space, so `::ffff:0:0/96` covers IPv4 sources
+        # here exactly as it does in the LPM trie.
+        key = int.from_bytes(to_key(canonical(addr)), "big")
+        for net in self.networks():
+            plen, base = to_lpm(net)
+            shift = 128 - plen
+            if key >> shift == int.from_bytes(base, "big") >> shift:
+                return True
+        return False

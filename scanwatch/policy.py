@@ -4,11 +4,11 @@ The XDP program counts and may cut a scanner off on its own; this module decides
 each report means under PortSentry's rules (SCAN_TRIGGER, BLOCK_TCP/BLOCK_UDP, the
 ignore list) and keeps the table of blocks with their expiry.
 """
-import ipaddress
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from .ignore import canonical
 from .model import BlockEntry, ScanEvent
 
 QUIET, IGNORE, ALERT, BLOCK, RUN, ALREADY = "quiet", "ignore", "alert", "block", "run", "already"
@@ -94,7 +94,7 @@ class Policy:
         return gone
 
     def unblock(self, addr):
-        return self.blocks.pop(str(ipaddress.ip_address(addr)), None)
+        return self.blocks.pop(str(canonical(addr)), None)
 
     def restore(self, entries):
         """Take back blocks saved by an earlier run; returns those still in force."""
