@@ -110,8 +110,11 @@ class Daemon:
             self.sentry.poll(200)
             if time.monotonic() >= next_refresh:
                 with self.lock:
-                    self._refresh()
-                    self._expire()
+                    try:
+                        self._refresh()
+                        self._expire()
+                    except ScanwatchError as err:  # e.g. our table was deleted under us
+                        self.log.error("error: %s", err)
                 next_refresh = time.monotonic() + REFRESH_S
         self.log.info("adminalert: scanwatch is stopping; XDP programs detached")
         self.shutdown()
@@ -242,10 +245,14 @@ class Daemon:
         self._save_blocks()
 
     def _lift(self, addr):
+        """Undo a block everywhere; one failing place does not keep the others blocked."""
         self.sentry.unblock(addr)
-        if not self.dry_run:
-            self.firewall.remove(addr)
-        self.hosts_deny.remove(addr)
+        steps = [self.hosts_deny.remove] + ([] if self.dry_run else [self.firewall.remove])
+        for step in steps:
+            try:
+                step(addr)
+            except ScanwatchError as err:
+                self.log.error("error: unblocking %s: %s", addr, err)
 
     def unblock(self, addr):
         addr = str(ignore.canonical(addr))
@@ -301,12 +308,12 @@ class Daemon:
     def status(self):
         now, mono = time.time(), mono_now()
         counters = self.sentry.counters()
-        kernel_sources = {str(s.addr): s for s in self.sentry.sources()}
+        tracked = self.sentry.source_count()
         with self.lock:
             blocks = []
             for e in sorted(self.policy.blocks.values(), key=lambda b: b.since):
                 row = self.policy.sources.rows.get(e.addr, {})
-                ks = kernel_sources.get(e.addr)
+                ks = self.sentry.source(e.addr)
                 first = now - (mono - ks.first_mono) if ks else row.get("first", e.since)
                 blocks.append({"addr": e.addr, "scan_type": e.scan_type, "proto": e.proto,
                                "port": e.port, "mode": e.mode, "reason": e.reason,
@@ -329,7 +336,7 @@ class Daemon:
             "scan_trigger": self.cfg.SCAN_TRIGGER, "nft_table": f"inet {self.cfg.NFT_TABLE}",
             "packets": {k: counters[k] for k in ("SYN/Normal", "FIN", "NULL", "XMAS",
                                                  "Unknown Type", "UDP")},
-            "counters": counters, "sources_tracked": len(kernel_sources), "blocked": blocks,
+            "counters": counters, "sources_tracked": tracked, "blocked": blocks,
         }
 
 

@@ -149,23 +149,33 @@ class Sentry:
                 out[str(from_key(bytes(k.a)))] = exp
         return out
 
+    def _source_stats(self, key, value):
+        s = K.Source.from_buffer_copy(bytes(value))
+        flagged = tuple(n for n, bit in (("TCP", K.F_FLAG_TCP), ("UDP", K.F_FLAG_UDP))
+                        if s.flags & bit)
+        return SourceStats(
+            addr=from_key(bytes(key.a)), first_mono=s.first_ns / 1e9, last_mono=s.last_ns / 1e9,
+            hits={K.KIND_NAMES[i]: s.hits[i] for i in range(K.NKINDS) if s.hits[i]},
+            distinct=s.distinct, sweep=s.sweep, last_port=s.last_port,
+            last_kind=K.KIND_NAMES[min(s.last_kind, K.NKINDS - 1)], flagged=flagged,
+            ports=tuple(K.recent_ports(s.recent, s.distinct)))
+
     def sources(self):
-        out = []
-        for k, v in self.bpf["sources"].items():
-            s = K.Source.from_buffer_copy(bytes(v))
-            flagged = tuple(n for n, bit in (("TCP", K.F_FLAG_TCP), ("UDP", K.F_FLAG_UDP))
-                            if s.flags & bit)
-            out.append(SourceStats(
-                addr=from_key(bytes(k.a)), first_mono=s.first_ns / 1e9,
-                last_mono=s.last_ns / 1e9,
-                hits={K.KIND_NAMES[i]: s.hits[i] for i in range(K.NKINDS) if s.hits[i]},
-                distinct=s.distinct, sweep=s.sweep, last_port=s.last_port,
-                last_kind=K.KIND_NAMES[min(s.last_kind, K.NKINDS - 1)], flagged=flagged,
-                ports=tuple(K.recent_ports(s.recent, s.distinct))))
-        return out
+        return [self._source_stats(k, v) for k, v in self.bpf["sources"].items()]
+
+    def source(self, addr):
+        """One source's kernel row, or None."""
+        key = _addr(addr)
+        value = self.bpf["sources"].get(key)
+        return None if value is None else self._source_stats(key, value)
 
     def source_count(self):
-        return sum(1 for _ in self.bpf["sources"].keys())
+        """Entries in the sources map; batched, so a full map costs milliseconds."""
+        table = self.bpf["sources"]
+        try:
+            return sum(1 for _ in table.items_lookup_batch())
+        except Exception:  # kernels without batch ops: walk the keys one by one
+            return sum(1 for _ in table.keys())
 
     def counters(self):
         table = self.bpf["counters"]

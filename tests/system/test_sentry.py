@@ -1,5 +1,6 @@
 """The sentry against real nmap from a scanner namespace: detect, block, record."""
 import re
+import time
 
 import pytest
 
@@ -110,9 +111,10 @@ def test_probes_to_a_port_with_a_listener_do_not_trigger(lab):
             for _ in range(5):
                 nmap(lab, "-sS", "-p", "1")
                 assert connect(lab, lab.target_ip4, 1)
+            time.sleep(1.5)  # status re-reads the socket table every second
             st = sw.status()
             assert st["blocked"] == [] and st["counters"]["tripwire"] == 0, st
-            assert st["watched"]["TCP"]["in_use"] == 1
+            assert st["watched"]["TCP"]["in_use"] == 1, sw.log()
         finally:
             trap.kill()
             trap.wait()
