@@ -1,6 +1,8 @@
 """The sentry against real nmap from a scanner namespace: detect, block, record."""
 import re
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +15,7 @@ ALERT = {  # PortSentry 1.2's wording; its NULL type carries a leading space
     "-sX": r"attackalert: TCP XMAS scan",
     "-sU": r"attackalert: UDP scan",
 }
+RAWSEND = str(Path(__file__).with_name("rawsend.py"))
 TYPE = {"-sS": "SYN/Normal", "-sF": "FIN", "-sN": "NULL", "-sX": "XMAS", "-sU": "UDP"}
 
 
@@ -157,3 +160,57 @@ def test_unblock_and_flush_touch_only_scanwatch_state(lab):
     tables = lab.run(lab.target_ns, "nft", "list", "tables").stdout
     assert "inet other" in tables and "scanwatch" not in tables
     assert sw.read("hosts_deny") == "# admin's own line\nsshd: 192.0.2.7\n"
+
+
+def test_probes_behind_a_vlan_tag_are_caught(lab):
+    """One 802.1Q tag is parsed (frames built by hand: this kernel has no 8021q module)."""
+    lab.wait_reachable()
+    mac = lab.run(lab.target_ns, "cat", f"/sys/class/net/{lab.target_if}/address").stdout.strip()
+    with SentryProcess(lab, args=("-i", lab.target_if)) as sw:
+        assert list(sw.status()["interfaces"]) == [lab.target_if]
+        res = lab.run(lab.scanner_ns, sys.executable, RAWSEND, lab.scanner_if, mac,
+                      "198.51.100.9", lab.target_ip4, "--ports", "3000-3030", "--vlan", "100")
+        assert res.returncode == 0, res.stderr
+        sw.wait_log("has been blocked via wrappers")
+        assert "198.51.100.9" in sw.nft_set(4)
+        ev = [e for e in sw.events() if e["action"] == "block"][0]
+        assert ev["reason"] == "sweep" and ev["scan_type"] == "SYN/Normal"
+
+
+def test_dry_run_detects_but_blocks_nothing(lab):
+    lab.wait_reachable()
+    with SentryProcess(lab, args=("--dry-run",)) as sw:
+        nmap(lab, "-sS", "-p", "1-40")
+        sw.wait_log(f"dry run: Host {lab.scanner_ip4} would be blocked")
+        st = sw.status()
+        assert st["dry_run"] and st["blocked"] == [] and st["counters"]["kernel_blocks"] == 0
+        assert sw.nft_set(4) == [] and "ALL:" not in sw.read("hosts_deny")
+        assert connect(lab, lab.target_ip4, 22) is False  # closed port: refused, not dropped
+        assert st["counters"]["dropped"] == 0
+
+
+def test_flag_classification_unknown_type_and_non_probes(lab):
+    """ACK or RST packets are no probes; other odd patterns are "Unknown Type" with raw flags."""
+    lab.wait_reachable()
+    mac = lab.run(lab.target_ns, "cat", f"/sys/class/net/{lab.target_if}/address").stdout.strip()
+
+    def send(src, ports, flags, *extra):
+        res = lab.run(lab.scanner_ns, sys.executable, RAWSEND, lab.scanner_if, mac, src,
+                      lab.target_ip4, "--ports", ports, "--flags", flags, *extra)
+        assert res.returncode == 0, res.stderr
+
+    with SentryProcess(lab) as sw:
+        send("198.51.100.10", "1-100", "A")
+        send("198.51.100.10", "1-100", "R")
+        send("198.51.100.10", "1-100", "SA")
+        time.sleep(0.5)
+        st = sw.status()
+        assert st["blocked"] == [] and sum(st["packets"].values()) == 0, st
+        send("198.51.100.11", "1", "SF", "--ip-options")
+        sw.wait_log("has been blocked via wrappers")
+        log = sw.log()
+        assert "198.51.100.11/198.51.100.11 to TCP port: 1" in log
+        assert "Unknown Type: TCP Packet Flags: SYN: 1 FIN: 1 ACK: 0 PSH: 0 URG: 0 RST: 0" in log
+        assert "has IP options set" in log
+        ev = [e for e in sw.events() if e["action"] == "block"][0]
+        assert ev["tcp_flags"] == 0x03 and ev["ip_options"] and ev["scan_type"] == "Unknown Type"

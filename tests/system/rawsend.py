@@ -1,0 +1,75 @@
+"""Send hand-built Ethernet frames (not a test): run inside a namespace as root.
+
+    python rawsend.py IFACE DST_MAC SRC_IP DST_IP --ports 3000-3030 [--flags S] [--vlan 100]
+
+Used where the kernel cannot build the packet for us (an 802.1Q tag without the 8021q
+module, odd flag combinations, IP options).
+"""
+import argparse
+import ipaddress
+import socket
+import struct
+
+FLAGS = {"F": 0x01, "S": 0x02, "R": 0x04, "P": 0x08, "A": 0x10, "U": 0x20}
+
+
+def checksum(data):
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def tcp_segment(src, dst, sport, dport, flags, pseudo):
+    hdr = struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, flags, 1024, 0, 0)
+    csum = checksum(pseudo + hdr)
+    return hdr[:16] + struct.pack("!H", csum) + hdr[18:]
+
+
+def frame(src_mac, dst_mac, src, dst, sport, dport, flags, vlan=None, ip_options=b""):
+    src, dst = ipaddress.ip_address(src), ipaddress.ip_address(dst)
+    if src.version == 4:
+        pseudo = src.packed + dst.packed + struct.pack("!BBH", 0, 6, 20)
+        l4 = tcp_segment(src, dst, sport, dport, flags, pseudo)
+        ihl = 5 + len(ip_options) // 4
+        ip = struct.pack("!BBHHHBBH4s4s", 4 << 4 | ihl, 0, ihl * 4 + len(l4), 1, 0, 64, 6, 0,
+                         src.packed, dst.packed) + ip_options
+        ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
+        ethertype = 0x0800
+    else:
+        pseudo = src.packed + dst.packed + struct.pack("!IxxxB", 20, 6)
+        l4 = tcp_segment(src, dst, sport, dport, flags, pseudo)
+        ip = struct.pack("!IHBB16s16s", 6 << 28, len(l4), 6, 64, src.packed, dst.packed)
+        ethertype = 0x86DD
+    eth = dst_mac + src_mac
+    if vlan is not None:
+        eth += struct.pack("!HH", 0x8100, vlan)
+    return eth + struct.pack("!H", ethertype) + ip + l4
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("iface")
+    ap.add_argument("dst_mac")
+    ap.add_argument("src")
+    ap.add_argument("dst")
+    ap.add_argument("--ports", default="1")
+    ap.add_argument("--flags", default="S")
+    ap.add_argument("--vlan", type=int)
+    ap.add_argument("--ip-options", action="store_true", help="add 4 bytes of NOP options")
+    a = ap.parse_args()
+    lo, _, hi = a.ports.partition("-")
+    flags = sum(FLAGS[c] for c in a.flags)
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    s.bind((a.iface, 0))
+    src_mac = s.getsockname()[4]
+    dst_mac = bytes.fromhex(a.dst_mac.replace(":", ""))
+    for port in range(int(lo), int(hi or lo) + 1):
+        s.send(frame(src_mac, dst_mac, a.src, a.dst, 40000, port, flags, a.vlan,
+                     b"\x01\x01\x01\x00" if a.ip_options else b""))
+
+
+if __name__ == "__main__":
+    main()
