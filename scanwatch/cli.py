@@ -9,7 +9,10 @@ from . import config as configmod
 from .errors import ScanwatchError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-MODE_CHOICES = click.Choice(["stealth"])
+MODE_CHOICES = click.Choice(["classic", "stealth", "advanced"])
+# PortSentry's one-word mode flags -> (protocol, mode)
+MODE_FLAGS = {"tcp": ("TCP", "classic"), "stcp": ("TCP", "stealth"), "atcp": ("TCP", "advanced"),
+              "udp": ("UDP", "classic"), "sudp": ("UDP", "stealth"), "audp": ("UDP", "advanced")}
 
 
 def _load(path, **overrides):
@@ -45,10 +48,16 @@ def cli(ctx, debug):
 
 @cli.command(context_settings=CONTEXT)
 @_config_option
-@click.option("-stcp", "stcp", is_flag=True, help="Stealth TCP mode (PortSentry's -stcp).")
-@click.option("-sudp", "sudp", is_flag=True, help="Stealth UDP mode (PortSentry's -sudp).")
-@click.option("--tcp-mode", type=MODE_CHOICES, help="TCP mode; `stealth` = -stcp.")
-@click.option("--udp-mode", type=MODE_CHOICES, help="UDP mode; `stealth` = -sudp.")
+@click.option("-tcp", "flag_tcp", is_flag=True, help="Classic TCP mode: bind TCP_PORTS.")
+@click.option("-stcp", "flag_stcp", is_flag=True, help="Stealth TCP mode: watch TCP_PORTS in XDP.")
+@click.option("-atcp", "flag_atcp", is_flag=True,
+              help="Advanced TCP mode: every port below ADVANCED_PORTS_TCP without a listener.")
+@click.option("-udp", "flag_udp", is_flag=True, help="Classic UDP mode: bind UDP_PORTS.")
+@click.option("-sudp", "flag_sudp", is_flag=True, help="Stealth UDP mode: watch UDP_PORTS in XDP.")
+@click.option("-audp", "flag_audp", is_flag=True,
+              help="Advanced UDP mode: every port below ADVANCED_PORTS_UDP without a socket.")
+@click.option("--tcp-mode", type=MODE_CHOICES, help="TCP mode, long form of -tcp/-stcp/-atcp.")
+@click.option("--udp-mode", type=MODE_CHOICES, help="UDP mode, long form of -udp/-sudp/-audp.")
 @click.option("-i", "--interface", "interfaces", multiple=True,
               help="Watch this interface (repeatable; default: every interface that is up, "
                    "has an address and is not loopback).")
@@ -60,14 +69,22 @@ def cli(ctx, debug):
 @click.option("--history-file", help="Override HISTORY_FILE.")
 @click.option("--blocked-file", help="Override BLOCKED_FILE (`.stcp`/`.sudp` is appended).")
 @click.option("--nft-table", help="Override NFT_TABLE.")
-def run(config_path, stcp, sudp, tcp_mode, udp_mode, interfaces, dry_run, state_dir, run_dir,
-        hosts_deny, ignore_file, history_file, blocked_file, nft_table):
+def run(config_path, tcp_mode, udp_mode, interfaces, dry_run, state_dir, run_dir,
+        hosts_deny, ignore_file, history_file, blocked_file, nft_table, **flags):
     """Run the sentry in the foreground until SIGTERM or Ctrl-C.
 
-    Without a mode option both stealth modes run, as `-stcp -sudp`.
+    One TCP mode and one UDP mode run together, in any combination (PortSentry needs a
+    process for each). Without a mode option both stealth modes run, as `-stcp -sudp`.
     """
-    tcp = tcp_mode or ("stealth" if stcp else None)
-    udp = udp_mode or ("stealth" if sudp else None)
+    chosen = {"TCP": [tcp_mode] if tcp_mode else [], "UDP": [udp_mode] if udp_mode else []}
+    for name, on in flags.items():
+        if on:
+            proto, mode = MODE_FLAGS[name[len("flag_"):]]
+            chosen[proto].append(mode)
+    for proto, modes in chosen.items():
+        if len(set(modes)) > 1:
+            raise click.UsageError(f"one {proto} mode at a time, not {' and '.join(modes)}")
+    tcp, udp = (chosen[p][0] if chosen[p] else None for p in ("TCP", "UDP"))
     if not tcp and not udp:
         tcp = udp = "stealth"
     cfg = _load(config_path, STATE_DIR=state_dir, RUN_DIR=run_dir, HOSTS_DENY_FILE=hosts_deny,
@@ -222,8 +239,9 @@ def main(argv=None):
         sys.exit(130)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
-    except click.ClickException as e:
-        e.show()
+    except click.ClickException as e:  # usage mistakes: one line, like every other error
+        hint = f" (see `{e.ctx.command_path} -h`)" if getattr(e, "ctx", None) else ""
+        click.echo(f"error: {e.format_message()}{hint}", err=True)
         sys.exit(e.exit_code)
     except ScanwatchError as err:
         if debug:

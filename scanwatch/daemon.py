@@ -7,14 +7,15 @@ import threading
 import time
 
 from . import control, ignore, netinfo, records
+from .classic import ClassicListener
 from .errors import ScanwatchError, StateError
 from .firewall import Firewall
 from .hostsdeny import HostsDeny
 from .kernel import Sentry, mono_now
-from .model import BlockEntry
+from .model import BlockEntry, ScanEvent
 from .policy import ALERT, ALREADY, BLOCK, IGNORE, QUIET, RUN, Policy
 
-MODES = {"stealth": ("stcp", "sudp")}
+MODES = {"classic": ("tcp", "udp"), "stealth": ("stcp", "sudp"), "advanced": ("atcp", "audp")}
 REFRESH_S = 1.0  # listeners and own addresses are re-read this often
 
 
@@ -34,6 +35,8 @@ class Daemon:
             raise ScanwatchError("no mode to run: give a TCP mode, a UDP mode or both")
         self.cfg = cfg
         self.modes = mode_names(tcp_mode, udp_mode)
+        self.kinds = {"TCP": tcp_mode, "UDP": udp_mode}
+        self.classic = None
         self.want_ifaces = list(interfaces) or list(cfg.INTERFACES)
         self.log = logger or records.make_logger()
         self.dry_run = dry_run
@@ -71,16 +74,22 @@ class Daemon:
         try:
             self.sentry.load()
             self._configure_kernel()
-            self.sentry.set_watched(0, cfg.TCP_PORTS if "TCP" in self.modes else ())
-            self.sentry.set_watched(1, cfg.UDP_PORTS if "UDP" in self.modes else ())
+            self.sentry.set_watched(0, self.trap_ports("TCP") if self.raw("TCP") else ())
+            self.sentry.set_watched(1, self.trap_ports("UDP") if self.raw("UDP") else ())
             self._refresh()
-            if not self.dry_run:
+            if self.nft_on:
                 self.firewall.setup()
             self.recorder.start()
             self._restore()
             self.sentry.open_events(self.on_event)
             for name in ifaces:
                 self.sentry.attach(name)
+            if "classic" in self.kinds.values():
+                self.classic = ClassicListener(
+                    cfg.TCP_PORTS if self.kinds["TCP"] == "classic" else (),
+                    cfg.UDP_PORTS if self.kinds["UDP"] == "classic" else (),
+                    cfg.PORT_BANNER, self.on_classic_hit, self.log)
+                self.classic.start()
         except BaseException:
             self.shutdown()
             raise
@@ -91,13 +100,46 @@ class Daemon:
                       "/".join(self.modes.values()), ifs, " (dry run: nothing is blocked)"
                       if self.dry_run else "")
 
+    @property
+    def nft_on(self):
+        return bool(self.cfg.NFT_BLOCK) and not self.dry_run
+
+    def raw(self, proto):
+        """Does the XDP program watch this protocol (stealth and advanced modes)?"""
+        return self.kinds[proto] in ("stealth", "advanced")
+
+    def trap_ports(self, proto):
+        """The ports a mode treats as traps (those with a socket are skipped per packet)."""
+        cfg, kind = self.cfg, self.kinds[proto]
+        if kind == "advanced":
+            top, excl = ((cfg.ADVANCED_PORTS_TCP, cfg.ADVANCED_EXCLUDE_TCP) if proto == "TCP"
+                         else (cfg.ADVANCED_PORTS_UDP, cfg.ADVANCED_EXCLUDE_UDP))
+            return tuple(p for p in range(1, top) if p not in set(excl))
+        if kind == "classic" and self.classic is not None:
+            return tuple(self.classic.bound[proto])
+        if kind:
+            return cfg.TCP_PORTS if proto == "TCP" else cfg.UDP_PORTS
+        return ()
+
+    def _watched(self, proto):
+        """Port counts for status: configured traps, those a service holds, those watched."""
+        if self.kinds[proto] == "classic":
+            configured = self.cfg.TCP_PORTS if proto == "TCP" else self.cfg.UDP_PORTS
+            bound = self.trap_ports(proto)  # the ports our own sockets hold
+            return {"mode": self.modes[proto], "configured": len(configured),
+                    "in_use": len(configured) - len(bound), "watched": len(bound)}
+        traps = set(self.trap_ports(proto))
+        in_use = len(traps & self.listening[proto])
+        return {"mode": self.modes[proto], "configured": len(traps), "in_use": in_use,
+                "watched": len(traps) - in_use}
+
     def _configure_kernel(self):
         cfg = self.cfg
         kblock = bool(cfg.KERNEL_BLOCK) and not self.dry_run
         self.sentry.configure(
             scan_trigger=cfg.SCAN_TRIGGER, sweep_ports=cfg.SWEEP_PORTS,
             sweep_window=cfg.SWEEP_WINDOW, block_timeout=cfg.BLOCK_TIMEOUT,
-            watch_tcp="TCP" in self.modes, watch_udp="UDP" in self.modes,
+            watch_tcp=self.raw("TCP"), watch_udp=self.raw("UDP"),
             kblock_tcp=kblock and cfg.BLOCK_TCP == 1, kblock_udp=kblock and cfg.BLOCK_UDP == 1)
 
     def run(self):
@@ -135,6 +177,8 @@ class Daemon:
         self.log.info("adminalert: ignore list reloaded (%d entries)", len(nets))
 
     def shutdown(self):
+        if self.classic is not None:
+            self.classic.stop()
         self.server.stop()
         self.sentry.close()
         try:
@@ -171,6 +215,12 @@ class Daemon:
                 self._handle(ev)
             except ScanwatchError as err:  # a failed output must not stop detection
                 self.log.error("error: %s", err)
+
+    def on_classic_hit(self, addr, port, proto, count):
+        self.on_event(ScanEvent(
+            addr=addr, mono=mono_now(), proto=proto, port=port,
+            kind="Connect" if proto == "TCP" else "UDP", reason="hit", tripwire=count,
+            evidence="connect" if proto == "TCP" else "datagram"))
 
     def _handle(self, ev):
         d = self.policy.on_event(ev)
@@ -234,7 +284,8 @@ class Daemon:
                 "tcp_flags": ev.tcp_flags, "tripwire_hits": ev.tripwire, "sweep": ev.sweep,
                 "ports": [f"{p}/{proto.lower()}" for proto, p in ev.ports],
                 "kernel_blocked": ev.kernel_blocked, "ip_options": ev.ip_options,
-                "evidence": "stealth", "dry_run": self.dry_run}
+                "evidence": ev.evidence, "mode": self.modes.get(ev.proto),
+                "dry_run": self.dry_run}
 
     # --- blocks -------------------------------------------------------------------------
     def _expire(self):
@@ -247,7 +298,9 @@ class Daemon:
     def _lift(self, addr):
         """Undo a block everywhere; one failing place does not keep the others blocked."""
         self.sentry.unblock(addr)
-        steps = [self.hosts_deny.remove] + ([] if self.dry_run else [self.firewall.remove])
+        if self.classic is not None:
+            self.classic.forget(addr)
+        steps = [self.hosts_deny.remove] + ([self.firewall.remove] if self.nft_on else [])
         for step in steps:
             try:
                 step(addr)
@@ -283,7 +336,7 @@ class Daemon:
         if not entries:
             return
         now, mono = time.time(), mono_now()
-        if not self.dry_run:
+        if self.nft_on:
             self.firewall.add_many([(e.addr, int(e.left(now)) + 1 if e.expires else 0)
                                     for e in entries])
         for e in entries:
@@ -320,13 +373,7 @@ class Daemon:
                                "ports": row.get("ports", e.ports), "first_seen": first,
                                "since": e.since, "expires": e.expires, "left": e.left(now),
                                "evidence": e.evidence})
-            watched = {}
-            for proto, key in (("TCP", "TCP_PORTS"), ("UDP", "UDP_PORTS")):
-                if proto in self.modes:
-                    ports = set(getattr(self.cfg, key))
-                    watched[proto] = {"configured": len(ports),
-                                      "in_use": len(ports & self.listening[proto]),
-                                      "watched": len(ports - self.listening[proto])}
+            watched = {proto: self._watched(proto) for proto in self.modes}
         return {
             "running": True, "pid": os.getpid(), "since": self.started,
             "config": self.cfg.path or "(embedded defaults)",

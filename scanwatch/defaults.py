@@ -79,6 +79,8 @@ SETTINGS = (
             "A source probing this many distinct ports that have no listener within "
             "SWEEP_WINDOW seconds is a scanner, whichever ports they are; 0 = off."),
     Setting("SWEEP_WINDOW", "int", "5", "Seconds over which SWEEP_PORTS is counted."),
+    Setting("NFT_BLOCK", "flag", "1",
+            "1 = block in scanwatch's own nftables sets; KILL_ROUTE comes in addition."),
     Setting("KERNEL_BLOCK", "flag", "1",
             "1 = the XDP program drops a source itself the moment it crosses a trigger, "
             "before userspace hears of it."),

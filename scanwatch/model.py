@@ -19,6 +19,7 @@ class ScanEvent:
     kernel_blocked: bool = False
     ip_options: bool = False
     ports: tuple = ()           # recent distinct closed ports: ((proto, port), ...)
+    evidence: str = "stealth"   # "stealth" raw probe, "connect" handshake done, "datagram"
 
 
 @dataclass(frozen=True)

@@ -81,7 +81,7 @@ class Policy:
             expires=now + self.block_timeout if self.block_timeout else None,
             scan_type=ev.kind, proto=ev.proto, port=ev.port, mode=mode,
             reason="sweep" if ev.reason == "sweep" else "tripwire",
-            ports=list(row["ports"]))
+            ports=list(row["ports"]), evidence=ev.evidence)
         self.blocks[key] = entry
         return Decision(BLOCK, ev, mode, entry)
 
