@@ -69,47 +69,36 @@ def run_command(template, target, port, mode, timeout=30.0):
 
 def _collect(proc, deadline):
     """Read output (keeping the tail) until the shell exits or the deadline passes."""
-    tail = b""
-    fd = proc.stdout.fileno()
+    tail, eof, fd = b"", False, proc.stdout.fileno()
+    os.set_blocking(fd, False)
     with proc.stdout, selectors.DefaultSelector() as sel:
         sel.register(fd, selectors.EVENT_READ)
         while True:
+            exited = proc.poll() is not None  # polled first: its output is in the pipe
+            for _ in range(16):  # bounded: a chatty background child cannot pin us here
+                try:
+                    chunk = os.read(fd, 65536)
+                except BlockingIOError:
+                    break
+                eof = not chunk
+                if eof:
+                    break
+                tail = (tail + chunk)[-OUTPUT_TAIL:]
+            if exited:
+                # a backgrounded child (`cmd &`, fine with system()) may still hold the
+                # pipe; it is left running, as it would be under PortSentry
+                return tail, False
             remaining = deadline - time.monotonic()
+            if eof and remaining > 0:
+                try:
+                    proc.wait(remaining)
+                    return tail, False
+                except subprocess.TimeoutExpired:
+                    remaining = 0
             if remaining <= 0:
                 _kill_group(proc)
                 return tail, True
-            if sel.select(min(remaining, 0.1)):
-                chunk = os.read(fd, 65536)
-                if chunk:
-                    tail = (tail + chunk)[-OUTPUT_TAIL:]
-                    if proc.poll() is None:
-                        continue
-                    return _drain(fd, tail), False  # shell gone, a child still writing
-                sel.unregister(fd)  # EOF: only the exit status is left to wait for
-                try:
-                    proc.wait(max(deadline - time.monotonic(), 0))
-                    return tail, False
-                except subprocess.TimeoutExpired:
-                    _kill_group(proc)
-                    return tail, True
-            elif proc.poll() is not None:
-                # the shell is done; a backgrounded child (`cmd &`, allowed with
-                # system()) may hold the pipe open, and is left running as under PortSentry
-                return tail, False
-
-
-def _drain(fd, tail):
-    """What is already in the pipe, without waiting for a writer that may never stop."""
-    os.set_blocking(fd, False)
-    for _ in range(16):
-        try:
-            chunk = os.read(fd, 65536)
-        except BlockingIOError:
-            break
-        if not chunk:
-            break
-        tail = (tail + chunk)[-OUTPUT_TAIL:]
-    return tail
+            sel.select(min(remaining, 0.1))
 
 
 def _kill_group(proc):
@@ -154,7 +143,7 @@ def run_steps(steps, logger, target, port, mode, *, hosts_deny=None, route="", c
     unknown = [s for s in steps if s not in STEPS]
     if unknown:
         raise ValueError(f"unknown action step(s): {', '.join(map(str, unknown))}")
-    records.expand_macros("", target, port, mode)  # refuse bad values before any step
+    # validates target, port and mode (ValueError) before any step runs
     target = records.expand_macros("$TARGET$", target, port, mode)
     ok = True
     for step in steps:
@@ -196,11 +185,9 @@ class ActionWorker:
 
     def __init__(self, logger, timeout=30.0, max_queue=10000):
         self.log, self.timeout = logger, timeout
-        self.dropped = 0
-        self._burst = 0  # jobs dropped since the queue last ran empty
+        self.dropped, self._burst = 0, 0  # _burst: drops since the queue last ran empty
         self._lock = threading.Lock()
-        self._closed = False
-        self._abandon = False
+        self._closed = self._abandon = False
         self._queue = queue.Queue(maxsize=max_queue)
         self._thread = threading.Thread(target=self._loop, name="scanwatch-actions",
                                         daemon=True)
@@ -233,11 +220,9 @@ class ActionWorker:
 
     def flush(self, timeout=5.0):
         """Wait until every job submitted so far has run; False on timeout or if closed."""
-        deadline = time.monotonic() + timeout
-        done = threading.Event()
-        with self._lock:
-            if self._closed:
-                return False
+        deadline, done = time.monotonic() + timeout, threading.Event()
+        if self._closed:
+            return False
         try:  # waits for room: a flush is not a job to drop
             self._queue.put(done.set, timeout=max(timeout, 0.001))
         except queue.Full:
