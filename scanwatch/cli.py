@@ -135,15 +135,26 @@ def format_status(st, now=None):
     blocked = st["blocked"]
     lines.append(f"blocked:     {len(blocked)} host{'s' if len(blocked) != 1 else ''} "
                  f"in {st['nft_table']}")
-    if blocked:
-        lines.append(f"  {'HOST':<39} {'TYPE':<12} {'PORT':<9} {'REASON':<8} "
-                     f"{'FIRST SEEN':<19} {'LEFT':>6}  PORTS HIT")
-        for b in blocked:
-            left = "never" if b["left"] is None else _ago(b["left"])
-            ports = ",".join(b["ports"][:12]) + (",..." if len(b["ports"]) > 12 else "")
-            lines.append(f"  {b['addr']:<39} {b['scan_type']:<12} {str(b['port']) + '/' + b['proto'].lower():<9} "
-                         f"{b['reason']:<8} {_when(b['first_seen']):<19} {left:>6}  {ports}")
+    lines += _host_table(blocked)
+    logged = st.get("logged", [])
+    if logged:
+        lines.append(f"reported, not blocked (BLOCK_TCP/BLOCK_UDP 0 or 2): {len(logged)}")
+        lines += _host_table(logged)
     return "\n".join(lines)
+
+
+def _host_table(rows):
+    if not rows:
+        return []
+    out = [f"  {'HOST':<39} {'TYPE':<12} {'PORT':<9} {'REASON':<8} "
+           f"{'FIRST SEEN':<19} {'LEFT':>6}  PORTS HIT"]
+    for b in rows:
+        left = "never" if b["left"] is None else _ago(b["left"])
+        ports = ",".join(b["ports"][:12]) + (",..." if len(b["ports"]) > 12 else "")
+        port = f"{b['port']}/{b['proto'].lower()}"
+        out.append(f"  {b['addr']:<39} {b['scan_type']:<12} {port:<9} {b['reason']:<8} "
+                   f"{_when(b['first_seen']):<19} {left:>6}  {ports}")
+    return out
 
 
 @cli.command(context_settings=CONTEXT)

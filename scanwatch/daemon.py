@@ -13,7 +13,8 @@ from .firewall import Firewall
 from .hostsdeny import HostsDeny
 from .kernel import Sentry, mono_now
 from .model import BlockEntry, ScanEvent
-from .policy import ALERT, ALREADY, BLOCK, IGNORE, QUIET, RUN, Policy
+from .policy import ALREADY, BLOCK, IGNORE, Policy
+from .report import Reporter
 
 MODES = {"classic": ("tcp", "udp"), "stealth": ("stcp", "sudp"), "advanced": ("atcp", "audp")}
 REFRESH_S = 1.0  # listeners and own addresses are re-read this often
@@ -56,6 +57,7 @@ class Daemon:
             scan_trigger=cfg.SCAN_TRIGGER,
             block_levels={"TCP": cfg.BLOCK_TCP, "UDP": cfg.BLOCK_UDP},
             block_timeout=cfg.BLOCK_TIMEOUT, modes=self.modes, is_ignored=self.is_ignored)
+        self.reporter = Reporter(cfg, self.log, self.recorder, self.hosts_deny, dry_run)
         self.server = control.Server(cfg.RUN_DIR, self.handle_request)
         self.state_path = os.path.join(cfg.STATE_DIR, "blocks.json")
 
@@ -177,6 +179,7 @@ class Daemon:
         self.log.info("adminalert: ignore list reloaded (%d entries)", len(nets))
 
     def shutdown(self):
+        self.reporter.close()
         if self.classic is not None:
             self.classic.stop()
         self.server.stop()
@@ -224,75 +227,39 @@ class Daemon:
 
     def _handle(self, ev):
         d = self.policy.on_event(ev)
-        host, addr = str(ev.addr), str(ev.addr)
+        addr = str(ev.addr)
         if d.action == IGNORE:
             if ev.kernel_blocked:  # the ignore list changed under the kernel's feet
                 self.sentry.unblock(addr)
             return
-        if d.action == QUIET:
-            self.recorder.event(self._event_json(ev, d.action))
-            return
-        if ev.ip_options:
-            self.log.info(records.ip_options_line(host, addr, ev.port, ev.proto))
-        if d.action == ALREADY:
-            if not ev.kernel_blocked:
-                self.log.info(records.already_blocked_line(host, addr))
-            return
-        self.log.info(records.scan_alert_line(ev.kind, host, addr, ev.proto, ev.port, ev.tcp_flags))
-        if ev.reason == "sweep":
-            ports = ",".join(str(p) for _, p in ev.ports)
-            self.log.info("attackalert: Host %s probed %d closed ports within %ss (%s)",
-                          addr, ev.sweep, self.cfg.SWEEP_WINDOW, ports)
         extra = {}
         if d.action == BLOCK and not self.dry_run:
             # From the triggering packet to the element in the nft set.
             extra["nft_latency_ms"] = round(self._block(d.block, ev) * 1000, 3)
-        elif d.action == BLOCK:
+        elif d.action != ALREADY and ev.kernel_blocked:
+            self.sentry.unblock(addr)  # log-only, command-only or dry run: lift the XDP drop
+        if d.action == BLOCK and self.dry_run:
             self.policy.unblock(addr)
-            self.log.info("attackalert: dry run: Host %s would be blocked", addr)
-        elif d.action in (ALERT, RUN) and ev.kernel_blocked:
-            self.sentry.unblock(addr)
-        self.recorder.event(dict(self._event_json(ev, d.action), **extra))
+        if d.block is not None and d.action != ALREADY:
+            self._save_blocks()
+        self.reporter.submit(ev, d, extra)
 
     def _block(self, entry, ev):
+        """The fast part of a block: nft set and XDP map. Returns seconds since the packet."""
         timeout = self.cfg.BLOCK_TIMEOUT
-        self.firewall.add(entry.addr, timeout)
+        if self.nft_on:
+            self.firewall.add(entry.addr, timeout)
         latency = mono_now() - ev.mono
         if not ev.kernel_blocked:
             self.sentry.block(entry.addr, mono_now() + timeout if timeout else None)
-        line = self.cfg.KILL_HOSTS_DENY
-        if line and "$TARGET$" not in line:
-            self.log.info("adminalert: No target variable specified in KILL_HOSTS_DENY option. "
-                          "Skipping.")
-        elif line:
-            if ev.addr.version == 6:  # hosts_access(5) wants IPv6 addresses in brackets
-                line = line.replace("$TARGET$", "[$TARGET$]")
-            text = records.expand_macros(line, ev.addr, ev.port, entry.mode)
-            self.hosts_deny.add(entry.addr, text)
-            self.log.info(records.blocked_wrappers_line(entry.addr, text))
-        self.log.info("attackalert: Host %s has been blocked via nftables set inet %s %s%s",
-                      entry.addr, self.cfg.NFT_TABLE,
-                      "blocked4" if ev.addr.version == 4 else "blocked6",
-                      f" for {timeout}s" if timeout else "")
-        self.recorder.block(entry.since, entry.addr, entry.addr, entry.port, entry.proto, entry.mode)
-        self._save_blocks()
         return latency
-
-    def _event_json(self, ev, action):
-        return {"type": "scan", "action": action, "addr": str(ev.addr), "proto": ev.proto,
-                "port": ev.port, "scan_type": ev.kind, "reason": ev.reason,
-                "tcp_flags": ev.tcp_flags, "tripwire_hits": ev.tripwire, "sweep": ev.sweep,
-                "ports": [f"{p}/{proto.lower()}" for proto, p in ev.ports],
-                "kernel_blocked": ev.kernel_blocked, "ip_options": ev.ip_options,
-                "evidence": ev.evidence, "mode": self.modes.get(ev.proto),
-                "dry_run": self.dry_run}
 
     # --- blocks -------------------------------------------------------------------------
     def _expire(self):
         for entry in self.policy.expire():
             self._lift(entry.addr)
             self.log.info("adminalert: block of %s expired", entry.addr)
-            self.recorder.event({"type": "expire", "addr": entry.addr})
+            self.reporter.note({"type": "expire", "addr": entry.addr})
         self._save_blocks()
 
     def _lift(self, addr):
@@ -314,7 +281,7 @@ class Daemon:
             self._lift(addr)
             self._save_blocks()
         self.log.info("adminalert: %s unblocked by the administrator", addr)
-        self.recorder.event({"type": "unblock", "addr": addr})
+        self.reporter.note({"type": "unblock", "addr": addr})
         return entry is not None
 
     def flush(self):
@@ -332,7 +299,7 @@ class Daemon:
         save_blocks(self.state_path, self.policy.blocks.values())
 
     def _restore(self):
-        entries = self.policy.restore(load_blocks(self.state_path))
+        entries = [e for e in self.policy.restore(load_blocks(self.state_path)) if e.level == 1]
         if not entries:
             return
         now, mono = time.time(), mono_now()
@@ -363,16 +330,17 @@ class Daemon:
         counters = self.sentry.counters()
         tracked = self.sentry.source_count()
         with self.lock:
-            blocks = []
+            blocks, logged = [], []
             for e in sorted(self.policy.blocks.values(), key=lambda b: b.since):
                 row = self.policy.sources.rows.get(e.addr, {})
                 ks = self.sentry.source(e.addr)
                 first = now - (mono - ks.first_mono) if ks else row.get("first", e.since)
-                blocks.append({"addr": e.addr, "scan_type": e.scan_type, "proto": e.proto,
-                               "port": e.port, "mode": e.mode, "reason": e.reason,
-                               "ports": row.get("ports", e.ports), "first_seen": first,
-                               "since": e.since, "expires": e.expires, "left": e.left(now),
-                               "evidence": e.evidence})
+                (blocks if e.level == 1 else logged).append({
+                    "addr": e.addr, "scan_type": e.scan_type, "proto": e.proto,
+                    "port": e.port, "mode": e.mode, "reason": e.reason,
+                    "ports": row.get("ports", e.ports), "first_seen": first, "since": e.since,
+                    "expires": e.expires, "left": e.left(now), "evidence": e.evidence,
+                    "action": {0: "logged", 1: "blocked", 2: "command"}[e.level]})
             watched = {proto: self._watched(proto) for proto in self.modes}
         return {
             "running": True, "pid": os.getpid(), "since": self.started,
@@ -384,6 +352,7 @@ class Daemon:
             "packets": {k: counters[k] for k in ("SYN/Normal", "FIN", "NULL", "XMAS",
                                                  "Unknown Type", "UDP")},
             "counters": counters, "sources_tracked": tracked, "blocked": blocks,
+            "logged": logged,  # reported under BLOCK_*=0 or 2: recorded, not blocked
         }
 
 

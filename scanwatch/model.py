@@ -53,6 +53,7 @@ class BlockEntry:
     ports: list = field(default_factory=list)
     host: str = ""
     evidence: str = "stealth"
+    level: int = 1              # BLOCK_TCP/UDP: 1 blocked, 0 logged only, 2 KILL_RUN_CMD only
 
     def left(self, now):
         return None if self.expires is None else max(0.0, self.expires - now)

@@ -71,19 +71,17 @@ class Policy:
         current = self.blocks.get(key)
         if current is not None and (current.expires is None or current.expires > now):
             return Decision(ALREADY, ev, mode, current)
+        # Like PortSentry, a host is recorded at every level (0 = log only, 2 = KILL_RUN_CMD
+        # only), so it is reported once per block period, not once per packet.
         level = self.block_levels.get(ev.proto, 1)
-        if level == 0:
-            return Decision(ALERT, ev, mode)
-        if level == 2:
-            return Decision(RUN, ev, mode)
         entry = BlockEntry(
             addr=key, since=now,
             expires=now + self.block_timeout if self.block_timeout else None,
             scan_type=ev.kind, proto=ev.proto, port=ev.port, mode=mode,
             reason="sweep" if ev.reason == "sweep" else "tripwire",
-            ports=list(row["ports"]), evidence=ev.evidence)
+            ports=list(row["ports"]), evidence=ev.evidence, level=level)
         self.blocks[key] = entry
-        return Decision(BLOCK, ev, mode, entry)
+        return Decision({0: ALERT, 1: BLOCK, 2: RUN}[level], ev, mode, entry)
 
     def expire(self):
         """Remove and return the blocks whose time is up."""

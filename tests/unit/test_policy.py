@@ -113,32 +113,39 @@ def test_sweep_blocks_regardless_of_tripwire_count(tripwire):
 
 # --- BLOCK_TCP / BLOCK_UDP --------------------------------------------------------------
 
-def test_block_level_zero_alerts_only():
+def test_block_level_zero_alerts_once_and_records_the_host():
+    # PortSentry with BLOCK_TCP="0" logs "Ignoring TCP response", still writes the host to
+    # its blocked/history files, and answers later hits with "already blocked".
     p = policy(block_levels={"TCP": 0, "UDP": 1})
     d = p.on_event(event(A))
-    assert d.action == ALERT
-    assert d.block is None
-    assert p.blocks == {}
-    # Still only an alert the next time: nothing was blocked.
-    assert p.on_event(event(A, tripwire=2, reason="hit")).action == ALERT
+    assert d.action == ALERT and d.block.level == 0 and p.blocks[A].level == 0
+    assert p.on_event(event(A, tripwire=2, reason="hit")).action == ALREADY
     # UDP is governed by BLOCK_UDP.
-    assert p.on_event(event(B, proto="UDP", port=161)).action == BLOCK
+    d = p.on_event(event(B, proto="UDP", port=161))
+    assert d.action == BLOCK and d.block.level == 1
 
 
 def test_block_level_two_runs_command_only():
     p = policy(block_levels={"TCP": 2, "UDP": 2})
     d = p.on_event(event(A))
-    assert d.action == RUN
-    assert d.block is None
-    assert p.blocks == {}
+    assert d.action == RUN and d.block.level == 2
     d = p.on_event(event(B, proto="UDP", port=161))
     assert (d.action, d.mode) == (RUN, "sudp")
 
 
 def test_block_level_zero_for_sweep_too():
     p = policy(block_levels={"TCP": 0, "UDP": 0})
-    assert p.on_event(event(reason="sweep", tripwire=0, sweep=20)).action == ALERT
-    assert p.blocks == {}
+    d = p.on_event(event(reason="sweep", tripwire=0, sweep=20))
+    assert d.action == ALERT and d.block.reason == "sweep"
+
+
+def test_log_only_entry_expires_and_reports_again():
+    clock = FakeClock()
+    p = policy(clock, block_levels={"TCP": 0, "UDP": 0}, block_timeout=60)
+    assert p.on_event(event(A)).action == ALERT
+    clock.advance(61)
+    assert [e.addr for e in p.expire()] == [A]
+    assert p.on_event(event(A, tripwire=2)).action == ALERT
 
 
 # --- ignore -----------------------------------------------------------------------------
