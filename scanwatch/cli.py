@@ -242,6 +242,27 @@ def config_show(config_path):
         click.echo(f'{s.name}="{value}"')
 
 
+PASSTHROUGH = dict(CONTEXT, ignore_unknown_options=True, allow_extra_args=True,
+                   help_option_names=[])
+
+
+@cli.command(context_settings=PASSTHROUGH, add_help_option=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def scan(args):
+    """nmap-style port scanner, with nmap's options and output (`scanwatch scan -h`)."""
+    from .scan.main import main as scan_main
+    sys.exit(scan_main(list(args)))
+
+
+@cli.command(context_settings=PASSTHROUGH, add_help_option=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def lsof(args):
+    """lsof-style lister of processes, sockets and files, with lsof's options and output
+    (`scanwatch lsof -h`)."""
+    from .lsof.main import main as lsof_main
+    sys.exit(lsof_main(list(args)))
+
+
 def main(argv=None):
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
