@@ -132,6 +132,9 @@ def format_status(st, now=None):
     lines.append(f"kernel:      dropped {c['dropped']}  tripwire hits {c['tripwire']}  "
                  f"kernel blocks {c['kernel_blocks']}  events lost {c['events_lost']}")
     lines.append(f"sources:     {st['sources_tracked']} tracked")
+    prot = st.get("protected", {})
+    if any(prot.values()):
+        lines.append("never block: " + "; ".join(f"{k} {', '.join(v)}" for k, v in prot.items() if v))
     blocked = st["blocked"]
     lines.append(f"blocked:     {len(blocked)} host{'s' if len(blocked) != 1 else ''} "
                  f"in {st['nft_table']}")

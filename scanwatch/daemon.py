@@ -46,6 +46,7 @@ class Daemon:
         self.started = None
         self.file_ignores = []
         self.own = set()
+        self.protected = {}
         self.listening = {"TCP": set(), "UDP": set()}
         self.sentry = Sentry(cfg.MAX_SOURCES, cfg.MAX_BLOCKED)
         self.firewall = Firewall(cfg.NFT_TABLE)
@@ -203,10 +204,15 @@ class Daemon:
         self.sentry.set_ignored(lst.networks())
 
     def _refresh(self):
-        own = netinfo.own_addresses()
+        # Never lock the admin out: own addresses, default gateways, DNS resolvers and
+        # the peers of established SSH sessions are ignored whatever the ignore file says.
+        self.protected = netinfo.protected()
+        own = netinfo.own_addresses().union(*self.protected.values())
         if own != self.own:
             self.own = own
             self._push_ignores()
+        if self.nft_on and not self.firewall.exists():
+            self._restore_table()
         # For status only: the XDP program asks the socket table itself on every probe
         # (PortSentry's smart verify, exact and instant), so the bitmap keeps every port.
         self.listening = netinfo.listening_ports()
@@ -298,6 +304,18 @@ class Daemon:
     def _save_blocks(self):
         save_blocks(self.state_path, self.policy.blocks.values())
 
+    def _restore_table(self):
+        """Another tool flushed the ruleset or deleted our table: put it back as it was."""
+        now = time.time()
+        live = [e for e in self.policy.blocks.values()
+                if e.level == 1 and (e.expires is None or e.expires > now)]
+        self.firewall.setup()
+        if live:
+            self.firewall.add_many([(e.addr, int(e.left(now)) + 1 if e.expires else 0)
+                                    for e in live])
+        self.log.info("adminalert: table inet %s was removed by someone else; restored it "
+                      "with %d blocks", self.cfg.NFT_TABLE, len(live))
+
     def _restore(self):
         entries = [e for e in self.policy.restore(load_blocks(self.state_path)) if e.level == 1]
         if not entries:
@@ -352,7 +370,8 @@ class Daemon:
             "packets": {k: counters[k] for k in ("SYN/Normal", "FIN", "NULL", "XMAS",
                                                  "Unknown Type", "UDP")},
             "counters": counters, "sources_tracked": tracked, "blocked": blocks,
-            "logged": logged,  # reported under BLOCK_*=0 or 2: recorded, not blocked
+            "logged": logged,
+            "protected": {k: sorted(map(str, v)) for k, v in self.protected.items()},  # reported under BLOCK_*=0 or 2: recorded, not blocked
         }
 
 

@@ -83,3 +83,81 @@ def listening_ports():
         "TCP": _ports("/proc/net/tcp", TCP_LISTEN) | _ports("/proc/net/tcp6", TCP_LISTEN),
         "UDP": _ports("/proc/net/udp", None) | _ports("/proc/net/udp6", None),
     }
+
+
+def default_gateways():
+    """Next hops of the default routes (IPv4 and IPv6) in this namespace."""
+    gws = set()
+    with _iproute() as ipr:
+        for family in (2, 10):  # AF_INET, AF_INET6
+            for route in ipr.get_routes(family=family):
+                if route.get("dst_len") != 0:
+                    continue
+                gw = route.get_attr("RTA_GATEWAY")
+                if gw:
+                    gws.add(ipaddress.ip_address(gw.split("%")[0]))
+                for nh in route.get_attr("RTA_MULTIPATH") or ():
+                    gw = nh.get_attr("RTA_GATEWAY")
+                    if gw:
+                        gws.add(ipaddress.ip_address(gw.split("%")[0]))
+    return gws
+
+
+def resolvers(path="/etc/resolv.conf"):
+    out = set()
+    try:
+        with open(path) as fh:
+            for line in fh:
+                parts = line.split()
+                if len(parts) >= 2 and parts[0] == "nameserver":
+                    try:
+                        out.add(ipaddress.ip_address(parts[1].split("%")[0]))
+                    except ValueError:
+                        continue
+    except OSError:
+        pass
+    return out
+
+
+def ssh_ports(path="/etc/ssh/sshd_config"):
+    ports = {22}
+    try:
+        with open(path) as fh:
+            for line in fh:
+                parts = line.split()
+                if len(parts) >= 2 and parts[0].lower() == "port" and parts[1].isdigit():
+                    ports.add(int(parts[1]))
+    except OSError:
+        pass
+    return ports
+
+
+def ssh_peers(ports=None):
+    """Remote addresses of established TCP connections to the SSH port(s)."""
+    ports = ssh_ports() if ports is None else ports
+    peers = set()
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(path) as fh:
+                next(fh, None)
+                for line in fh:
+                    f = line.split()
+                    if len(f) < 4 or f[3] != "01":  # ESTABLISHED
+                        continue
+                    if int(f[1].rsplit(":", 1)[1], 16) in ports:
+                        peers.add(_proc_addr(f[2].rsplit(":", 1)[0]))
+        except FileNotFoundError:
+            continue
+    return {p.ipv4_mapped or p if p.version == 6 else p for p in peers}
+
+
+def _proc_addr(hexaddr):
+    """/proc/net/tcp* address: 32-bit words in host (little-endian) order."""
+    raw = bytes.fromhex(hexaddr)
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    return ipaddress.ip_address(words)
+
+
+def protected():
+    """Addresses never blocked, whatever the ignore file says: {reason: set(addresses)}."""
+    return {"gateway": default_gateways(), "resolver": resolvers(), "ssh": ssh_peers()}

@@ -214,3 +214,34 @@ def test_flag_classification_unknown_type_and_non_probes(lab):
         assert "has IP options set" in log
         ev = [e for e in sw.events() if e["action"] == "block"][0]
         assert ev["tcp_flags"] == 0x03 and ev["ip_options"] and ev["scan_type"] == "Unknown Type"
+
+
+def test_default_gateway_is_never_blocked_even_with_an_empty_ignore_file(lab):
+    """Never lock the admin out: the scanner is the target's default gateway here."""
+    lab.wait_reachable()
+    res = lab.run(lab.target_ns, "ip", "route", "add", "default", "via", lab.scanner_ip4)
+    assert res.returncode == 0, res.stderr
+    with SentryProcess(lab) as sw:
+        assert sw.status()["protected"]["gateway"] == [lab.scanner_ip4]
+        nmap(lab, "-sS", "-p", "1-40")
+        st = sw.status()
+        assert st["blocked"] == [] and st["counters"]["ignored"] >= 40, st
+        # IPv6 has no default route here: the same scanner over IPv6 is caught.
+        nmap(lab, "-sS", "-p", "1-40", v6=True)
+        sw.wait_log("has been blocked via wrappers")
+
+
+def test_flushed_ruleset_is_restored_with_the_blocks(lab):
+    lab.wait_reachable()
+    with SentryProcess(lab) as sw:
+        nmap(lab, "-sS", "-p", "1-40")
+        sw.wait_log("has been blocked via wrappers")
+        assert lab.run(lab.target_ns, "nft", "flush", "ruleset").returncode == 0
+        assert sw.nft_set(4) == []
+        deadline = time.monotonic() + 2.5
+        while lab.scanner_ip4 not in sw.nft_set(4):
+            assert time.monotonic() < deadline, sw.log()
+            time.sleep(0.1)
+        assert "was removed by someone else; restored it with 1 blocks" in sw.log()
+        rules = lab.run(lab.target_ns, "nft", "list", "chain", "inet", "scanwatch", "input").stdout
+        assert "@blocked4" in rules and "@blocked6" in rules
