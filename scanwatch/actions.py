@@ -169,7 +169,9 @@ def run_steps(steps, logger, target, port, mode, *, hosts_deny=None, route="", c
         result = run_command(template, target, port, mode, timeout)
         if not result.ok:
             _report_failure(logger, step, target, result, timeout)
-            ok = False
+            # As PortSentry: only a command that could not run (or hung) fails the block;
+            # its exit status is the admin's script's business, logged above.
+            ok = ok and not (result.returncode == 127 or result.timed_out)
         elif step == "route":
             logger.info(records.blocked_dropped_route_line(target, result.command))
         else:

@@ -58,7 +58,8 @@ class Daemon:
             scan_trigger=cfg.SCAN_TRIGGER,
             block_levels={"TCP": cfg.BLOCK_TCP, "UDP": cfg.BLOCK_UDP},
             block_timeout=cfg.BLOCK_TIMEOUT, modes=self.modes, is_ignored=self.is_ignored)
-        self.reporter = Reporter(cfg, self.log, self.recorder, self.hosts_deny, dry_run)
+        self.reporter = Reporter(cfg, self.log, self.recorder, self.hosts_deny, dry_run,
+                                 command_timeout=cfg.COMMAND_TIMEOUT)
         self.server = control.Server(cfg.RUN_DIR, self.handle_request)
         self.state_path = os.path.join(cfg.STATE_DIR, "blocks.json")
 
@@ -211,7 +212,7 @@ class Daemon:
         if own != self.own:
             self.own = own
             self._push_ignores()
-        if self.nft_on and not self.firewall.exists():
+        if self.nft_on and self.started and not self.firewall.exists():
             self._restore_table()
         # For status only: the XDP program asks the socket table itself on every probe
         # (PortSentry's smart verify, exact and instant), so the bitmap keeps every port.

@@ -75,6 +75,8 @@ SETTINGS = (
             "Seconds a block lasts in nftables, XDP and hosts.deny; 0 = until unblocked."),
     Setting("NFT_TABLE", "text", "scanwatch",
             "Name of the `inet` nftables table scanwatch owns."),
+    Setting("COMMAND_TIMEOUT", "int", "30",
+            "Seconds KILL_ROUTE or KILL_RUN_CMD may run before its process group is killed."),
     Setting("SWEEP_PORTS", "int", "20",
             "A source probing this many distinct ports that have no listener within "
             "SWEEP_WINDOW seconds is a scanner, whichever ports they are; 0 = off."),

@@ -13,6 +13,7 @@ import ipaddress
 import itertools
 import re
 import socket
+import queue
 import threading
 import time
 
@@ -90,6 +91,35 @@ class _Deadlines:
             _finish(fut, value)  # outside the lock: callbacks may call lookup()
 
 
+class _DaemonPool:
+    """A few daemon threads: ThreadPoolExecutor's threads are joined at interpreter exit,
+    so one lookup stuck in a dead resolver would hold up SIGTERM for seconds."""
+
+    def __init__(self, workers):
+        self._jobs = queue.Queue()
+        self._closed = False
+        for i in range(workers):
+            threading.Thread(target=self._loop, name=f"scanwatch-dns-{i}", daemon=True).start()
+
+    def submit(self, fn, *args):
+        if self._closed:
+            raise RuntimeError("resolver closed")
+        self._jobs.put((fn, args))
+
+    def shutdown(self):
+        self._closed = True
+        for _ in range(64):
+            self._jobs.put(None)
+
+    def _loop(self):
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            fn, args = job
+            fn(*args)
+
+
 class Resolver:
     """lookup(addr) -> Future[str]: a safe host name, or the address itself when
     disabled, on failure, or once `timeout` seconds have passed."""
@@ -110,8 +140,7 @@ class Resolver:
         if self.enabled:
             # few threads: a lookup stuck in the system resolver cannot be cancelled, so
             # this caps how many can be stuck at once
-            self._pool = concurrent.futures.ThreadPoolExecutor(
-                max_workers=workers, thread_name_prefix="scanwatch-dns")
+            self._pool = _DaemonPool(workers)
 
     def cached(self, addr):
         """The name (or, after a failed lookup, the address) if known now, else None."""
@@ -153,7 +182,7 @@ class Resolver:
             self._closed = True
             pending = list(self._inflight.items())
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown()
         self._deadlines.stop()
         for addr, fut in pending:
             _finish(fut, addr)

@@ -1,0 +1,378 @@
+"""lsof's command line: options grouped after one `-` or `+`, values glued or in the next
+argument, optional values that are taken only when they look like one (`-i 4`, `-T qs`,
+`-r 1`, `-s TCP:LISTEN`), `--` before file names."""
+from __future__ import annotations
+
+import re
+import socket
+from dataclasses import dataclass, field
+
+TCP_STATES = ("ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT",
+              "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING")
+TCP_STATE_NUMBERS = {name: n for n, name in enumerate(TCP_STATES, 1)}
+COMM_MAX = 15  # what Linux keeps of a command name
+
+
+class UsageError(Exception):
+    """A mistake on the command line: one line, exit status 1."""
+
+
+@dataclass
+class InetSpec:
+    """One -i address: [46][TCP|UDP][@host][:ports]."""
+    text: str
+    version: int | None = None
+    proto: str | None = None          # "TCP", "UDP" or "UDPLITE"
+    host: str | None = None
+    addrs: frozenset = frozenset()    # {(family, 16 bytes)}; v4 as 4 bytes + 12 zero
+    ports: tuple = ()                 # ((lo, hi), ...)
+
+    @property
+    def searched(self) -> bool:
+        """Whether lsof reports this item as not found (exit 1): it names a host or port."""
+        return self.host is not None or bool(self.ports)
+
+
+@dataclass
+class Options:
+    and_: bool = False
+    terse: bool = False
+    numeric_host: bool = False
+    numeric_port: bool = False
+    numeric_uid: bool = False
+    help: bool = False
+    version: bool = False
+    warn: bool = True
+    pids: set = field(default_factory=set)
+    xpids: set = field(default_factory=set)
+    uids: set = field(default_factory=set)
+    xuids: set = field(default_factory=set)
+    cmds: list = field(default_factory=list)      # str prefix or compiled regex
+    xcmds: list = field(default_factory=list)
+    inet: bool = False
+    inet_versions: set = field(default_factory=set)   # from bare -i4 / -i6
+    inet_specs: list = field(default_factory=list)
+    unix: bool = False
+    fds: list = field(default_factory=list)       # ("name", str) or ("range", lo, hi)
+    xfds: list = field(default_factory=list)
+    files: list = field(default_factory=list)
+    dirs: list = field(default_factory=list)      # (path, recursive)
+    tcp_info: str = "s"                           # -T letters; "" = bare -T
+    tcp_states: set = field(default_factory=set)
+    xtcp_states: set = field(default_factory=set)
+    repeat: float | None = None
+    repeat_count: int | None = None
+    repeat_until_empty: bool = False
+    cmd_width: int = 9
+
+    @property
+    def inet_version(self) -> int | None:
+        """-i4 or -i6 alone restricts every -i; both (or neither) mean all."""
+        return next(iter(self.inet_versions)) if len(self.inet_versions) == 1 else None
+
+    @property
+    def process_selection(self) -> bool:
+        return bool(self.pids or self.uids or self.cmds)
+
+    @property
+    def file_selection(self) -> bool:
+        return bool(self.inet or self.unix or self.fds or self.xfds or self.files
+                    or self.dirs)
+
+
+MANDATORY = {"-": "cpudg", "+": "cdD"}
+OPTIONAL = {"-": "iTsrSoKx", "+": "r"}
+FLAGS = {"-": "abhlnPtUvVwNOXRC?", "+": "w"}
+UNSUPPORTED = {"-": "AFkmz Z eEfgLQ", "+": "EfLmeM"}
+
+
+def parse(argv: list[str]) -> Options:
+    o = Options()
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        i += 1
+        if arg == "--":
+            o.files.extend(argv[i:])
+            break
+        if len(arg) < 2 or arg[0] not in "-+":
+            o.files.append(arg)
+            continue
+        prefix, j = arg[0], 1
+        while j < len(arg):
+            ch, rest = arg[j], arg[j + 1:]
+            j += 1
+            if ch in MANDATORY[prefix]:
+                if rest:
+                    value = rest
+                elif i < len(argv):
+                    value, i = argv[i], i + 1
+                else:
+                    raise UsageError(f"{prefix}{ch} not followed by a value")
+                _with_value(o, prefix, ch, value)
+                break
+            if ch in OPTIONAL[prefix]:
+                value = rest or None
+                if value is None and i < len(argv) and _takes(ch, argv[i]):
+                    value, i = argv[i], i + 1
+                _optional(o, prefix, ch, value)
+                break
+            if ch in FLAGS[prefix]:
+                _flag(o, prefix, ch)
+                continue
+            raise UsageError(f"unsupported option: {prefix}{ch}")
+    return o
+
+
+def _takes(ch: str, nxt: str) -> bool:
+    """Whether an option with an optional value takes the next argument as its value."""
+    if not nxt or nxt[0] in "-+":
+        return False
+    if ch == "r" or ch == "S":
+        return nxt[0].isdigit()
+    if ch == "s":
+        return ":" in nxt
+    if ch in "oK":
+        return False
+    return True
+
+
+def _flag(o: Options, prefix: str, ch: str) -> None:
+    if prefix == "+":
+        o.warn = True
+        return
+    if ch == "a":
+        o.and_ = True
+    elif ch in "h?":
+        o.help = True
+    elif ch == "l":
+        o.numeric_uid = True
+    elif ch == "n":
+        o.numeric_host = True
+    elif ch == "P":
+        o.numeric_port = True
+    elif ch == "t":
+        o.terse = True
+        o.warn = False
+    elif ch == "U":
+        o.unix = True
+    elif ch == "v":
+        o.version = True
+    elif ch == "w":
+        o.warn = False
+    # b, V, N, O, X, R, C: accepted, without effect here
+
+
+def _with_value(o: Options, prefix: str, ch: str, value: str) -> None:
+    if prefix == "+":
+        if ch == "c":
+            if not value.isdigit():
+                raise UsageError(f"+c not followed by a number: {value}")
+            width = int(value)
+            o.cmd_width = 0 if width == 0 else max(width, 7)
+        else:
+            o.dirs.append((value, ch == "D"))
+        return
+    if ch == "p":
+        for item in value.split(","):
+            neg = item.startswith("^")
+            num = item[1:] if neg else item
+            if not num.isdigit():
+                raise UsageError(f"illegal process ID: {item}")
+            (o.xpids if neg else o.pids).add(int(num))
+    elif ch == "u":
+        from . import names
+        for item in value.split(","):
+            neg = item.startswith("^")
+            who = item[1:] if neg else item
+            if who.isdigit():
+                uid = int(who)
+            else:
+                uid = names.user_id(who)
+                if uid is None:
+                    raise UsageError(f"can't get UID for {who}")
+            (o.xuids if neg else o.uids).add(uid)
+    elif ch == "c":
+        neg = value.startswith("^")
+        text = value[1:] if neg else value
+        matcher = _command_matcher(text, value)
+        (o.xcmds if neg else o.cmds).append(matcher)
+    elif ch == "d":
+        _fd_list(o, value)
+    elif ch == "g":
+        raise UsageError("-g (process groups) is not supported")
+
+
+def _command_matcher(text: str, original: str):
+    m = re.fullmatch(r"/(.*)/([bix]*)", text, re.S)
+    if m and len(text) >= 2:
+        flags = re.I if "i" in m.group(2) else 0
+        try:
+            return re.compile(m.group(1), flags)
+        except re.error as exc:
+            raise UsageError(f"-c regular expression error: {exc}: {original}") from None
+    if len(text) > COMM_MAX:
+        raise UsageError(f'"-c {original}" length ({len(text)}) > what system provides '
+                         f"({COMM_MAX})")
+    return text
+
+
+def _fd_list(o: Options, value: str) -> None:
+    items = value.split(",")
+    negs = {item.startswith("^") for item in items}
+    if len(negs) > 1:
+        raise UsageError(f"mixed exclude and include FDs: {value}")
+    for item in items:
+        neg = item.startswith("^")
+        text = item[1:] if neg else item
+        m = re.fullmatch(r"(\d+)-(\d+)", text)
+        if m:
+            lo, hi = int(m.group(1)), int(m.group(2))
+            if hi <= lo:
+                raise UsageError(f"FD range ending less than start: {item}")
+            entry = ("range", lo, hi)
+        elif text.isdigit():
+            entry = ("range", int(text), int(text))
+        elif text and " " not in text:
+            entry = ("name", text)
+        else:
+            raise UsageError(f"illegal FD: {item}")
+        (o.xfds if neg else o.fds).append(entry)
+
+
+def _optional(o: Options, prefix: str, ch: str, value: str | None) -> None:
+    if ch == "i":
+        o.inet = True
+        if value is not None:
+            spec = parse_inet(value)
+            if spec.proto is None and spec.host is None and not spec.ports:
+                if spec.version is not None:
+                    o.inet_versions.add(spec.version)
+            else:
+                o.inet_specs.append(spec)
+    elif ch == "T":
+        letters = value or ""
+        bad = set(letters) - set("fqsw")
+        if bad:
+            raise UsageError(f"unsupported TCP/TPI info selection: {''.join(sorted(bad))}")
+        o.tcp_info = letters
+    elif ch == "s":
+        if value is not None:
+            _states(o, value)
+    elif ch == "r":
+        o.repeat_until_empty = prefix == "+"
+        o.repeat = 15.0
+        if value is not None:
+            m = re.fullmatch(r"(\d+)(?:c(\d+))?(?:m.*)?", value, re.S)
+            if not m:
+                raise UsageError(f"illegal repeat time: {value}")
+            o.repeat = float(m.group(1))
+            if m.group(2):
+                o.repeat_count = int(m.group(2))
+    # -S, -o, -K, -x: accepted and ignored
+
+
+def _states(o: Options, value: str) -> None:
+    proto, sep, names = value.partition(":")
+    if not sep or not names:
+        raise UsageError(f"missing protocol state name list: {value}")
+    if proto.upper() == "UDP":
+        raise UsageError(f"no UDP state names available: {value}")
+    if proto.upper() != "TCP":
+        raise UsageError(f"unknown protocol name: {proto}")
+    for name in names.split(","):
+        neg = name.startswith("^")
+        key = (name[1:] if neg else name).upper()
+        if key not in TCP_STATE_NUMBERS:
+            raise UsageError(f"unknown TCP state name: {name}")
+        (o.xtcp_states if neg else o.tcp_states).add(TCP_STATE_NUMBERS[key])
+
+
+def parse_inet(text: str) -> InetSpec:
+    """Parse one -i address; UsageError when it is malformed or names nothing known."""
+    spec = InetSpec(text)
+    s = text
+    if s[:1] in ("4", "6"):
+        spec.version = int(s[0])
+        s = s[1:]
+    m = re.match(r"[A-Za-z]*", s)
+    proto = m.group(0)
+    s = s[len(proto):]
+    if proto:
+        if proto.upper() not in ("TCP", "UDP", "UDPLITE"):
+            raise UsageError(f"unknown protocol name ({proto}) in: -i {text}")
+        spec.proto = proto.upper()
+    if s.startswith("@"):
+        s = s[1:]
+        if s.startswith("["):
+            end = s.find("]")
+            if end < 0:
+                raise UsageError(f"unterminated IPv6 address in: -i {text}")
+            spec.host, s = s[1:end], s[end + 1:]
+            if spec.version == 4:
+                raise UsageError(f"IPv6 address for IPv4 selection in: -i {text}")
+        else:
+            end = s.find(":")
+            spec.host, s = (s, "") if end < 0 else (s[:end], s[end:])
+        if not spec.host:
+            raise UsageError(f"missing host name in: -i {text}")
+        spec.addrs = frozenset(_resolve(spec.host, spec.version, text))
+    if s.startswith(":"):
+        spec.ports = _ports(s[1:], spec.proto, text)
+    elif s:
+        raise UsageError(f"unknown protocol name ({s}) in: -i {text}")
+    return spec
+
+
+def _resolve(host: str, version: int | None, text: str) -> set:
+    out = set()
+    for family, ver in ((socket.AF_INET, 4), (socket.AF_INET6, 6)):
+        if version not in (None, ver):
+            continue
+        try:
+            packed = socket.inet_pton(family, host)
+            out.add((family, packed.ljust(16, b"\0")))
+            continue
+        except OSError:
+            pass
+        try:
+            infos = socket.getaddrinfo(host, None, family, socket.SOCK_STREAM)
+        except (OSError, UnicodeError):
+            continue
+        for info in infos:
+            out.add((family, socket.inet_pton(family, info[4][0]).ljust(16, b"\0")))
+    if not out:
+        raise UsageError(f"unknown host name ({host}) in: -i {text}")
+    return out
+
+
+def _ports(text: str, proto: str | None, spec: str) -> tuple:
+    from . import names
+    out = []
+    for item in text.split(","):
+        m = re.fullmatch(r"(\d+)-(\w[\w.+-]*)", item)
+        if item.isdigit():
+            out.append((int(item), int(item)))
+        elif m:
+            lo = int(m.group(1))
+            hi_text = m.group(2)
+            hi = int(hi_text) if hi_text.isdigit() else _one_port(hi_text, proto, spec)
+            if hi < lo:
+                raise UsageError(f"port range ending less than start in: -i {spec}")
+            out.append((lo, hi))
+        elif item:
+            ports = names.service_ports(item, proto.lower() if proto else None)
+            if not ports:
+                raise UsageError(f"unknown service {item} in: -i {spec}")
+            out.extend((p, p) for p in sorted(ports))
+        else:
+            raise UsageError(f"missing port in: -i {spec}")
+    return tuple(out)
+
+
+def _one_port(name: str, proto: str | None, spec: str) -> int:
+    from . import names
+    ports = names.service_ports(name, proto.lower() if proto else None)
+    if not ports:
+        raise UsageError(f"unknown service {name} in: -i {spec}")
+    return min(ports)

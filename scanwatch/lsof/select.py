@@ -1,0 +1,425 @@
+"""Which processes and files a listing shows, with lsof's rules.
+
+Exclusions (^PID, ^user, ^command) drop a process first. The selections are ORed
+(AND with -a): process selections (-p, -u, -c) pick every file of a process, file
+selections (-i, -U, -d, names, +d/+D) pick single files. Without any selection everything
+is listed, tasks too. -s TCP:... filters TCP files wherever they appear. Search items
+(PIDs, commands, -i hosts/ports, names) that find nothing make the exit status 1.
+"""
+from __future__ import annotations
+
+import os
+import socket
+
+from . import files as F
+from . import names, proc
+
+
+class Listing:
+    def __init__(self):
+        self.rows: list[tuple] = []
+        self.pids: list[int] = []
+        self.missing: list[str] = []   # search items that found nothing
+
+    @property
+    def status(self) -> int:
+        return 1 if not self.rows or self.missing else 0
+
+
+class Targets:
+    """File-name arguments and +d/+D directories: what (dev, ino) or file systems match."""
+
+    def __init__(self, opts, warn):
+        self.exact: dict = {}      # (dev, ino) -> index of the argument
+        self.fs: dict = {}         # st_dev -> index (mount point arguments)
+        self.names: list = []      # NAME shown for exact matches (None: the file's own)
+        self.labels: list = []
+        self.tree: set = set()     # (dev, ino) under +d/+D (not search items)
+        mounts = _mount_points() if opts.files else set()
+        for arg in opts.files:
+            idx = len(self.labels)
+            self.labels.append(arg)
+            try:
+                res = os.stat(arg)
+            except OSError as exc:
+                warn(f"status error on {arg}: {exc.strerror}")
+                self.names.append(None)
+                continue
+            real = os.path.realpath(arg)
+            if os.path.isdir(arg) and real in mounts:
+                self.fs.setdefault(res.st_dev, idx)
+                self.names.append(None)
+            else:
+                self.exact.setdefault((res.st_dev, res.st_ino), idx)
+                self.names.append(real if os.path.islink(arg) else arg)
+        for path, recursive in opts.dirs:
+            self._walk(path, recursive, warn)
+
+    def _walk(self, top: str, recursive: bool, warn) -> None:
+        try:
+            res = os.stat(top)
+        except OSError as exc:
+            warn(f"WARNING: can't stat({top}): {exc.strerror}")
+            return
+        self.tree.add((res.st_dev, res.st_ino))
+        stack = [top]
+        while stack:
+            path = stack.pop()
+            try:
+                entries = list(os.scandir(path))
+            except OSError:
+                continue
+            for e in entries:
+                try:
+                    s = e.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                self.tree.add((s.st_dev, s.st_ino))
+                if recursive and e.is_dir(follow_symlinks=False) and s.st_dev == res.st_dev:
+                    stack.append(e.path)
+
+    def match(self, key) -> int | None:
+        """Index of the argument a file matches, -1 for a +d/+D match, None for none."""
+        if key is None:
+            return None
+        idx = self.exact.get(key)
+        if idx is None:
+            idx = self.fs.get(key[0])
+        if idx is None and key in self.tree:
+            return -1
+        return idx
+
+
+def _mount_points() -> set:
+    out = set()
+    data = proc.read_small("/proc/self/mountinfo") or b""
+    for line in data.decode("utf-8", "surrogateescape").splitlines():
+        parts = line.split()
+        if len(parts) > 4:
+            out.add(parts[4].replace("\\040", " "))
+    return out
+
+
+PROTOS = {6: "TCP", 17: "UDP", 136: "UDPLITE"}
+
+
+def inet_matches(spec, sock) -> bool:
+    """Whether a Sock matches one -i address; host and port must match on the same side.
+    A v4-mapped IPv6 address counts as IPv4 here, as lsof shows it."""
+    family, proto, state, laddr, lport, raddr, rport = sock[:7]
+    if spec.version is not None:
+        v4 = family == socket.AF_INET or laddr[:12] == F.MAPPED
+        if spec.version != (4 if v4 else 6):
+            return False
+    if spec.proto is not None and spec.proto != PROTOS.get(proto):
+        return False
+    sides = ((laddr, lport), (raddr, rport))
+    for addr, port in sides:
+        if spec.addrs and not _addr_in(family, addr, spec.addrs):
+            continue
+        if spec.ports and not any(lo <= port <= hi for lo, hi in spec.ports):
+            continue
+        return True
+    return False
+
+
+def _addr_in(family: int, addr: bytes, addrs) -> bool:
+    if family == socket.AF_INET6 and addr[:12] == F.MAPPED:
+        return (socket.AF_INET, addr[12:] + bytes(12)) in addrs
+    return (family, addr) in addrs
+
+
+class Selector:
+    """One listing pass over /proc under the options."""
+
+    def __init__(self, opts, warn=lambda msg: None):
+        self.o = opts
+        self.warn = warn
+        self.targets = Targets(opts, warn) if (opts.files or opts.dirs) else None
+        self._stats: dict = {}
+
+    # -- per file ------------------------------------------------------------------
+
+    def _file_hits(self, f, found) -> list[bool]:
+        o = self.o
+        hits = []
+        if o.inet:
+            ok = False
+            if f[8] == "inet":
+                sock = f[9]
+                ver = 4 if sock[0] == socket.AF_INET else 6
+                if o.inet_version in (None, ver):
+                    if o.inet_specs:
+                        for i, spec in enumerate(o.inet_specs):
+                            if inet_matches(spec, sock):
+                                ok = True
+                                found.add(("i", i))
+                    else:
+                        ok = True
+            hits.append(ok)
+        if o.unix:
+            hits.append(f[8] == "unix")
+        if o.fds:
+            hits.append(_fd_in(f[0], o.fds))
+        if o.xfds:
+            hits.append(not _fd_in(f[0], o.xfds))
+        if self.targets is not None:
+            key = f[9] if f[8] == "file" else self._unix_key(f)
+            idx = self.targets.match(key)
+            if idx is not None:
+                found.add(("f", idx) if idx >= 0 else ("d", key))
+            hits.append(idx is not None)
+        return hits
+
+    def _unix_key(self, f):
+        """A UNIX socket bound to a path matches that path's file."""
+        if f[8] != "unix" or not f[9]:
+            return None
+        res = self._stats.get(f[9])
+        if res is None:
+            try:
+                st = os.stat(f[9])
+                res = (st.st_dev, st.st_ino)
+            except OSError:
+                res = ()
+            self._stats[f[9]] = res
+        return res or None
+
+    def _keep(self, f) -> bool:
+        """The filter that applies to every listed file: -s TCP:states."""
+        o = self.o
+        if f[8] == "inet" and (o.tcp_states or o.xtcp_states):
+            sock = f[9]
+            if o.tcp_states and (sock[1] != 6 or sock[2] not in o.tcp_states):
+                return False
+            if sock[1] == 6 and sock[2] in o.xtcp_states:
+                return False
+        return True
+
+    def _name(self, f) -> tuple:
+        """A file matched by a name argument shows the name as given."""
+        if self.targets is not None and f[8] == "file":
+            idx = self.targets.exact.get(f[9])
+            if idx is not None and self.targets.names[idx] is not None:
+                return f[:7] + (F.printable(self.targets.names[idx]),) + f[8:]
+        return f
+
+    # -- per process ---------------------------------------------------------------
+
+    def run(self) -> Listing:
+        o = self.o
+        out = Listing()
+        t = F.Tables(o)
+        found: set = set()
+        any_sel = o.process_selection or o.file_selection
+        file_sel = o.file_selection
+        sock_only = file_sel and not (o.fds or o.xfds or o.files or o.dirs)
+        tasks = not any_sel
+        both = o.pids & o.xpids
+        if both:
+            raise _Included(min(both))
+        if o.and_ and o.pids:
+            candidates = sorted(o.pids)
+        else:
+            candidates = proc.list_pids()
+        for pid in candidates:
+            if pid in o.xpids:
+                continue
+            base = f"/proc/{pid}"
+            uid = comm = None
+            if o.uids or o.xuids:
+                uid = proc.owner(base)
+                if uid is None or uid in o.xuids:
+                    continue
+            if o.cmds or o.xcmds or tasks:
+                comm = proc.read_comm(base)
+                if comm is None:
+                    continue
+                if o.xcmds and any(_cmd_match(m, comm) for m in o.xcmds):
+                    continue
+            hits = []
+            if o.pids:
+                hits.append(pid in o.pids)
+            if o.uids:
+                hits.append(uid in o.uids)
+            if o.cmds:
+                matched = [i for i, m in enumerate(o.cmds) if _cmd_match(m, comm)]
+                hits.append(bool(matched))
+            if o.and_:
+                if not all(hits):
+                    continue
+                full = not file_sel
+            else:
+                full = any(hits) or not any_sel
+                if not full and not file_sel:
+                    continue
+            if o.cmds:
+                found.update(("c", i) for i in matched)
+            if full or not sock_only:
+                listed = self._all_files(t, pid, base)
+            else:
+                listed = self._socket_files(t, pid, base)
+            if listed is None:
+                continue  # gone
+            if pid in o.pids:
+                found.add(("p", pid))
+            rows = self._rows(listed, full, found)
+            if rows:
+                if o.terse:
+                    user = ""
+                else:
+                    if comm is None:
+                        comm = proc.read_comm(base)
+                    if uid is None:
+                        uid = proc.owner(base)
+                    if comm is None or uid is None:
+                        continue  # gone meanwhile
+                    user = self._user(uid)
+                out.pids.append(pid)
+                out.rows.extend((comm, str(pid), "", "", user) + f[:8] for f in rows)
+            if tasks:
+                for tid in proc.list_tasks(pid):
+                    if tid == pid:
+                        continue
+                    tbase = f"{base}/task/{tid}"
+                    tcomm = proc.read_comm(tbase)
+                    if tcomm is None:
+                        continue
+                    trows = self._rows(self._all_files(t, pid, tbase), True, found) or []
+                    if trows:
+                        if uid is None:
+                            uid = proc.owner(base)
+                        user = self._user(uid)
+                        out.rows.extend((comm, str(pid), str(tid), tcomm, user) + f[:8]
+                                        for f in trows)
+        self._missing(out, found)
+        return out
+
+    def _rows(self, listed, full, found):
+        if listed is None:
+            return None
+        o = self.o
+        and_ = o.and_
+        rows = []
+        search = full and (o.inet_specs or self.targets is not None)
+        for f in listed:
+            if not self._keep(f):
+                continue
+            if not full:
+                hits = self._file_hits(f, found)
+                if not (all(hits) if and_ else any(hits)):
+                    continue
+            elif search:
+                self._file_hits(f, found)
+            rows.append(self._name(f) if self.targets is not None else f)
+        return rows
+
+    def _user(self, uid) -> str:
+        if uid is None:
+            return ""
+        if not self.o.numeric_uid:
+            name = names.user(uid)
+            if name is not None:
+                return name
+            self.warn(f"no pwd entry for UID {uid}")
+        return "%8d" % uid
+
+    def _missing(self, out: Listing, found: set) -> None:
+        o = self.o
+        out.missing += [f"PID {p}" for p in sorted(o.pids) if ("p", p) not in found]
+        out.missing += [f"command {c if isinstance(c, str) else c.pattern}"
+                        for i, c in enumerate(o.cmds) if ("c", i) not in found]
+        out.missing += [f"Internet address {s.text}" for i, s in enumerate(o.inet_specs)
+                        if s.searched and ("i", i) not in found]
+        if self.targets is not None:
+            out.missing += [f"file {n}" for i, n in enumerate(self.targets.labels)
+                            if ("f", i) not in found]
+            if any(("d", key) not in found for key in self.targets.tree):
+                out.missing.append("a file under " + ", ".join(p for p, _ in self.o.dirs))
+
+    # -- file enumeration ----------------------------------------------------------
+
+    def _socket_files(self, t, pid, base):
+        """Only the sockets lsof would pick for -i / -U (the fast path)."""
+        o = self.o
+        dfd, err = proc.open_dir_error(base + "/fd")
+        if dfd is None:
+            return None if err is not None and err.errno == 2 else []
+        out = []
+        readlink, lstat = os.readlink, os.lstat
+        inet = t.inet if o.inet else {}
+        unix = t.unix if o.unix else {}
+        try:
+            for name in proc.fd_names(dfd):
+                try:
+                    link = readlink(name, dir_fd=dfd)
+                except OSError:
+                    continue
+                if link[:8] != "socket:[":
+                    continue
+                ino = int(link[8:-1])
+                sock = inet.get(ino)
+                if sock is None and ino not in unix:
+                    continue
+                try:
+                    mode = F.mode_char(lstat(name, dir_fd=dfd).st_mode)
+                except OSError:
+                    continue
+                fd = name if len(name) <= 4 else F.fd_text(name)
+                if sock is not None:
+                    out.append(F.inet_file(fd, mode, ino, sock, o))
+                else:
+                    out.append(F.unix_file(fd, mode, ino, unix[ino], o))
+        finally:
+            os.close(dfd)
+        return out
+
+    def _all_files(self, t, pid, base):
+        """Every open file: cwd, rtd, txt, mem/DEL, then each descriptor. None for a
+        process that has gone (or is a zombie)."""
+        cwd = F.special_file(base, "cwd", "cwd")
+        rtd = F.special_file(base, "rtd", "root")
+        if cwd[3] == "unknown" and rtd[3] == "unknown" and cwd[7].endswith("/cwd"):
+            return None  # gone, or a zombie: lsof lists nothing
+        txt = F.special_file(base, "txt", "exe")
+        out = [cwd, rtd, txt]
+        out += F.mem_files(t, base, txt[9] if txt[8] == "file" else None)
+        dfd, err = proc.open_dir_error(base + "/fd")
+        if dfd is None:
+            if err is not None and err.errno != 2:
+                out.append(("NOFD", " ", " ", "", "", "", "",
+                            f"{base}/fd (opendir: {err.strerror})", "other", None))
+            return out
+        try:
+            for name in proc.fd_names(dfd):
+                f = F.fd_file(t, pid, base, dfd, name)
+                if f is not None:
+                    out.append(f)
+        finally:
+            os.close(dfd)
+        return out
+
+
+class _Included(Exception):
+    def __init__(self, pid):
+        super().__init__(f"PID {pid} has been included and excluded.")
+
+
+IncludedAndExcluded = _Included
+
+
+def _cmd_match(m, comm: str) -> bool:
+    if isinstance(m, str):
+        return comm.startswith(m)
+    return m.search(comm) is not None
+
+
+def _fd_in(fd: str, entries) -> bool:
+    num = int(fd) if fd.isdigit() else None
+    for e in entries:
+        if e[0] == "name":
+            if e[1] == fd:
+                return True
+        elif num is not None and e[1] <= num <= e[2]:
+            return True
+    return False
