@@ -95,8 +95,12 @@ def run(config_path, tcp_mode, udp_mode, interfaces, dry_run, state_dir, run_dir
     log = make_logger()
     for w in cfg.warnings:
         log.warning("warning: %s", w)
+    overrides = {k: v for k, v in dict(
+        STATE_DIR=state_dir, RUN_DIR=run_dir, HOSTS_DENY_FILE=hosts_deny, IGNORE_FILE=ignore_file,
+        HISTORY_FILE=history_file, BLOCKED_FILE=blocked_file, NFT_TABLE=nft_table).items()
+        if v is not None}
     daemon = Daemon(cfg, tcp_mode=tcp, udp_mode=udp, interfaces=interfaces, logger=log,
-                    dry_run=dry_run)
+                    dry_run=dry_run, overrides=overrides)
     daemon.start()
     sys.exit(daemon.run())
 

@@ -1,23 +1,28 @@
 """`scanwatch run`: wire the XDP sentry, the policy and the outputs together."""
-import ipaddress
-import json
+import collections
 import os
 import signal
 import threading
 import time
 
+from . import config as configmod
 from . import control, ignore, netinfo, records
 from .classic import ClassicListener
 from .errors import ScanwatchError, StateError
 from .firewall import Firewall
 from .hostsdeny import HostsDeny
 from .kernel import Sentry, mono_now
-from .model import BlockEntry, ScanEvent
+from .model import ScanEvent
 from .policy import ALREADY, BLOCK, IGNORE, Policy
 from .report import Reporter
+from .state import BlockStore
 
 MODES = {"classic": ("tcp", "udp"), "stealth": ("stcp", "sudp"), "advanced": ("atcp", "audp")}
 REFRESH_S = 1.0  # listeners and own addresses are re-read this often
+# Settings a running daemon cannot take over on SIGHUP.
+RESTART_KEYS = ("INTERFACES", "STATE_DIR", "RUN_DIR", "NFT_TABLE", "MAX_SOURCES", "MAX_BLOCKED",
+                "HISTORY_FILE", "BLOCKED_FILE", "HOSTS_DENY_FILE", "TCP_PORTS", "UDP_PORTS",
+                "PORT_BANNER", "RESOLVE_HOST")
 
 
 def mode_names(tcp_mode, udp_mode):
@@ -31,7 +36,7 @@ def mode_names(tcp_mode, udp_mode):
 
 class Daemon:
     def __init__(self, cfg, *, tcp_mode="stealth", udp_mode="stealth", interfaces=(),
-                 logger=None, dry_run=False):
+                 logger=None, dry_run=False, overrides=None):
         if not tcp_mode and not udp_mode:
             raise ScanwatchError("no mode to run: give a TCP mode, a UDP mode or both")
         self.cfg = cfg
@@ -54,14 +59,16 @@ class Daemon:
         self.recorder = records.RecordWriter(
             cfg.HISTORY_FILE, {m: cfg.blocked_file(m) for m in self.modes.values()},
             os.path.join(cfg.STATE_DIR, "events.jsonl"), self.log)
-        self.policy = Policy(
-            scan_trigger=cfg.SCAN_TRIGGER,
-            block_levels={"TCP": cfg.BLOCK_TCP, "UDP": cfg.BLOCK_UDP},
-            block_timeout=cfg.BLOCK_TIMEOUT, modes=self.modes, is_ignored=self.is_ignored)
+        self.overrides = dict(overrides or {})  # command-line settings, kept across SIGHUP
+        self.reload_wanted = False
+        self.recent_blocks = collections.deque()  # times of recent full blocks (BLOCK_RATE)
+        self.capped = 0  # sources blocked in XDP only since the last summary
+        self.policy = Policy(is_ignored=self.is_ignored, modes=self.modes)
+        self._apply_policy_settings()
+        self.store = BlockStore(cfg.STATE_DIR)
         self.reporter = Reporter(cfg, self.log, self.recorder, self.hosts_deny, dry_run,
                                  command_timeout=cfg.COMMAND_TIMEOUT)
         self.server = control.Server(cfg.RUN_DIR, self.handle_request)
-        self.state_path = os.path.join(cfg.STATE_DIR, "blocks.json")
 
     # --- lifecycle ----------------------------------------------------------------------
     def start(self):
@@ -154,11 +161,16 @@ class Daemon:
         next_refresh = time.monotonic() + REFRESH_S
         while not self.stopping:
             self.sentry.poll(200)
+            if self.reload_wanted:
+                self.reload_wanted = False
+                self.reload()
             if time.monotonic() >= next_refresh:
                 with self.lock:
                     try:
                         self._refresh()
                         self._expire()
+                        self._summarise_cap()
+                        self.reporter.summarise()
                     except ScanwatchError as err:  # e.g. our table was deleted under us
                         self.log.error("error: %s", err)
                 next_refresh = time.monotonic() + REFRESH_S
@@ -170,18 +182,52 @@ class Daemon:
         self.stopping = True
 
     def _on_hup(self, _signum, _frame):
+        self.reload_wanted = True  # the loop reloads; a signal handler should not
+
+    def reload(self):
+        """SIGHUP: re-read the config and ignore file; blocks and programs stay. A broken
+        file keeps the old settings (PortSentry itself ignores SIGHUP)."""
         try:
-            nets = ignore.load(self.cfg.IGNORE_FILE)
+            cfg = configmod.load(self.cfg.path, self.overrides)
+            nets = ignore.load(cfg.IGNORE_FILE)
         except ScanwatchError as err:
-            self.log.error("adminalert: reload failed, keeping the old ignore list: %s", err)
-            return
+            self.log.error("adminalert: reload failed, keeping the old configuration: error: %s",
+                           err)
+            return False
+        fixed = [k for k in RESTART_KEYS if cfg.values[k] != self.cfg.values[k]]
+        for key in fixed:
+            cfg.values[key] = self.cfg.values[key]
         with self.lock:
+            self.cfg = self.reporter.cfg = cfg
             self.file_ignores = nets
             self._push_ignores()
-        self.log.info("adminalert: ignore list reloaded (%d entries)", len(nets))
+            self._apply_policy_settings()
+            self._configure_kernel()
+            self.sentry.set_watched(0, self.trap_ports("TCP") if self.raw("TCP") else ())
+            self.sentry.set_watched(1, self.trap_ports("UDP") if self.raw("UDP") else ())
+        for w in cfg.warnings:
+            self.log.warning("warning: %s", w)
+        if fixed:
+            self.log.info("adminalert: %s changed; that takes a restart", ", ".join(fixed))
+        self.log.info("adminalert: configuration reloaded from %s (%d ignore entries)",
+                      cfg.path or "embedded defaults", len(nets))
+        return True
+
+    def _apply_policy_settings(self):
+        cfg, p = self.cfg, self.policy
+        p.scan_trigger = cfg.SCAN_TRIGGER
+        p.block_levels = {"TCP": cfg.BLOCK_TCP, "UDP": cfg.BLOCK_UDP}
+        p.block_timeout, p.timeout_max = cfg.BLOCK_TIMEOUT, cfg.BLOCK_TIMEOUT_MAX
+        p.repeat_window = cfg.REPEAT_WINDOW
 
     def shutdown(self):
         self.reporter.close()
+        if self.started:
+            try:
+                self.store.compact(self.policy.blocks.values())
+            except ScanwatchError as err:
+                self.log.error("error: %s", err)
+        self.store.close()
         if self.classic is not None:
             self.classic.stop()
         self.server.stop()
@@ -239,6 +285,8 @@ class Daemon:
             if ev.kernel_blocked:  # the ignore list changed under the kernel's feet
                 self.sentry.unblock(addr)
             return
+        if d.action != ALREADY and d.block is not None and self._over_rate(d.block):
+            return
         extra = {}
         if d.action == BLOCK and not self.dry_run:
             # From the triggering packet to the element in the nft set.
@@ -247,27 +295,52 @@ class Daemon:
             self.sentry.unblock(addr)  # log-only, command-only or dry run: lift the XDP drop
         if d.action == BLOCK and self.dry_run:
             self.policy.unblock(addr)
-        if d.block is not None and d.action != ALREADY:
-            self._save_blocks()
+        elif d.block is not None and d.action != ALREADY:
+            self.store.add(d.block)
         self.reporter.submit(ev, d, extra)
+
+    def _over_rate(self, entry):
+        """BLOCK_RATE: past it (a spoofed flood), a source is blocked in XDP only, with
+        its expiry, and counted for a summary instead of filling nft, hosts.deny and logs."""
+        now = time.monotonic()
+        while self.recent_blocks and now - self.recent_blocks[0] > 60:
+            self.recent_blocks.popleft()
+        if len(self.recent_blocks) < self.cfg.BLOCK_RATE:
+            self.recent_blocks.append(now)
+            return False
+        self.policy.unblock(entry.addr)
+        if entry.level == 1 and not self.dry_run:
+            secs = entry.seconds()
+            self.sentry.block(entry.addr, mono_now() + secs if secs else None)
+        self.capped += 1
+        return True
+
+    def _summarise_cap(self):
+        if self.capped:
+            self.log.info("adminalert: block rate cap (BLOCK_RATE=%d/min) reached: %d more "
+                          "sources blocked in XDP only, not logged one by one",
+                          self.cfg.BLOCK_RATE, self.capped)
+            self.reporter.note({"type": "summary", "capped_blocks": self.capped})
+            self.capped = 0
 
     def _block(self, entry, ev):
         """The fast part of a block: nft set and XDP map. Returns seconds since the packet."""
-        timeout = self.cfg.BLOCK_TIMEOUT
+        secs = entry.seconds()
         if self.nft_on:
-            self.firewall.add(entry.addr, timeout)
+            self.firewall.add(entry.addr, secs)
         latency = mono_now() - ev.mono
-        if not ev.kernel_blocked:
-            self.sentry.block(entry.addr, mono_now() + timeout if timeout else None)
+        # Always (re)write the kernel entry: a repeat offender's block is longer than the
+        # kernel's own BLOCK_TIMEOUT.
+        self.sentry.block(entry.addr, mono_now() + secs if secs else None)
         return latency
 
     # --- blocks -------------------------------------------------------------------------
     def _expire(self):
         for entry in self.policy.expire():
             self._lift(entry.addr)
+            self.store.remove(entry.addr)
             self.log.info("adminalert: block of %s expired", entry.addr)
             self.reporter.note({"type": "expire", "addr": entry.addr})
-        self._save_blocks()
 
     def _lift(self, addr):
         """Undo a block everywhere; one failing place does not keep the others blocked."""
@@ -286,7 +359,7 @@ class Daemon:
         with self.lock:
             entry = self.policy.unblock(addr)
             self._lift(addr)
-            self._save_blocks()
+            self.store.remove(addr)
         self.log.info("adminalert: %s unblocked by the administrator", addr)
         self.reporter.note({"type": "unblock", "addr": addr})
         return entry is not None
@@ -298,36 +371,41 @@ class Daemon:
                 self.policy.unblock(addr)
                 self._lift(addr)
             self.hosts_deny.remove_all()
-            self._save_blocks()
+            self.store.compact([])
         self.log.info("adminalert: all %d blocks flushed by the administrator", len(addrs))
         return addrs
 
-    def _save_blocks(self):
-        save_blocks(self.state_path, self.policy.blocks.values())
+    def _live_blocks(self):
+        now = time.time()
+        return [e for e in self.policy.blocks.values()
+                if e.level == 1 and (e.expires is None or e.expires > now)]
 
     def _restore_table(self):
         """Another tool flushed the ruleset or deleted our table: put it back as it was."""
-        now = time.time()
-        live = [e for e in self.policy.blocks.values()
-                if e.level == 1 and (e.expires is None or e.expires > now)]
+        live = self._live_blocks()
         self.firewall.setup()
-        if live:
-            self.firewall.add_many([(e.addr, int(e.left(now)) + 1 if e.expires else 0)
-                                    for e in live])
+        now = time.time()
+        self.firewall.add_many([(e.addr, int(e.left(now)) + 1 if e.expires else 0) for e in live])
         self.log.info("adminalert: table inet %s was removed by someone else; restored it "
                       "with %d blocks", self.cfg.NFT_TABLE, len(live))
 
     def _restore(self):
-        entries = [e for e in self.policy.restore(load_blocks(self.state_path)) if e.level == 1]
-        if not entries:
+        """Blocks of earlier runs, re-applied with their remaining time in one nft
+        transaction and one batched XDP map update."""
+        t0 = time.monotonic()
+        self.policy.restore(self.store.load())
+        self.store.compact(self.policy.blocks.values())
+        live = self._live_blocks()
+        if not live:
             return
         now, mono = time.time(), mono_now()
         if self.nft_on:
             self.firewall.add_many([(e.addr, int(e.left(now)) + 1 if e.expires else 0)
-                                    for e in entries])
-        for e in entries:
-            self.sentry.block(e.addr, mono + e.left(now) if e.expires else None)
-        self.log.info("adminalert: restored %d blocks from %s", len(entries), self.state_path)
+                                    for e in live])
+        self.sentry.block_many([(e.addr, mono + e.left(now) if e.expires else None)
+                                for e in live])
+        self.log.info("adminalert: restored %d blocks from %s in %.2fs", len(live),
+                      self.store.snapshot, time.monotonic() - t0)
 
     # --- status ---------------------------------------------------------------------------
     def handle_request(self, req):
@@ -359,7 +437,8 @@ class Daemon:
                     "port": e.port, "mode": e.mode, "reason": e.reason,
                     "ports": row.get("ports", e.ports), "first_seen": first, "since": e.since,
                     "expires": e.expires, "left": e.left(now), "evidence": e.evidence,
-                    "action": {0: "logged", 1: "blocked", 2: "command"}[e.level]})
+                    "action": {0: "logged", 1: "blocked", 2: "command"}[e.level],
+                    "offences": e.offences})
             watched = {proto: self._watched(proto) for proto in self.modes}
         return {
             "running": True, "pid": os.getpid(), "since": self.started,
@@ -371,31 +450,7 @@ class Daemon:
             "packets": {k: counters[k] for k in ("SYN/Normal", "FIN", "NULL", "XMAS",
                                                  "Unknown Type", "UDP")},
             "counters": counters, "sources_tracked": tracked, "blocked": blocks,
-            "logged": logged,
-            "protected": {k: sorted(map(str, v)) for k, v in self.protected.items()},  # reported under BLOCK_*=0 or 2: recorded, not blocked
+            "logged": logged,  # reported under BLOCK_*=0 or 2: recorded, not blocked
+            "protected": {k: sorted(map(str, v)) for k, v in self.protected.items()},
         }
 
-
-def save_blocks(path, entries):
-    """Atomically write the block table: temp file, fsync, rename."""
-    tmp = f"{path}.tmp"
-    data = json.dumps([e.__dict__ for e in entries], indent=0)
-    try:
-        with open(tmp, "w") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        raise StateError(f"{path}: {err.strerror}") from err
-
-
-def load_blocks(path):
-    try:
-        with open(path) as fh:
-            rows = json.load(fh)
-    except FileNotFoundError:
-        return []
-    except (OSError, ValueError) as err:
-        raise StateError(f"{path}: unreadable block table: {err}") from err
-    return [BlockEntry(**r) for r in rows]

@@ -73,6 +73,18 @@ SETTINGS = (
             "The TCP wrappers file that KILL_HOSTS_DENY lines go to."),
     Setting("BLOCK_TIMEOUT", "int", "3600",
             "Seconds a block lasts in nftables, XDP and hosts.deny; 0 = until unblocked."),
+    Setting("BLOCK_TIMEOUT_MAX", "int", "604800",
+            "Longest block for a repeat offender: each new block within REPEAT_WINDOW of "
+            "the last one doubles BLOCK_TIMEOUT, up to this."),
+    Setting("REPEAT_WINDOW", "int", "86400",
+            "Seconds after a block ends during which a new block counts as a repeat."),
+    Setting("BLOCK_RATE", "int", "120",
+            "Blocks written to nftables, hosts.deny and commands per minute at most; beyond "
+            "it (a spoofed flood) sources are blocked in XDP only and summarised."),
+    Setting("HOSTS_DENY_MAX", "int", "1000",
+            "Most hosts.deny lines scanwatch keeps at once; beyond it, it adds none."),
+    Setting("LOG_RATE", "int", "50",
+            "Scan reports per second logged in full; the rest are summarised each second."),
     Setting("NFT_TABLE", "text", "scanwatch",
             "Name of the `inet` nftables table scanwatch owns."),
     Setting("COMMAND_TIMEOUT", "int", "30",

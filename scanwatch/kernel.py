@@ -125,6 +125,22 @@ class Sentry:
         ns = int(expires_mono * 1e9) if expires_mono else 0
         table[_addr(addr)] = K.Block(ns)
 
+    def block_many(self, items):
+        """[(addr, expires_mono or None)] in one batched map update where the kernel can."""
+        table = self.bpf["blocked"]
+        if not items:
+            return
+        keys = (table.Key * len(items))()
+        values = (table.Leaf * len(items))()
+        for i, (addr, exp) in enumerate(items):
+            C.memmove(C.byref(keys[i]), to_key(addr), 16)
+            values[i] = table.Leaf.from_buffer_copy(bytes(K.Block(int(exp * 1e9) if exp else 0)))
+        try:
+            table.items_update_batch(keys, values)
+        except Exception:  # kernels without batch ops: one update per element
+            for k, v in zip(keys, values):
+                table[k] = v
+
     def unblock(self, addr):
         """Lift a block and forget the source's counts, so it is judged afresh."""
         for name in ("blocked", "sources"):

@@ -54,6 +54,11 @@ class BlockEntry:
     host: str = ""
     evidence: str = "stealth"
     level: int = 1              # BLOCK_TCP/UDP: 1 blocked, 0 logged only, 2 KILL_RUN_CMD only
+    offences: int = 1           # blocks of this source within REPEAT_WINDOW, this one included
+
+    def seconds(self):
+        """The block's length as nft and XDP need it (0 = no timeout)."""
+        return 0 if self.expires is None else max(1, round(self.expires - self.since))
 
     def left(self, now):
         return None if self.expires is None else max(0.0, self.expires - now)

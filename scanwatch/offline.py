@@ -2,33 +2,31 @@
 import os
 
 from . import control
-from .daemon import load_blocks, save_blocks
 from .errors import NotRunning
 from .firewall import Firewall
 from .hostsdeny import HostsDeny
+from .ignore import canonical
+from .state import BlockStore
 
 
 def _hosts_deny(cfg):
     return HostsDeny(cfg.HOSTS_DENY_FILE, os.path.join(cfg.STATE_DIR, "hostsdeny.json"))
 
 
-def _blocks_path(cfg):
-    return os.path.join(cfg.STATE_DIR, "blocks.json")
-
-
 def unblock(cfg, addr):
+    addr = str(canonical(addr))
     try:
         return control.request(cfg.RUN_DIR, {"cmd": "unblock", "addr": addr})["was_blocked"]
     except NotRunning:
         pass
-    path = _blocks_path(cfg)
-    entries = load_blocks(path)
+    store = BlockStore(cfg.STATE_DIR)
+    entries = store.load()
     kept = [e for e in entries if e.addr != addr]
     fw = Firewall(cfg.NFT_TABLE)
     was = fw.exists() and fw.remove(addr)
     was = _hosts_deny(cfg).remove(addr) or was or len(kept) != len(entries)
     if len(kept) != len(entries):
-        save_blocks(path, kept)
+        store.compact(kept)
     return was
 
 
@@ -42,7 +40,8 @@ def flush(cfg):
     had_table = fw.exists()
     fw.delete_table()
     lines = _hosts_deny(cfg).remove_all()
-    if os.path.exists(_blocks_path(cfg)):
-        save_blocks(_blocks_path(cfg), [])
+    store = BlockStore(cfg.STATE_DIR)
+    if os.path.exists(store.snapshot) or os.path.exists(store.journal):
+        store.compact([])
     return (f"removed table inet {cfg.NFT_TABLE}" if had_table else f"no table inet {cfg.NFT_TABLE}") \
         + f" and {len(lines)} hosts.deny lines"

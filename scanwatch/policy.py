@@ -48,10 +48,15 @@ class SourceTable:
 
 class Policy:
     def __init__(self, *, scan_trigger=0, block_levels=None, block_timeout=3600,
-                 modes=None, is_ignored=lambda addr: False, clock=time.time):
+                 modes=None, is_ignored=lambda addr: False, clock=time.time,
+                 timeout_max=7 * 86400, repeat_window=86400, max_offenders=100000):
         self.scan_trigger = scan_trigger
         self.block_levels = block_levels or {"TCP": 1, "UDP": 1}
         self.block_timeout = block_timeout
+        self.timeout_max = timeout_max
+        self.repeat_window = repeat_window
+        self.offenders = OrderedDict()  # addr -> (offences, when the last block ended)
+        self.max_offenders = max_offenders
         self.modes = modes or {"TCP": "stcp", "UDP": "sudp"}
         self.is_ignored = is_ignored
         self.clock = clock
@@ -74,14 +79,34 @@ class Policy:
         # Like PortSentry, a host is recorded at every level (0 = log only, 2 = KILL_RUN_CMD
         # only), so it is reported once per block period, not once per packet.
         level = self.block_levels.get(ev.proto, 1)
+        offences = self._offence(key, now)
+        duration = self.duration(offences)
         entry = BlockEntry(
-            addr=key, since=now,
-            expires=now + self.block_timeout if self.block_timeout else None,
+            addr=key, since=now, offences=offences,
+            expires=now + duration if duration else None,
             scan_type=ev.kind, proto=ev.proto, port=ev.port, mode=mode,
             reason="sweep" if ev.reason == "sweep" else "tripwire",
             ports=list(row["ports"]), evidence=ev.evidence, level=level)
         self.blocks[key] = entry
         return Decision({0: ALERT, 1: BLOCK, 2: RUN}[level], ev, mode, entry)
+
+    def duration(self, offences):
+        """Block length for the n-th offence: BLOCK_TIMEOUT doubled per repeat within
+        REPEAT_WINDOW, up to BLOCK_TIMEOUT_MAX (fail2ban's bantime.increment); 0 = forever."""
+        if not self.block_timeout:
+            return 0
+        return min(self.block_timeout * 2 ** min(offences - 1, 40),
+                   max(self.timeout_max, self.block_timeout))
+
+    def _offence(self, key, now):
+        count, ended = self.offenders.pop(key, (0, None))
+        if ended is None or now - ended > self.repeat_window:
+            count = 0
+        count += 1
+        self.offenders[key] = (count, now)
+        while len(self.offenders) > self.max_offenders:
+            self.offenders.popitem(last=False)
+        return count
 
     def expire(self):
         """Remove and return the blocks whose time is up."""
@@ -89,6 +114,9 @@ class Policy:
         gone = [b for b in self.blocks.values() if b.expires is not None and b.expires <= now]
         for b in gone:
             del self.blocks[b.addr]
+            # The repeat window counts from the end of the last block.
+            count, _ = self.offenders.pop(b.addr, (b.offences, None))
+            self.offenders[b.addr] = (count, now)
         return gone
 
     def unblock(self, addr):
@@ -100,4 +128,5 @@ class Policy:
         alive = [e for e in entries if e.expires is None or e.expires > now]
         for e in alive:
             self.blocks[e.addr] = e
+            self.offenders[e.addr] = (e.offences, e.expires or now)
         return alive

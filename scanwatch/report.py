@@ -3,6 +3,8 @@
 The daemon blocks synchronously (nft set, XDP map); this runs on one worker thread, in
 order, so a slow resolver or a hung KILL_RUN_CMD delays a log line, never a block.
 """
+import time
+
 from .actions import ActionWorker, action_order, run_steps
 from .policy import ALERT, ALREADY, BLOCK, QUIET, RUN
 from .resolver import Resolver
@@ -18,10 +20,27 @@ class Reporter:
         self.timeout = command_timeout
         self.resolver = Resolver(bool(cfg.RESOLVE_HOST))
         self.worker = ActionWorker(log, timeout=command_timeout)
+        self.window, self.in_window, self.suppressed = 0.0, 0, 0
 
     def submit(self, ev, decision, extra=None):
+        # LOG_RATE: a flood of reports is summarised; blocks (capped by BLOCK_RATE) never are.
+        now = time.monotonic()
+        if now - self.window > 1.0:
+            self.window, self.in_window = now, 0
+        self.in_window += 1
+        if decision.action != BLOCK and self.in_window > self.cfg.LOG_RATE:
+            self.suppressed += 1
+            return
         name = self.resolver.lookup(ev.addr)
         self.worker.submit(lambda: self._report(ev, decision, name, extra or {}))
+
+    def summarise(self):
+        """Called once a second: one line for the reports LOG_RATE held back."""
+        if self.suppressed:
+            n, self.suppressed = self.suppressed, 0
+            self.log.info("attackalert: %d more scan reports suppressed (LOG_RATE=%d/s)", n,
+                          self.cfg.LOG_RATE)
+            self.note({"type": "summary", "suppressed_reports": n})
 
     def note(self, record):
         """A JSON event that needs no name (expiry, unblock), kept in order with the rest."""
@@ -91,6 +110,10 @@ class Reporter:
         if ev.addr.version == 6:  # hosts_access(5) wants IPv6 addresses in brackets
             line = line.replace("$TARGET$", "[$TARGET$]")
         text = records.expand_macros(line, ev.addr, ev.port, mode)
+        if len(self.hosts_deny.owned()) >= self.cfg.HOSTS_DENY_MAX:
+            self.log.info("adminalert: hosts.deny holds HOSTS_DENY_MAX=%d scanwatch lines; "
+                          "%s is blocked in nftables only", self.cfg.HOSTS_DENY_MAX, ev.addr)
+            return True
         self.hosts_deny.add(str(ev.addr), text)
         self.log.info(records.blocked_wrappers_line(str(ev.addr), text))
         return True

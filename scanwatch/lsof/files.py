@@ -6,7 +6,7 @@ kind "inet" (key: the Sock tuple), "unix", "file" (key: (st_dev, st_ino)) or "ot
 from __future__ import annotations
 
 import os
-import socket
+import _socket as socket  # the C module: socket.py and its enums cost 2 ms to import
 import stat as st
 
 from . import names, proc
@@ -29,6 +29,7 @@ class Tables:
         self._inet = self._unix = self._raw = self._packet = self._locks = None
         self.stats: dict = {}
         self.devs: dict = {}
+        self.fmt = Inet(opts)
 
     @property
     def inet(self) -> dict:
@@ -99,10 +100,15 @@ def mode_char(mode: int) -> str:
 
 # --- internet sockets -----------------------------------------------------------------
 
+AF_INET, AF_INET6 = int(socket.AF_INET), int(socket.AF_INET6)
+SUFFIX_STATES = {n: f" ({name})" for n, name in TCP_STATE_NAMES.items()}
+
+
 def addr_text(family: int, addr: bytes, numeric: bool) -> str:
-    if family == socket.AF_INET6 and addr[:12] == MAPPED:
-        family, addr = socket.AF_INET, addr[12:]
-    if family == socket.AF_INET:
+    """An address as lsof prints it: * for any, IPv4 for v4-mapped, IPv6 in brackets."""
+    if family == AF_INET6 and addr[:12] == MAPPED:
+        family, addr = AF_INET, addr[12:]
+    if family == AF_INET:
         addr = addr[:4]
         if addr == b"\0\0\0\0":
             return "*"
@@ -113,7 +119,7 @@ def addr_text(family: int, addr: bytes, numeric: bool) -> str:
         if name:
             return name
     text = socket.inet_ntop(family, addr)
-    return text if family == socket.AF_INET else "[" + text + "]"
+    return text if family == AF_INET else "[" + text + "]"
 
 
 def port_text(port: int, proto: int, numeric: bool) -> str:
@@ -126,26 +132,51 @@ def port_text(port: int, proto: int, numeric: bool) -> str:
     return str(port)
 
 
-def inet_name(sock: tuple, opts) -> str:
-    family, proto, state, laddr, lport, raddr, rport, rq, wq = sock
-    nh, np_ = opts.numeric_host, opts.numeric_port
-    name = addr_text(family, laddr, nh) + ":" + port_text(lport, proto, np_)
-    if rport or raddr != ZERO16:
-        name += "->" + addr_text(family, raddr, nh) + ":" + port_text(rport, proto, np_)
-    info = opts.tcp_info
-    if not info:
-        return name
-    items = []
-    if proto == 6 and "s" in info:
-        items.append(TCP_STATE_NAMES.get(state, "UNKNOWN"))
-    if "q" in info:
-        items.append(f"QR={rq} QS={0 if proto == 6 and state == 10 else wq}")
-    return name + (" (" + " ".join(items) + ")" if items else " ")
+class Inet:
+    """Formats internet sockets for one set of options, caching address texts."""
 
+    def __init__(self, opts):
+        self.nh, self.np = opts.numeric_host, opts.numeric_port
+        info = opts.tcp_info
+        self.info = info
+        self.plain = info == "s"
+        self.addrs: dict = {AF_INET: {}, AF_INET6: {}}
 
-def inet_file(fd: str, mode: str, ino: int, sock: tuple, opts) -> tuple:
-    return (fd, mode, " ", INET_TYPES.get(sock[0], "inet"), str(ino), "0t0",
-            PROTO_NAMES.get(sock[1], str(sock[1])), inet_name(sock, opts), "inet", sock)
+    def addr(self, family: int, addr: bytes) -> str:
+        cache = self.addrs.get(family)
+        if cache is None:
+            return addr_text(family, addr, self.nh)
+        text = cache.get(addr)
+        if text is None:
+            text = cache[addr] = addr_text(family, addr, self.nh)
+        return text
+
+    def port(self, port: int, proto: int) -> str:
+        if self.np:
+            return str(port) if port else "*"
+        return port_text(port, proto, False)
+
+    def name(self, sock: tuple) -> str:
+        family, proto, state, laddr, lport, raddr, rport, rq, wq = sock
+        name = self.addr(family, laddr) + ":" + self.port(lport, proto)
+        if rport or raddr != ZERO16:
+            name += "->" + self.addr(family, raddr) + ":" + self.port(rport, proto)
+        if self.plain:
+            return name + SUFFIX_STATES.get(state, " (UNKNOWN)") if proto == 6 else name + " "
+        info = self.info
+        if not info:
+            return name
+        items = []
+        if proto == 6 and "s" in info:
+            items.append(TCP_STATE_NAMES.get(state, "UNKNOWN"))
+        if "q" in info:
+            items.append(f"QR={rq} QS={0 if proto == 6 and state == 10 else wq}")
+        return name + (" (" + " ".join(items) + ")" if items else " ")
+
+    def file(self, fd: str, ino: int, sock: tuple) -> tuple:
+        """A socket's descriptors are always open for reading and writing: mode u."""
+        return (fd, "u", " ", INET_TYPES.get(sock[0], "inet"), str(ino), "0t0",
+                PROTO_NAMES.get(sock[1], str(sock[1])), self.name(sock), "inet", sock)
 
 
 def unix_file(fd: str, mode: str, ino: int, entry: tuple, opts) -> tuple:
@@ -162,7 +193,7 @@ def socket_file(t: Tables, base: str, dfd: int, fd: str, name: str, mode: str,
     """Any socket descriptor, looked up in this namespace's tables like lsof does."""
     sock = t.inet.get(ino)
     if sock is not None:
-        return inet_file(fd, mode, ino, sock, t.opts)
+        return t.fmt.file(fd, ino, sock)
     entry = t.unix.get(ino)
     if entry is not None:
         return unix_file(fd, mode, ino, entry, t.opts)
@@ -235,7 +266,7 @@ def fd_file(t: Tables, pid: int, base: str, dfd: int, name: str) -> tuple | None
     try:
         link = os.readlink(name, dir_fd=dfd)
     except OSError as exc:
-        if exc.errno == 2:
+        if exc.errno == 2 or not t.opts.warn:
             return None
         return (fd, " ", " ", "unknown", "", "", "",
                 f"{base}/fd/{name} (readlink: {exc.strerror})", "other", None)
@@ -267,7 +298,7 @@ def fd_file(t: Tables, pid: int, base: str, dfd: int, name: str) -> tuple | None
     try:
         res = os.stat(name, dir_fd=dfd)
     except OSError as exc:
-        if exc.errno == 2:
+        if exc.errno == 2 or not t.opts.warn:
             return None
         return (fd, mode, " ", "unknown", "", "", "",
                 f"{printable(link)} (stat: {exc.strerror})", "other", None)
@@ -285,21 +316,26 @@ def fd_file(t: Tables, pid: int, base: str, dfd: int, name: str) -> tuple | None
             (res.st_dev, res.st_ino))
 
 
-def special_file(base: str, label: str, entry: str) -> tuple | None:
-    """cwd, rtd or txt of /proc/PID (entry: cwd, root, exe)."""
+def special_file(base: str, label: str, entry: str, warn: bool = True) -> tuple | None:
+    """cwd, rtd or txt of /proc/PID (entry: cwd, root, exe). What cannot be read is an
+    "unknown" line with the error, shown only when warnings are on (not with -w, -t)."""
     path = f"{base}/{entry}"
     try:
         link = os.readlink(path)
     except OSError as exc:
+        if not warn:
+            return None
         if exc.errno == 2:
-            return (label, " ", " ", "unknown", "", "", "", path, "other", None)
+            return (label, " ", " ", "unknown", "", "", "", path, "other", exc)
         return (label, " ", " ", "unknown", "", "", "",
-                f"{path} ({'readlink'}: {exc.strerror})", "other", None)
+                f"{path} (readlink: {exc.strerror})", "other", exc)
     try:
         res = os.stat(path)
     except OSError as exc:
+        if not warn:
+            return None
         return (label, " ", " ", "unknown", "", "", "",
-                f"{printable(link)} (stat: {exc.strerror})", "other", None)
+                f"{printable(link)} (stat: {exc.strerror})", "other", exc)
     ftype, dev, size, node = stat_cells(res, lambda: "")
     return (label, " ", " ", ftype, dev, size, node, printable(link), "file",
             (res.st_dev, res.st_ino))
@@ -326,9 +362,9 @@ def mem_files(t: Tables, base: str, txt_key) -> list[tuple]:
             continue
         res = t.stat(path)
         if isinstance(res, OSError):
-            out.append(("mem", " ", " ", "REG", dev, "", str(ino),
-                        f"{printable(path)} (stat: {res.strerror})", "file",
-                        (os.makedev(major, minor), ino)))
+            why = f" (stat: {res.strerror})" if t.opts.warn else ""
+            out.append(("mem", " ", " ", "REG", dev, "", str(ino), printable(path) + why,
+                        "file", (os.makedev(major, minor), ino)))
             continue
         ftype, sdev, size, node = stat_cells(res, lambda: "")
         if ftype not in ("REG", "DIR"):

@@ -2,8 +2,6 @@
 (/etc/services, first entry for port and protocol), login names (getpwuid). Cached."""
 from __future__ import annotations
 
-import socket
-
 _hosts: dict = {}
 _services: dict | None = None
 _users: dict = {}
@@ -48,6 +46,7 @@ def service_ports(name: str, proto: str | None) -> set[int]:
 
 
 def _alias_ports(name: str, proto: str | None) -> set[int]:
+    import socket
     out = set()
     for p in ((proto,) if proto else ("tcp", "udp")):
         try:
@@ -62,6 +61,7 @@ def host(family: int, packed: bytes) -> str | None:
     key = (family, packed)
     if key in _hosts:
         return _hosts[key]
+    import socket
     name = None
     try:
         name = socket.gethostbyaddr(socket.inet_ntop(family, packed))[0] or None

@@ -6,14 +6,14 @@ Each parser takes the file's text so that it can be tested on canned input.
 """
 from __future__ import annotations
 
-import socket
+import _socket as socket  # the C module: socket.py and its enums cost 2 ms to import
 
 from .sockdiag import IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE, TCP_OWNED_STATES
 
-INET_FILES = (("tcp", socket.AF_INET, IPPROTO_TCP), ("tcp6", socket.AF_INET6, IPPROTO_TCP),
-              ("udp", socket.AF_INET, IPPROTO_UDP), ("udp6", socket.AF_INET6, IPPROTO_UDP),
-              ("udplite", socket.AF_INET, IPPROTO_UDPLITE),
-              ("udplite6", socket.AF_INET6, IPPROTO_UDPLITE))
+AF_INET, AF_INET6 = int(socket.AF_INET), int(socket.AF_INET6)
+INET_FILES = (("tcp", AF_INET, IPPROTO_TCP), ("tcp6", AF_INET6, IPPROTO_TCP),
+              ("udp", AF_INET, IPPROTO_UDP), ("udp6", AF_INET6, IPPROTO_UDP),
+              ("udplite", AF_INET, IPPROTO_UDPLITE), ("udplite6", AF_INET6, IPPROTO_UDPLITE))
 
 UNIX_TYPES = {1: "STREAM", 2: "DGRAM", 3: "RAW", 4: "RDM", 5: "SEQPACKET"}
 UNIX_STATES = {0: "UNCONNECTED", 1: "UNCONNECTED", 2: "CONNECTING", 3: "CONNECTED",

@@ -4,8 +4,6 @@ argument, optional values that are taken only when they look like one (`-i 4`, `
 from __future__ import annotations
 
 import re
-import socket
-from dataclasses import dataclass, field
 
 TCP_STATES = ("ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT",
               "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING")
@@ -17,53 +15,50 @@ class UsageError(Exception):
     """A mistake on the command line: one line, exit status 1."""
 
 
-@dataclass
 class InetSpec:
-    """One -i address: [46][TCP|UDP][@host][:ports]."""
-    text: str
-    version: int | None = None
-    proto: str | None = None          # "TCP", "UDP" or "UDPLITE"
-    host: str | None = None
-    addrs: frozenset = frozenset()    # {(family, 16 bytes)}; v4 as 4 bytes + 12 zero
-    ports: tuple = ()                 # ((lo, hi), ...)
+    """One -i address: [46][TCP|UDP|UDPLITE][@host][:ports]."""
 
-    @property
-    def searched(self) -> bool:
-        """Whether lsof reports this item as not found (exit 1): it names a host or port."""
-        return self.host is not None or bool(self.ports)
+    def __init__(self, text: str):
+        self.text = text
+        self.version: int | None = None
+        self.proto: str | None = None       # "TCP", "UDP" or "UDPLITE"
+        self.host: str | None = None
+        self.addrs: frozenset = frozenset()   # {(family, 16 bytes)}; IPv4 zero-padded
+        self.ports: tuple = ()                # ((lo, hi), ...)
+
+    def __repr__(self) -> str:
+        return (f"InetSpec({self.text!r}, version={self.version}, proto={self.proto}, "
+                f"host={self.host}, ports={self.ports})")
 
 
-@dataclass
 class Options:
-    and_: bool = False
-    terse: bool = False
-    numeric_host: bool = False
-    numeric_port: bool = False
-    numeric_uid: bool = False
-    help: bool = False
-    version: bool = False
-    warn: bool = True
-    pids: set = field(default_factory=set)
-    xpids: set = field(default_factory=set)
-    uids: set = field(default_factory=set)
-    xuids: set = field(default_factory=set)
-    cmds: list = field(default_factory=list)      # str prefix or compiled regex
-    xcmds: list = field(default_factory=list)
-    inet: bool = False
-    inet_versions: set = field(default_factory=set)   # from bare -i4 / -i6
-    inet_specs: list = field(default_factory=list)
-    unix: bool = False
-    fds: list = field(default_factory=list)       # ("name", str) or ("range", lo, hi)
-    xfds: list = field(default_factory=list)
-    files: list = field(default_factory=list)
-    dirs: list = field(default_factory=list)      # (path, recursive)
-    tcp_info: str = "s"                           # -T letters; "" = bare -T
-    tcp_states: set = field(default_factory=set)
-    xtcp_states: set = field(default_factory=set)
-    repeat: float | None = None
-    repeat_count: int | None = None
-    repeat_until_empty: bool = False
-    cmd_width: int = 9
+    """Everything the command line asked for (lsof's defaults when not)."""
+
+    def __init__(self):
+        self.and_ = self.terse = self.help = self.version = False
+        self.numeric_host = self.numeric_port = self.numeric_uid = False
+        self.warn = True
+        self.pids: set = set()
+        self.xpids: set = set()
+        self.uids: set = set()
+        self.xuids: set = set()
+        self.cmds: list = []          # str prefix or compiled regex
+        self.xcmds: list = []
+        self.inet = False
+        self.inet_versions: set = set()   # from bare -i4 / -i6
+        self.inet_specs: list = []
+        self.unix = False
+        self.fds: list = []           # ("name", str) or ("range", lo, hi)
+        self.xfds: list = []
+        self.files: list = []
+        self.dirs: list = []          # (path, recursive)
+        self.tcp_info = "s"           # -T letters; "" = bare -T
+        self.tcp_states: set = set()
+        self.xtcp_states: set = set()
+        self.repeat: float | None = None
+        self.repeat_count: int | None = None
+        self.repeat_until_empty = False
+        self.cmd_width = 9
 
     @property
     def inet_version(self) -> int | None:
@@ -325,6 +320,7 @@ def parse_inet(text: str) -> InetSpec:
 
 
 def _resolve(host: str, version: int | None, text: str) -> set:
+    import socket
     out = set()
     for family, ver in ((socket.AF_INET, 4), (socket.AF_INET6, 6)):
         if version not in (None, ver):

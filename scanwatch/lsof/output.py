@@ -117,17 +117,20 @@ def render(rows: list[tuple], tasks: bool = False, cmd_limit: int = CMD_LIMIT) -
     wcmd = 7
     wpid, wtid, wtask, wuser = 3, 3, 7, 4
     wtype, wdev, wsize, wnode = 4, 6, 8, 4
+    last = None
     for r in rows:
-        c = r[0]
-        if c not in cmd_cells:
-            cmd_cells[c] = command_text(c, cmd_limit)
-            w = command_width(c, cmd_limit)
-            if w > wcmd:
-                wcmd = w
-        if len(r[1]) > wpid:
-            wpid = len(r[1])
-        if len(r[4]) > wuser:
-            wuser = len(r[4])
+        if r[1] is not last:
+            last = r[1]
+            c = r[0]
+            if c not in cmd_cells:
+                cmd_cells[c] = command_text(c, cmd_limit)
+                w = command_width(c, cmd_limit)
+                if w > wcmd:
+                    wcmd = w
+            if len(r[1]) > wpid:
+                wpid = len(r[1])
+            if len(r[4]) > wuser:
+                wuser = len(r[4])
         if len(r[8]) > wtype:
             wtype = len(r[8])
         if len(r[9]) > wdev:
@@ -155,15 +158,15 @@ def render(rows: list[tuple], tasks: bool = False, cmd_limit: int = CMD_LIMIT) -
              " NAME\n"]
     out = ["".join(head)]
     append = out.append
-    if tasks:
-        for r in rows:
-            append(f"{cmd_cells[r[0]]:<{wcmd}} {r[1]:>{wpid}} {r[2]:>{wtid}} "
-                   f"{cmd_cells[r[3]] if r[3] else '':<{wtask}} {r[4]:>{wuser}} "
-                   f"{r[5]:>4}{r[6]}{r[7]} {r[8]:>{wtype}} {r[9]:>{wdev}} {r[10]:>{wsize}} "
-                   f"{r[11]:>{wnode}} {r[12]}\n")
-    else:
-        for r in rows:
-            append(f"{cmd_cells[r[0]]:<{wcmd}} {r[1]:>{wpid}} {r[4]:>{wuser}} "
-                   f"{r[5]:>4}{r[6]}{r[7]} {r[8]:>{wtype}} {r[9]:>{wdev}} {r[10]:>{wsize}} "
-                   f"{r[11]:>{wnode}} {r[12]}\n")
+    key = prefix = None
+    for r in rows:
+        if (r[1], r[2]) != key:
+            key = (r[1], r[2])
+            if tasks:
+                prefix = (f"{cmd_cells[r[0]]:<{wcmd}} {r[1]:>{wpid}} {r[2]:>{wtid}} "
+                          f"{cmd_cells[r[3]] if r[3] else '':<{wtask}} {r[4]:>{wuser}} ")
+            else:
+                prefix = f"{cmd_cells[r[0]]:<{wcmd}} {r[1]:>{wpid}} {r[4]:>{wuser}} "
+        append(f"{prefix}{r[5]:>4}{r[6]}{r[7]} {r[8]:>{wtype}} {r[9]:>{wdev}} "
+               f"{r[10]:>{wsize}} {r[11]:>{wnode}} {r[12]}\n")
     return "".join(out)

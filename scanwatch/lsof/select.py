@@ -9,7 +9,7 @@ is listed, tasks too. -s TCP:... filters TCP files wherever they appear. Search 
 from __future__ import annotations
 
 import os
-import socket
+import _socket as socket  # the C module: socket.py and its enums cost 2 ms to import
 
 from . import files as F
 from . import names, proc
@@ -23,7 +23,9 @@ class Listing:
 
     @property
     def status(self) -> int:
-        return 1 if not self.rows or self.missing else 0
+        """lsof's exit status: 1 when a search item found nothing (not when nothing was
+        listed: `lsof -u daemon` with no such process exits 0)."""
+        return 1 if self.missing else 0
 
 
 class Targets:
@@ -156,6 +158,7 @@ class Selector:
                                 found.add(("i", i))
                     else:
                         ok = True
+                        found.add(("i", "any"))
             hits.append(ok)
         if o.unix:
             hits.append(f[8] == "unix")
@@ -185,7 +188,7 @@ class Selector:
             self._stats[f[9]] = res
         return res or None
 
-    def _keep(self, f) -> bool:
+    def _keep(self, f, found) -> bool:
         """The filter that applies to every listed file: -s TCP:states."""
         o = self.o
         if f[8] == "inet" and (o.tcp_states or o.xtcp_states):
@@ -194,6 +197,8 @@ class Selector:
                 return False
             if sock[1] == 6 and sock[2] in o.xtcp_states:
                 return False
+            if o.tcp_states:
+                found.add(("s",))
         return True
 
     def _name(self, f) -> tuple:
@@ -213,7 +218,9 @@ class Selector:
         found: set = set()
         any_sel = o.process_selection or o.file_selection
         file_sel = o.file_selection
-        sock_only = file_sel and not (o.fds or o.xfds or o.files or o.dirs)
+        # -i and/or -U alone: only sockets need looking at (with -a, not both at once)
+        sock_only = (file_sel and not (o.fds or o.xfds or o.files or o.dirs)
+                     and not (o.and_ and o.inet and o.unix))
         tasks = not any_sel
         both = o.pids & o.xpids
         if both:
@@ -222,6 +229,22 @@ class Selector:
             candidates = sorted(o.pids)
         else:
             candidates = proc.list_pids()
+        forked: object = ()
+        if sock_only and not (o.and_ and o.process_selection):
+            from . import parallel
+            if parallel.worth_it(len(candidates)):
+                # a child walks the later 60% while this process reads the socket tables
+                forked = parallel.Forked(socket_links, candidates[len(candidates) * 2 // 5:])
+        try:
+            self._walk(out, t, found, candidates, forked, any_sel, file_sel, sock_only, tasks)
+        finally:
+            if forked:
+                forked.close()
+        self._missing(out, found)
+        return out
+
+    def _walk(self, out, t, found, candidates, forked, any_sel, file_sel, sock_only, tasks):
+        o = self.o
         for pid in candidates:
             if pid in o.xpids:
                 continue
@@ -257,26 +280,30 @@ class Selector:
                 found.update(("c", i) for i in matched)
             if full or not sock_only:
                 listed = self._all_files(t, pid, base)
+                if listed is None:
+                    continue  # gone
+                rows = self._rows(listed, full, found)
             else:
-                listed = self._socket_files(t, pid, base)
-            if listed is None:
-                continue  # gone
+                links = forked.get(pid) if pid in forked else socket_links(pid)
+                if links is None:
+                    continue  # gone
+                rows = self._socket_files(t, links, found)
             if pid in o.pids:
                 found.add(("p", pid))
-            rows = self._rows(listed, full, found)
             if rows:
                 if o.terse:
-                    user = ""
-                else:
-                    if comm is None:
-                        comm = proc.read_comm(base)
-                    if uid is None:
-                        uid = proc.owner(base)
-                    if comm is None or uid is None:
-                        continue  # gone meanwhile
-                    user = self._user(uid)
+                    out.pids.append(pid)
+                    out.rows.append(None)
+                    continue
+                if comm is None:
+                    comm = proc.read_comm(base)
+                if uid is None:
+                    uid = proc.owner(base)
+                if comm is None or uid is None:
+                    continue  # gone meanwhile
                 out.pids.append(pid)
-                out.rows.extend((comm, str(pid), "", "", user) + f[:8] for f in rows)
+                head = (comm, str(pid), "", "", self._user(uid))
+                out.rows.extend(head + f[:8] for f in rows)
             if tasks:
                 for tid in proc.list_tasks(pid):
                     if tid == pid:
@@ -290,10 +317,8 @@ class Selector:
                         if uid is None:
                             uid = proc.owner(base)
                         user = self._user(uid)
-                        out.rows.extend((comm, str(pid), str(tid), tcomm, user) + f[:8]
-                                        for f in trows)
-        self._missing(out, found)
-        return out
+                        head = (comm, str(pid), str(tid), tcomm, user)
+                        out.rows.extend(head + f[:8] for f in trows)
 
     def _rows(self, listed, full, found):
         if listed is None:
@@ -301,9 +326,9 @@ class Selector:
         o = self.o
         and_ = o.and_
         rows = []
-        search = full and (o.inet_specs or self.targets is not None)
+        search = full and (o.inet or self.targets is not None)
         for f in listed:
-            if not self._keep(f):
+            if not self._keep(f, found):
                 continue
             if not full:
                 hits = self._file_hits(f, found)
@@ -330,7 +355,11 @@ class Selector:
         out.missing += [f"command {c if isinstance(c, str) else c.pattern}"
                         for i, c in enumerate(o.cmds) if ("c", i) not in found]
         out.missing += [f"Internet address {s.text}" for i, s in enumerate(o.inet_specs)
-                        if s.searched and ("i", i) not in found]
+                        if ("i", i) not in found]
+        if o.inet and not o.inet_specs and ("i", "any") not in found:
+            out.missing.append("Internet files")
+        if o.tcp_states and ("s",) not in found:
+            out.missing.append("TCP state " + ",".join(sorted(map(str, o.tcp_states))))
         if self.targets is not None:
             out.missing += [f"file {n}" for i, n in enumerate(self.targets.labels)
                             if ("f", i) not in found]
@@ -339,54 +368,49 @@ class Selector:
 
     # -- file enumeration ----------------------------------------------------------
 
-    def _socket_files(self, t, pid, base):
-        """Only the sockets lsof would pick for -i / -U (the fast path)."""
+    def _socket_files(self, t, links, found):
+        """The fast path for -i / -U alone: the selected sockets among a process's
+        socket descriptors (from socket_links)."""
         o = self.o
-        dfd, err = proc.open_dir_error(base + "/fd")
-        if dfd is None:
-            return None if err is not None and err.errno == 2 else []
         out = []
-        readlink, lstat = os.readlink, os.lstat
+        append = out.append
         inet = t.inet if o.inet else {}
         unix = t.unix if o.unix else {}
-        try:
-            for name in proc.fd_names(dfd):
-                try:
-                    link = readlink(name, dir_fd=dfd)
-                except OSError:
-                    continue
-                if link[:8] != "socket:[":
-                    continue
-                ino = int(link[8:-1])
-                sock = inet.get(ino)
-                if sock is None and ino not in unix:
-                    continue
-                try:
-                    mode = F.mode_char(lstat(name, dir_fd=dfd).st_mode)
-                except OSError:
-                    continue
+        fmt = t.fmt
+        plain = not (o.inet_specs or o.inet_version or o.tcp_states or o.xtcp_states)
+        for name, ino in links:
+            sock = inet.get(ino)
+            if sock is not None:
                 fd = name if len(name) <= 4 else F.fd_text(name)
-                if sock is not None:
-                    out.append(F.inet_file(fd, mode, ino, sock, o))
-                else:
-                    out.append(F.unix_file(fd, mode, ino, unix[ino], o))
-        finally:
-            os.close(dfd)
+                if plain:
+                    found.add(("i", "any"))
+                    if o.terse:
+                        return [None]  # -t only needs to know
+                    append(fmt.file(fd, ino, sock))
+                    continue
+                f = fmt.file(fd, ino, sock)
+                if self._keep(f, found) and self._file_hits(f, found)[0]:
+                    append(f)
+            elif ino in unix:
+                fd = name if len(name) <= 4 else F.fd_text(name)
+                append(F.unix_file(fd, "u", ino, unix[ino], o))
         return out
 
     def _all_files(self, t, pid, base):
         """Every open file: cwd, rtd, txt, mem/DEL, then each descriptor. None for a
         process that has gone (or is a zombie)."""
-        cwd = F.special_file(base, "cwd", "cwd")
-        rtd = F.special_file(base, "rtd", "root")
-        if cwd[3] == "unknown" and rtd[3] == "unknown" and cwd[7].endswith("/cwd"):
+        warn = self.o.warn
+        cwd = F.special_file(base, "cwd", "cwd", True)
+        rtd = F.special_file(base, "rtd", "root", True)
+        if (cwd[3] == "unknown" and rtd[3] == "unknown" and isinstance(cwd[9], OSError)
+                and cwd[9].errno == 2 and rtd[9].errno == 2):
             return None  # gone, or a zombie: lsof lists nothing
-        txt = F.special_file(base, "txt", "exe")
-        out = [cwd, rtd, txt]
-        out += F.mem_files(t, base, txt[9] if txt[8] == "file" else None)
+        txt = F.special_file(base, "txt", "exe", warn)
+        out = [f for f in (cwd, rtd, txt) if f is not None and (warn or f[3] != "unknown")]
+        out += F.mem_files(t, base, txt[9] if txt is not None and txt[8] == "file" else None)
         dfd, err = proc.open_dir_error(base + "/fd")
         if dfd is None:
-            if err is not None and err.errno != 2:
+            if err is not None and err.errno != 2 and warn:
                 out.append(("NOFD", " ", " ", "", "", "", "",
                             f"{base}/fd (opendir: {err.strerror})", "other", None))
             return out
@@ -398,6 +422,26 @@ class Selector:
         finally:
             os.close(dfd)
         return out
+
+
+def socket_links(pid: int):
+    """[(fd name, socket inode)] of a process, or None when it has gone."""
+    dfd, err = proc.open_dir_error(f"/proc/{pid}/fd")
+    if dfd is None:
+        return None if err is not None and err.errno == 2 else []
+    out = []
+    readlink = os.readlink
+    try:
+        for name in proc.fd_names(dfd):
+            try:
+                link = readlink(name, dir_fd=dfd)
+            except OSError:
+                continue
+            if link[:8] == "socket:[":
+                out.append((name, int(link[8:-1])))
+    finally:
+        os.close(dfd)
+    return out
 
 
 class _Included(Exception):

@@ -13,6 +13,7 @@ TCP simultaneous open) is not an open port: it is reported closed.
 
 from __future__ import annotations
 
+import _socket
 import errno
 import select
 import socket
@@ -29,6 +30,8 @@ FILTERED = {errno.EHOSTUNREACH: "host-unreach", errno.ENETUNREACH: "net-unreach"
             errno.ENETDOWN: "net-unreach", errno.EHOSTDOWN: "host-unreach",
             errno.ETIMEDOUT: "no-response"}
 NO_RESPONSE = ("filtered", "no-response", 0)
+CLOSED = ("closed", "conn-refused", 0)
+new_socket = _socket.socket   # the C type: no Python-level __init__ per probe
 
 
 class ConnectScan:
@@ -47,23 +50,23 @@ class ConnectScan:
         if timing.scan_delay or timing.cwnd_max == 1:
             self.max_open = 1
 
-    def _verdict(self, sock: socket.socket, port: int, err: int) -> tuple | None:
+    def _verdict(self, sock, port: int, err: int) -> tuple | None:
         """The result of a finished connect, None while it is still pending."""
         if err == 0:
             try:
                 local = sock.getsockname()
                 peer = sock.getpeername()
             except OSError:
-                return ("closed", "conn-refused", 0)
+                return CLOSED
             if local[0] == peer[0] and local[1] == peer[1]:
-                return ("closed", "conn-refused", 0)   # connected to itself
+                return CLOSED   # connected to itself
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER0)
             except OSError:
                 pass
             return ("open", "syn-ack", 0)
         if err == errno.ECONNREFUSED:
-            return ("closed", "conn-refused", 0)
+            return CLOSED
         if err in FILTERED:
             return ("filtered", FILTERED[err], 0)
         if err in (errno.EINPROGRESS, errno.EALREADY):
@@ -80,13 +83,15 @@ class ConnectScan:
         order: deque[tuple[float, int, int]] = deque()   # (sent_at, fd, port)
         ep = select.epoll()
         family, target = self.family, self.target
-        dest = (target, 0) if family == socket.AF_INET else (target, 0, 0, 0)
         total = len(set(self.ports))
         gap = max(t.scan_delay, 1.0 / t.max_rate if t.max_rate else 0.0)
         next_send = 0.0
         max_ok_try = 0
         started = time.monotonic()
         EPOLLOUT, EPOLL_ERR = select.EPOLLOUT, select.EPOLLERR | select.EPOLLHUP
+        STREAM = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
+        v4 = family == socket.AF_INET
+        sock = None
         try:
             while len(results) < total:
                 now = time.monotonic()
@@ -118,32 +123,36 @@ class ConnectScan:
                             continue
                         tryno = tries.get(port, 0)
                         tries[port] = tryno + 1
-                        sock = socket.socket(family, socket.SOCK_STREAM)
-                        sock.setblocking(False)
-                        if family == socket.AF_INET:
-                            dest = (target, port)
-                        else:
-                            dest = (target, port, 0, 0)
+                        if sock is None:
+                            sock = new_socket(family, STREAM)
+                        dest = (target, port) if v4 else (target, port, 0, 0)
                         err = sock.connect_ex(dest)
-                        sent += 1
                         if err == errno.EINPROGRESS:
-                            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) or err
-                        if err in (errno.EAGAIN, errno.EADDRNOTAVAIL, errno.EMFILE, errno.ENFILE):
-                            sock.close()
+                            # a second connect() reports what already happened (refused,
+                            # connected) and makes a refused socket reusable
+                            err = sock.connect_ex(dest)
+                        sent += 1
+                        if err == errno.ECONNREFUSED:
+                            results[port] = CLOSED
+                            if sent == 1:   # answered within connect(): one RTT sample
+                                self.rtt.sample(time.monotonic() - now)
+                            continue
+                        if err in (errno.EAGAIN, errno.EADDRNOTAVAIL, errno.EMFILE,
+                                   errno.ENFILE):
                             tries[port] = tryno
                             resend.appendleft(port)
+                            sock.close()
+                            sock = None
                             break
-                        verdict = self._verdict(sock, port, err)
-                        if verdict is None:
+                        if err in (errno.EALREADY, errno.EINPROGRESS):
                             fd = sock.fileno()
                             pending[fd] = (sock, port, now)
                             order.append((now, fd, port))
                             ep.register(fd, EPOLLOUT)
                         else:
-                            results[port] = verdict
+                            results[port] = self._verdict(sock, port, err) or NO_RESPONSE
                             sock.close()
-                            if sent == 1:   # an answer within connect(): one RTT sample
-                                self.rtt.sample(time.monotonic() - now)
+                        sock = None
                     self.packets_sent += sent
                     if gap:
                         next_send = now + gap
@@ -161,14 +170,14 @@ class ConnectScan:
                         entry = pending.pop(fd, None)
                         if entry is None:
                             continue
-                        sock, port, sent_at = entry
-                        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                        verdict = self._verdict(sock, port, err)
+                        psock, port, sent_at = entry
+                        err = psock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                        verdict = self._verdict(psock, port, err)
                         if verdict is None and not ev & EPOLL_ERR:
                             pending[fd] = entry
                             continue
                         ep.unregister(fd)
-                        sock.close()
+                        psock.close()
                         self.rtt.sample(now - sent_at)
                         if tries[port] > 1:
                             max_ok_try = max(max_ok_try, tries[port] - 1)
@@ -180,8 +189,10 @@ class ConnectScan:
                 if self.progress:
                     self.progress.update(len(results))
         finally:
-            for sock, _, _ in pending.values():
+            if sock is not None:
                 sock.close()
+            for entry in pending.values():
+                entry[0].close()
             ep.close()
         for port in self.ports:
             results.setdefault(port, NO_RESPONSE)

@@ -117,8 +117,9 @@ def route_to(dst: str, family: int) -> Route:
             if e.family == fam and e.address.split("%")[0] == src:
                 ifname = name
                 if e.netmask:
-                    net = ipaddress.ip_network(f"{src}/{e.netmask}", strict=False)
-                    onlink = ipaddress.ip_address(dst) in net
+                    bits = bin(int(ipaddress.ip_address(e.netmask.split("/")[0]))).count("1")
+                    subnet = ipaddress.ip_network(f"{src}/{bits}", strict=False)
+                    onlink = ipaddress.ip_address(dst) in subnet
         if ifname == name:
             for e in entries:
                 if e.family == psutil.AF_LINK and e.address and e.address != "00:00:00:00:00:00":

@@ -135,7 +135,7 @@ def _long(opts: Options, name: str, value: str | None) -> None:
         opts.show_version = True
     elif name == "version-light" or name == "version-all" or name == "version-intensity":
         opts.version = True
-    elif name == "stats-every":
+    elif name in ("stats-every", "debug"):
         pass
     else:  # pragma: no cover - table and handler are kept in step
         raise UsageError(f"unrecognized option '--{name}'")
@@ -146,7 +146,7 @@ LONG_WITH_ARG = {"max-retries", "top-ports", "min-rtt-timeout", "max-rtt-timeout
                  "version-intensity", "stats-every"}
 LONG_FLAGS = {"open", "reason", "osscan-guess", "fuzzy", "osscan-limit", "json", "privileged",
               "unprivileged", "disable-arp-ping", "send-ip", "send-eth", "help", "version",
-              "version-light", "version-all"}
+              "version-light", "version-all", "debug"}
 OUTPUTS = {"oN": "out_normal", "oG": "out_grep", "oX": "out_xml"}
 
 

@@ -69,9 +69,42 @@ class SentryProcess:
                 raise AssertionError(f"{needle!r} not logged in {timeout}s:\n{self.log()}")
             time.sleep(0.05)
 
+    def wait_history(self, addr, timeout=5):
+        """The history line is the last thing a report writes: after it, every record of
+        that block (log lines, hosts.deny, blocked file, JSON event) is on disk."""
+        needle = f"/{addr} Port: "
+        deadline = time.monotonic() + timeout
+        while needle not in self.read("history"):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no history line for {addr} in {timeout}s:\n{self.log()}")
+            time.sleep(0.05)
+        deadline = time.monotonic() + timeout
+        while not any(e.get("addr") == addr and e.get("action") in ("block", "alert", "run")
+                      for e in self.events()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no JSON event for {addr} in {timeout}s")
+            time.sleep(0.05)
+
+    def wait_block_event(self, timeout=5):
+        """Wait for a block's JSON event, the last record its report writes; returns it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [e for e in self.events() if e.get("action") == "block"]
+            if found:
+                return found[-1]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no block reported in {timeout}s:\n{self.log()}")
+            time.sleep(0.05)
+
     def events(self):
         path = self.paths["state"] / "events.jsonl"
-        return [json.loads(l) for l in path.read_text().splitlines()] if path.exists() else []
+        out = []
+        for line in path.read_text().splitlines() if path.exists() else ():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue  # a line still being written
+        return out
 
     def read(self, name):
         path = self.paths[name]

@@ -328,7 +328,7 @@ def test_scan_trigger_3_tolerates_three_probes_and_blocks_the_fourth(lab, web):
         assert sw.read("hosts_deny") == ADMIN_DENY and sw.read("history") == ""
         out = nmap(lab, "-sS", "-p", "79")  # the fourth: reacted to, and cut off at once
         assert "79/filtered/tcp" in out, out
-        sw.wait_log("has been blocked via wrappers")
+        sw.wait_block_event()
         assert re.search(rf"from host: {re.escape(ip)}/{re.escape(ip)} to TCP port: 79$",
                          sw.log(), re.M), sw.log()
         assert ip in sw.nft_set(4)
@@ -525,7 +525,7 @@ def test_resolve_host_clean_name_appears_in_log_and_history(lab):
                          "hosts": HOSTS_BASE + f"{ip}\tscanner.lab.test\n"}):
         with SentryProcess(lab, args=("-stcp",), conf=conf(RESOLVE_HOST="1")) as sw:
             nmap(lab, "-sS", "-p", "1-40")
-            sw.wait_log("has been blocked via wrappers")
+            sw.wait_block_event()
             log = sw.log()
             assert alert_re("scanner.lab.test", ip).search(log), log
             wait_for(lambda: history_re("scanner.lab.test", ip).search(sw.read("history")),

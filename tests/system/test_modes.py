@@ -26,7 +26,7 @@ def test_classic_tcp_catches_a_connect_scan_and_sends_the_banner(lab):
             st = sw.status()
             assert st["modes"] == ["tcp"] and st["watched"]["TCP"]["in_use"] == 1
             assert read_banner(lab, 15) == BANNER
-            sw.wait_log("has been blocked via wrappers")
+            sw.wait_history(lab.scanner_ip4)
             assert re.search(rf"attackalert: Connect from host: {lab.scanner_ip4}/"
                              rf"{lab.scanner_ip4} to TCP port: 15$", sw.log(), re.M), sw.log()
             ev = [e for e in sw.events() if e["action"] == "block"][0]
@@ -43,7 +43,7 @@ def test_classic_tcp_with_nmap_connect_scan(lab):
     lab.wait_reachable()
     with SentryProcess(lab, args=("--tcp-mode", "classic")) as sw:
         nmap(lab, "-sT", "-p", "1-40")
-        sw.wait_log("has been blocked via wrappers")
+        sw.wait_block_event()
         assert "attackalert: Connect from host:" in sw.log()
 
 
@@ -51,7 +51,7 @@ def test_classic_udp_catches_a_udp_probe(lab):
     lab.wait_reachable()
     with SentryProcess(lab, args=("-udp",)) as sw:
         nmap(lab, "-sU", "-p", "7")
-        sw.wait_log("has been blocked via wrappers")
+        sw.wait_block_event()
         assert re.search(rf"attackalert: UDP scan from host: {lab.scanner_ip4}/{lab.scanner_ip4}"
                          r" to UDP port: 7$", sw.log(), re.M), sw.log()
         ev = [e for e in sw.events() if e["action"] == "block"][0]
@@ -69,7 +69,7 @@ def test_advanced_tcp_watches_unlisted_ports_and_skips_exclusions(lab):
         time.sleep(0.3)
         assert sw.status()["blocked"] == [] and sw.status()["counters"]["tripwire"] == 0
         nmap(lab, "-sS", "-p", "600")  # not in TCP_PORTS: only advanced mode sees it
-        sw.wait_log("has been blocked via wrappers")
+        sw.wait_block_event()
         assert "to TCP port: 600" in sw.log()
         assert (sw.paths["blocked"].parent / "blocked.atcp").exists()
 
@@ -87,5 +87,5 @@ def test_advanced_mode_follows_services_that_start_and_stop(lab):
             svc.kill()
             svc.wait()
         nmap(lab, "-sS", "-p", "8080")  # the service is gone: 8080 is a trap again
-        sw.wait_log("has been blocked via wrappers")
+        sw.wait_block_event()
         assert "to TCP port: 8080" in sw.log()

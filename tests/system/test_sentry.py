@@ -29,6 +29,7 @@ def web(lab):
 
 
 def assert_blocked(sw, lab, addr, scan_type, proto, family=4):
+    sw.wait_history(addr)
     log = sw.log()
     assert addr in sw.nft_set(family), log
     deny = sw.read("hosts_deny")
@@ -50,7 +51,7 @@ def test_tripwire_scan_is_detected_and_blocked(lab, web, scan):
     assert connect(lab, lab.target_ip4, web), "the open port must answer before the scan"
     with SentryProcess(lab) as sw:
         nmap(lab, scan, "-p", "1-40")  # holds the tripwires 1, 7, 9, 11, 15
-        sw.wait_log("has been blocked via wrappers")
+        sw.wait_block_event()
         log = sw.log()
         assert re.search(ALERT[scan] + rf" from host: {lab.scanner_ip4}/{lab.scanner_ip4} to "
                          rf"{'UDP' if scan == '-sU' else 'TCP'} port: \d+$", log, re.M), log
@@ -68,7 +69,7 @@ def test_sweep_of_ports_without_tripwires_is_caught_at_the_threshold(lab):
     lab.wait_reachable()
     with SentryProcess(lab) as sw:
         out = nmap(lab, "-sS", "-p", "3000-3400")  # no tripwire port in this range
-        sw.wait_log("has been blocked via wrappers")
+        sw.wait_block_event()
         closed = re.findall(r"(\d+)/closed/tcp", out)
         # The kernel drops the 20th distinct closed port's probe and everything after it;
         # the Bloom filter may miss a distinct port now and then (bench/sweep_filter.py: 1%
@@ -84,7 +85,7 @@ def test_scan_over_ipv6_is_caught(lab, web):
     assert connect(lab, lab.target_ip6, web)
     with SentryProcess(lab) as sw:
         nmap(lab, "-sS", "-p", "1-40", v6=True)
-        sw.wait_log("has been blocked via wrappers")
+        sw.wait_block_event()
         assert re.search(rf"attackalert: TCP SYN/Normal scan from host: {lab.scanner_ip6}/"
                          rf"{lab.scanner_ip6} to TCP port: \d+$", sw.log(), re.M), sw.log()
         assert_blocked(sw, lab, lab.scanner_ip6, "SYN/Normal", "TCP", family=6)
@@ -103,7 +104,7 @@ def test_ignored_scanner_is_never_blocked(lab, web):
         assert connect(lab, lab.target_ip4, web)
         # The same scan over IPv6 (not ignored) is caught: the test can fail.
         nmap(lab, "-sS", "-p", "1-40", v6=True)
-        sw.wait_log("has been blocked via wrappers")
+        sw.wait_block_event()
 
 
 def test_probes_to_a_port_with_a_listener_do_not_trigger(lab):
@@ -122,7 +123,7 @@ def test_probes_to_a_port_with_a_listener_do_not_trigger(lab):
             trap.kill()
             trap.wait()
         nmap(lab, "-sS", "-p", "1")  # the service is gone: port 1 is a trap again
-        sw.wait_log("has been blocked via wrappers")
+        sw.wait_block_event()
 
 
 def test_blocking_off_logs_without_blocking(lab):
@@ -141,7 +142,7 @@ def test_unblock_and_flush_touch_only_scanwatch_state(lab):
     lab.wait_reachable()
     with SentryProcess(lab) as sw:
         nmap(lab, "-sS", "-p", "1-40")
-        sw.wait_log("has been blocked via wrappers")
+        sw.wait_block_event()
         run = ["--run-dir", str(sw.paths["run"])]
         res = sw.cli("unblock", lab.scanner_ip4, *run)
         assert "unblocked" in res.stdout
@@ -171,7 +172,7 @@ def test_probes_behind_a_vlan_tag_are_caught(lab):
         res = lab.run(lab.scanner_ns, sys.executable, RAWSEND, lab.scanner_if, mac,
                       "198.51.100.9", lab.target_ip4, "--ports", "3000-3030", "--vlan", "100")
         assert res.returncode == 0, res.stderr
-        sw.wait_log("has been blocked via wrappers")
+        sw.wait_block_event()
         assert "198.51.100.9" in sw.nft_set(4)
         ev = [e for e in sw.events() if e["action"] == "block"][0]
         assert ev["reason"] == "sweep" and ev["scan_type"] == "SYN/Normal"
@@ -207,7 +208,7 @@ def test_flag_classification_unknown_type_and_non_probes(lab):
         st = sw.status()
         assert st["blocked"] == [] and sum(st["packets"].values()) == 0, st
         send("198.51.100.11", "1", "SF", "--ip-options")
-        sw.wait_log("has been blocked via wrappers")
+        sw.wait_block_event()
         log = sw.log()
         assert "198.51.100.11/198.51.100.11 to TCP port: 1" in log
         assert "Unknown Type: TCP Packet Flags: SYN: 1 FIN: 1 ACK: 0 PSH: 0 URG: 0 RST: 0" in log
@@ -228,14 +229,14 @@ def test_default_gateway_is_never_blocked_even_with_an_empty_ignore_file(lab):
         assert st["blocked"] == [] and st["counters"]["ignored"] >= 40, st
         # IPv6 has no default route here: the same scanner over IPv6 is caught.
         nmap(lab, "-sS", "-p", "1-40", v6=True)
-        sw.wait_log("has been blocked via wrappers")
+        sw.wait_block_event()
 
 
 def test_flushed_ruleset_is_restored_with_the_blocks(lab):
     lab.wait_reachable()
     with SentryProcess(lab) as sw:
         nmap(lab, "-sS", "-p", "1-40")
-        sw.wait_log("has been blocked via wrappers")
+        sw.wait_block_event()
         assert lab.run(lab.target_ns, "nft", "flush", "ruleset").returncode == 0
         assert sw.nft_set(4) == []
         deadline = time.monotonic() + 2.5

@@ -205,7 +205,34 @@ def test_expiry():
     assert d.action == BLOCK
     assert d.block is not b
     assert d.block.since == T0 + 60
-    assert d.block.expires == T0 + 120
+    # A repeat offender within REPEAT_WINDOW: the block doubles.
+    assert d.block.offences == 2 and d.block.expires == T0 + 60 + 120
+
+
+def test_repeat_offenders_double_up_to_the_cap_and_reset_after_the_window():
+    clock = FakeClock()
+    p = policy(clock, block_timeout=60, timeout_max=300, repeat_window=1000)
+    lengths = []
+    for _ in range(5):
+        b = p.on_event(event(A)).block
+        lengths.append(b.seconds())
+        clock.advance(b.seconds())
+        assert p.expire() == [b]
+    assert lengths == [60, 120, 240, 300, 300]
+    clock.advance(1001)  # a quiet window: back to the first offence
+    b = p.on_event(event(A)).block
+    assert (b.offences, b.seconds()) == (1, 60)
+    # Another address is judged on its own record.
+    assert p.on_event(event(B)).block.offences == 1
+
+
+def test_permanent_blocks_stay_permanent_for_repeat_offenders():
+    p = policy(block_timeout=0)
+    b = p.on_event(event(A)).block
+    assert b.expires is None and b.seconds() == 0
+    p.unblock(A)
+    b = p.on_event(event(A)).block
+    assert b.offences == 2 and b.expires is None
 
 
 def test_expired_but_not_yet_swept_blocks_again():
