@@ -82,7 +82,11 @@ class BlockStore:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
-            os.close(_open(self.journal, FLAGS | os.O_TRUNC, "truncate"))
+            try:  # a new empty journal; unlinking first drops any planted symlink
+                os.unlink(self.journal)
+            except FileNotFoundError:
+                pass
+            os.close(_open(self.journal, FLAGS | os.O_EXCL, "create"))
             dfd = os.open(os.path.dirname(self.snapshot) or ".", os.O_RDONLY | os.O_DIRECTORY)
             try:
                 os.fsync(dfd)
