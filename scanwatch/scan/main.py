@@ -72,11 +72,12 @@ def _main(argv: list[str]) -> int:
     family = socket.AF_INET6 if opts.ipv6 else socket.AF_INET
     timing = timing_for(opts)
     services = load_services()
-    chosen: dict[str, list[int]] = {"tcp": [], "udp": []}
+    chosen: dict[str, list[int]] = {"tcp": [], "udp": [], "sctp": []}
     if opts.port_scan:
         warnings: list[str] = []
+        requested = (("tcp",) if opts.tcp_scan else ()) + (("udp",) if opts.udp else ())
         try:
-            chosen = select_ports(services, ("tcp", "udp"), opts.ports, opts.fast,
+            chosen = select_ports(services, requested, opts.ports, opts.fast,
                                   opts.top_ports, warnings)
         except PortSpecError as exc:
             return _fail(str(exc))
@@ -109,7 +110,7 @@ def _main(argv: list[str]) -> int:
         rep = Reporter(opts, argv, start)
     except OutputError as exc:
         return _fail(str(exc))
-    rep.begin(scans)
+    rep.begin(scans, chosen)
     if opts.tcp_scan == "connect":
         net.raise_nofile(1 << 16)
     found = _discover(targets, opts, timing, privileged, rep)
@@ -131,8 +132,8 @@ def _main(argv: list[str]) -> int:
         notes.append("Note: Host seems down. If it is really up, but blocking our ping probes, "
                      "try -Pn")
     if opts.port_scan and opts.version and up:
-        notes.append("Service detection performed. Please report any incorrect results at "
-                     "https://github.com/ (scanwatch issues) .")
+        notes.append("Service detection performed (light: banner and HTTP probes, matched "
+                     "against nmap-service-probes).")
     if opts.os_detect and up:
         notes.append("OS detection performed. Matched against nmap-os-db where installed.")
     rep.finish(len(targets), opts.port_scan, notes)

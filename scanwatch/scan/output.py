@@ -69,7 +69,7 @@ def host_up_line(host: HostResult, show_reason: bool) -> str:
     why = ""
     if show_reason and host.reason:
         why = f", received {reason_text(host.reason, host.reason_ttl)}"
-    if host.latency is not None and not (host.local and host.reason == "localhost-response"):
+    if host.latency is not None:
         return f"Host is up{why} ({sigdigits(host.latency)}s latency)."
     return f"Host is up{why}."
 
@@ -113,6 +113,12 @@ def normal_host(host: HostResult, opts, port_scan: bool) -> list[str]:
             lines.extend(_table(rows))
     if host.mac:
         lines.append(f"MAC Address: {host.mac} ({host.vendor or 'Unknown'})")
+    if host.service_scan:
+        oses = sorted({p.ostype for p in host.ports if p.ostype})
+        cpes = sorted({c for p in host.ports for c in p.cpes})
+        if oses:
+            info = f"Service Info: OS: {', '.join(oses)}"
+            lines.append(info + (f"; CPE: {', '.join(cpes)}" if cpes else ""))
     if host.os is not None:
         lines.extend(os_lines(host, opts))
     if port_scan:
@@ -189,11 +195,10 @@ def _running(matches, with_accuracy: bool = False) -> str:
 
 # --- grepable -----------------------------------------------------------------
 
-def ports_scanned(scans) -> str:
+def ports_scanned(by: dict[str, list[int]]) -> str:
     """`# Ports scanned: TCP(n;list) UDP(n;list) SCTP(0;) PROTOCOLS(0;)` (-oG with -v)."""
     from .ports import compress
 
-    by = {proto: ports for _, proto, ports in scans}
     parts = [f"{label}({len(by.get(proto, []))};{compress(by.get(proto, []))})"
              for label, proto in (("TCP", "tcp"), ("UDP", "udp"), ("SCTP", "sctp"))]
     return "# Ports scanned: " + " ".join(parts) + " PROTOCOLS(0;)"

@@ -204,15 +204,19 @@ def compress(ports: list[int]) -> str:
 def select_ports(services: Services, protos: tuple[str, ...], spec: str | None = None,
                  fast: bool = False, top: int | None = None,
                  warnings: list[str] | None = None) -> dict[str, list[int]]:
-    """The ports each protocol in `protos` scans, from -p / -F / --top-ports / default."""
+    """Ports per protocol from -p / -F / --top-ports / the default top 1000.
+
+    `protos` are the protocols being scanned: unprefixed -p items and the top-port
+    lists apply to them; `U:`-style items name their protocol whatever is scanned
+    (nmap lists them too, and warns)."""
     if spec is not None:
-        chosen = parse_port_spec(spec, services, warnings=warnings)
+        chosen = parse_port_spec(spec, services, protos, warnings=warnings)
         if top is not None:
-            ranked = {p: [x for x in services.ranked(p) if x in set(chosen[p])] for p in PROTOS}
-            chosen = {p: sorted(ranked[p][:top]) for p in PROTOS}
-        return {p: chosen.get(p, []) for p in protos}
+            chosen = {p: sorted([x for x in services.ranked(p) if x in set(chosen[p])][:top])
+                      for p in PROTOS}
+        return chosen
     n = top if top is not None else (100 if fast else 1000)
-    return {p: services.top(p, n) for p in protos}
+    return {p: services.top(p, n) if p in protos else [] for p in PROTOS}
 
 
 # --- the shipped fallback list ------------------------------------------------

@@ -53,7 +53,7 @@ class Reporter:
         if self.terminal:
             print(text, flush=True)
 
-    def begin(self, scans: list) -> None:
+    def begin(self, scans: list, chosen: dict | None = None) -> None:
         self.scans = scans
         if self.terminal:
             print(output.banner(self.start), flush=True)
@@ -61,7 +61,7 @@ class Reporter:
         self._write("normal", header + "\n")
         self._write("grep", header + "\n")
         if self.opts.verbose:
-            self._write("grep", output.ports_scanned(scans) + "\n")
+            self._write("grep", output.ports_scanned(chosen or {}) + "\n")
         self._write("xml", xmlout.xml_header(self.start, self.argv, scans, self.opts))
 
     def warn(self, text: str) -> None:

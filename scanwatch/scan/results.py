@@ -27,6 +27,7 @@ class PortResult:
     method: str = "table"
     conf: int = 3
     banner: str | None = None
+    cpes: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str | None:

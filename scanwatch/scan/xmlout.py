@@ -26,8 +26,9 @@ def _attrs(**kw) -> str:
 def xml_header(start: float, argv: list[str], scans: list[tuple[str, str, list[int]]],
                opts) -> str:
     args = f"{NAME} scan {' '.join(argv)}"
+    comment = args.replace("&", "&amp;").replace("<", "&lt;").replace("--", "-&#45;")
     lines = ['<?xml version="1.0" encoding="UTF-8"?>', "<!DOCTYPE nmaprun>",
-             f"<!-- {NAME} {VERSION} scan initiated {time.ctime(start)} as: {args} -->",
+             f"<!-- {NAME} {VERSION} scan initiated {time.ctime(start)} as: {comment} -->",
              f"<nmaprun{_attrs(scanner=NAME, args=args, start=int(start))}"
              f"{_attrs(startstr=time.ctime(start), version=VERSION, xmloutputversion='1.05')}>"]
     for kind, proto, ports in scans:

@@ -246,3 +246,16 @@ def test_flushed_ruleset_is_restored_with_the_blocks(lab):
         assert "was removed by someone else; restored it with 1 blocks" in sw.log()
         rules = lab.run(lab.target_ns, "nft", "list", "chain", "inet", "scanwatch", "input").stdout
         assert "@blocked4" in rules and "@blocked6" in rules
+
+
+def test_daemon_keeps_llvm_out_and_stays_small(lab):
+    """bcc/LLVM compile in a child (scanwatch/loader.py); the daemon only holds fds."""
+    lab.wait_reachable()
+    with SentryProcess(lab) as sw:
+        nmap(lab, "-sS", "-p", "1-100")
+        sw.wait_block_event()
+        pid = int((sw.paths["run"] / "scanwatch.pid").read_text())
+        maps = Path(f"/proc/{pid}/maps").read_text()
+        assert "libbcc" not in maps and "LLVM" not in maps
+        status = dict(l.split(":", 1) for l in Path(f"/proc/{pid}/status").read_text().splitlines())
+        assert int(status["VmHWM"].split()[0]) < 80 * 1024, status["VmHWM"]

@@ -163,7 +163,7 @@ def test_import_kernel_does_not_import_bcc():
 def test_sentry_construction_needs_no_bcc():
     from scanwatch import kernel
     s = kernel.Sentry(max_sources=128)
-    assert s.bpf is None and s.attached == {}
+    assert s.maps == {} and s.attached == {}
     assert f"-I{K.BPF_DIR}" in s.cflags and "-DSW_MAX_SOURCES=128" in s.cflags
 
 

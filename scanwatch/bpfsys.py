@@ -1,0 +1,231 @@
+"""bpf(2) without bcc: map operations, the ring buffer and XDP attachment.
+
+The daemon never imports bcc: scanwatch/loader.py compiles and loads the program in a
+child process and hands over the program and map fds, so LLVM's ~150 MB stay out of the
+daemon. What remains here is a few syscalls and the ring buffer's shared-memory protocol.
+"""
+import ctypes as C
+import errno
+import mmap
+import os
+import platform
+import select
+import struct
+
+NR_BPF = {"x86_64": 321, "aarch64": 280, "armv7l": 386, "ppc64le": 361, "s390x": 351,
+          "riscv64": 280}.get(platform.machine(), 321)
+MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, MAP_DELETE_ELEM, MAP_GET_NEXT_KEY = 1, 2, 3, 4
+OBJ_GET_INFO_BY_FD, MAP_LOOKUP_BATCH, MAP_UPDATE_BATCH = 15, 24, 26
+PERCPU_TYPES = {5, 6, 10}  # percpu hash, percpu array, lru percpu hash
+RINGBUF_BUSY, RINGBUF_DISCARD, RINGBUF_HDR = 1 << 31, 1 << 30, 8
+
+_libc = C.CDLL(None, use_errno=True)
+_libc.syscall.restype = C.c_long
+u32, u64 = C.c_uint32, C.c_uint64
+
+
+class _Elem(C.Structure):
+    _fields_ = [("map_fd", u32), ("pad", u32), ("key", u64), ("value", u64), ("flags", u64)]
+
+
+class _Batch(C.Structure):
+    _fields_ = [("in_batch", u64), ("out_batch", u64), ("keys", u64), ("values", u64),
+                ("count", u32), ("map_fd", u32), ("elem_flags", u64), ("flags", u64)]
+
+
+class _Info(C.Structure):
+    _fields_ = [("bpf_fd", u32), ("info_len", u32), ("info", u64)]
+
+
+class MapInfo(C.Structure):  # the head of struct bpf_map_info
+    _fields_ = [("type", u32), ("id", u32), ("key_size", u32), ("value_size", u32),
+                ("max_entries", u32), ("map_flags", u32), ("name", C.c_char * 16)]
+
+
+class ProgInfo(C.Structure):  # the head of struct bpf_prog_info
+    _fields_ = [("type", u32), ("id", u32), ("tag", C.c_uint8 * 8)]
+
+
+def _bpf(cmd, attr):
+    rc = _libc.syscall(NR_BPF, cmd, C.byref(attr), C.sizeof(attr))
+    if rc < 0:
+        err = C.get_errno()
+        raise OSError(err, os.strerror(err))
+    return rc
+
+
+def obj_info(fd, info):
+    buf = C.create_string_buffer(256)
+    attr = _Info(fd, 256, C.addressof(buf))
+    _bpf(OBJ_GET_INFO_BY_FD, attr)
+    C.memmove(C.byref(info), buf, C.sizeof(info))
+    return info
+
+
+def possible_cpus():
+    with open("/sys/devices/system/cpu/possible") as fh:
+        n = 0
+        for part in fh.read().strip().split(","):
+            lo, _, hi = part.partition("-")
+            n += int(hi or lo) - int(lo) + 1
+        return n
+
+
+class Map:
+    """One BPF map by fd; keys and values are bytes (see contract.py for their layout)."""
+
+    def __init__(self, fd):
+        self.fd = fd
+        info = obj_info(fd, MapInfo())
+        self.type, self.key_size, self.max_entries = info.type, info.key_size, info.max_entries
+        self.name = info.name.decode()
+        self.percpu = info.type in PERCPU_TYPES
+        self.ncpus = possible_cpus() if self.percpu else 1
+        # a per-CPU value is one 8-byte-aligned slot per possible CPU
+        self.value_size = ((info.value_size + 7) & ~7) * self.ncpus if self.percpu \
+            else info.value_size
+
+    def lookup(self, key):
+        value = C.create_string_buffer(self.value_size)
+        kbuf = C.create_string_buffer(bytes(key), self.key_size)
+        try:
+            _bpf(MAP_LOOKUP_ELEM, _Elem(self.fd, 0, C.addressof(kbuf), C.addressof(value), 0))
+        except OSError as err:
+            if err.errno == errno.ENOENT:
+                return None
+            raise
+        return value.raw
+
+    def update(self, key, value, flags=0):
+        kbuf = C.create_string_buffer(bytes(key), self.key_size)
+        vbuf = C.create_string_buffer(bytes(value), self.value_size)
+        _bpf(MAP_UPDATE_ELEM, _Elem(self.fd, 0, C.addressof(kbuf), C.addressof(vbuf), flags))
+
+    def delete(self, key):
+        kbuf = C.create_string_buffer(bytes(key), self.key_size)
+        try:
+            _bpf(MAP_DELETE_ELEM, _Elem(self.fd, 0, C.addressof(kbuf), 0, 0))
+        except OSError as err:
+            if err.errno == errno.ENOENT:
+                return False
+            raise
+        return True
+
+    def keys(self):
+        prev = None
+        nxt = C.create_string_buffer(self.key_size)
+        while True:
+            kbuf = C.create_string_buffer(prev, self.key_size) if prev is not None else None
+            try:
+                _bpf(MAP_GET_NEXT_KEY, _Elem(self.fd, 0, C.addressof(kbuf) if kbuf else 0,
+                                              C.addressof(nxt), 0))
+            except OSError as err:
+                if err.errno == errno.ENOENT:
+                    return
+                raise
+            prev = nxt.raw
+            yield prev
+
+    def items(self):
+        """Every (key, value); one batched syscall per 4096 entries where the kernel can."""
+        try:
+            return list(self._items_batch())
+        except OSError as err:
+            if err.errno not in (errno.EINVAL, 524):  # 524: the kernel's ENOTSUPP
+                raise
+        out = []
+        for k in self.keys():
+            v = self.lookup(k)
+            if v is not None:
+                out.append((k, v))
+        return out
+
+    def _items_batch(self, chunk=4096):
+        keys = C.create_string_buffer(self.key_size * chunk)
+        values = C.create_string_buffer(self.value_size * chunk)
+        token_in = C.create_string_buffer(max(self.key_size, 8))
+        token_out = C.create_string_buffer(max(self.key_size, 8))
+        first = True
+        while True:
+            attr = _Batch(0 if first else C.addressof(token_in), C.addressof(token_out),
+                          C.addressof(keys), C.addressof(values), chunk, self.fd, 0, 0)
+            done = False
+            try:
+                _bpf(MAP_LOOKUP_BATCH, attr)
+            except OSError as err:
+                if err.errno != errno.ENOENT:
+                    raise
+                done = True  # the last (possibly partial) batch
+            n, ks, vs = attr.count, self.key_size, self.value_size
+            for i in range(n):
+                yield keys.raw[i * ks:(i + 1) * ks], values.raw[i * vs:(i + 1) * vs]
+            if done or n == 0:
+                return
+            C.memmove(token_in, token_out, C.sizeof(token_in))
+            first = False
+
+    def update_batch(self, pairs):
+        if not pairs:
+            return
+        keys = C.create_string_buffer(b"".join(bytes(k) for k, _ in pairs))
+        values = C.create_string_buffer(b"".join(bytes(v) for _, v in pairs))
+        attr = _Batch(0, 0, C.addressof(keys), C.addressof(values), len(pairs), self.fd, 0, 0)
+        try:
+            _bpf(MAP_UPDATE_BATCH, attr)
+        except OSError:  # kernels without batch ops: one element at a time
+            for k, v in pairs:
+                self.update(k, v)
+
+    def percpu_sums(self):
+        """For a per-CPU array of u64: the total of each slot over every CPU."""
+        out = []
+        for i in range(self.max_entries):
+            raw = self.lookup(struct.pack("<I", i)) or b""
+            out.append(sum(struct.unpack(f"<{len(raw) // 8}Q", raw)))
+        return out
+
+
+class RingBuffer:
+    """Consumer side of a BPF_MAP_TYPE_RINGBUF: mmap'd positions and data, epoll wakeups."""
+
+    def __init__(self, fd, size, callback):
+        page = mmap.PAGESIZE
+        self.fd, self.mask, self.callback = fd, size - 1, callback
+        self.cons = mmap.mmap(fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        # the data area is mapped twice in a row, so a record that wraps is contiguous
+        self.prod = mmap.mmap(fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ,
+                              offset=page)
+        self.page = page
+        self.ep = select.epoll()
+        self.ep.register(fd, select.EPOLLIN)
+
+    def poll(self, timeout_ms):
+        try:
+            self.ep.poll(timeout_ms / 1000.0)
+        except InterruptedError:
+            pass
+        self.consume()
+
+    def consume(self):
+        cons = struct.unpack_from("<Q", self.cons, 0)[0]
+        prod = struct.unpack_from("<Q", self.prod, 0)[0]
+        n = 0
+        while cons < prod:
+            off = self.page + (cons & self.mask)
+            word = struct.unpack_from("<I", self.prod, off)[0]
+            if word & RINGBUF_BUSY:
+                break  # the producer has reserved it and not yet submitted
+            size = word & ~(RINGBUF_BUSY | RINGBUF_DISCARD)
+            if not word & RINGBUF_DISCARD:
+                self.callback(self.prod[off + RINGBUF_HDR:off + RINGBUF_HDR + size])
+                n += 1
+            cons += (size + RINGBUF_HDR + 7) & ~7
+            struct.pack_into("<Q", self.cons, 0, cons)
+            if cons >= prod:
+                prod = struct.unpack_from("<Q", self.prod, 0)[0]
+        return n
+
+    def close(self):
+        self.ep.close()
+        self.cons.close()
+        self.prod.close()
