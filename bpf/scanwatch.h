@@ -47,6 +47,7 @@
 #define SW_F_IPOPTS     0x02  /* the IPv4 header carried options */
 #define SW_F_FLAG_TCP   0x04  /* source: a TCP trigger already fired */
 #define SW_F_FLAG_UDP   0x08  /* source: a UDP trigger already fired */
+#define SW_F_BLOCKED    0x10  /* source: the kernel blocked it itself, until block_ns */
 
 /* Parameters userspace writes into the one-element `config` array. */
 struct sw_config {
@@ -78,6 +79,7 @@ struct sw_block {
 struct sw_source {
 	__u64 first_ns;
 	__u64 last_ns;
+	__u64 block_ns;                  /* with SW_F_BLOCKED: end of the block, 0 = none */
 	__u64 window_ns;                 /* start of the current sweep window */
 	__u64 bloom[SW_BLOOM_WORDS];
 	__u32 hits[SW_NKINDS];           /* tripwire hits by kind */

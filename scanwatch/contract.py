@@ -26,7 +26,7 @@ COUNTER_NAMES = KIND_NAMES + ("dropped", "ignored", "events_lost", "malformed",
                               "tripwire", "kernel_blocks", "packets")
 
 EV_HIT, EV_TRIGGER, EV_SWEEP = 1, 2, 3
-F_KBLOCKED, F_IPOPTS, F_FLAG_TCP, F_FLAG_UDP = 0x01, 0x02, 0x04, 0x08
+F_KBLOCKED, F_IPOPTS, F_FLAG_TCP, F_FLAG_UDP, F_BLOCKED = 0x01, 0x02, 0x04, 0x08, 0x10
 
 
 class Config(C.Structure):
@@ -57,6 +57,7 @@ class Source(C.Structure):
     _fields_ = [
         ("first_ns", C.c_uint64),
         ("last_ns", C.c_uint64),
+        ("block_ns", C.c_uint64),
         ("window_ns", C.c_uint64),
         ("bloom", C.c_uint64 * BLOOM_WORDS),
         ("hits", C.c_uint32 * NKINDS),

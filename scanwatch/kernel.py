@@ -121,10 +121,15 @@ class Sentry:
     # --- blocks and sources ---------------------------------------------------------------
     def block(self, addr, expires_mono=None):
         ns = int(expires_mono * 1e9) if expires_mono else 0
-        self.maps["blocked"].update(to_key(addr), struct.pack("<Q", ns))
+        key = to_key(addr)
+        self.maps["blocked"].update(key, struct.pack("<Q", ns))
+        # The XDP program trusts a source entry's own block flag; dropping the entry makes
+        # it consult `blocked`, which now holds this (possibly longer) block.
+        self.maps["sources"].delete(key)
 
     def block_many(self, items):
-        """[(addr, expires_mono or None)] in one batched map update where the kernel can."""
+        """[(addr, expires_mono or None)] in one batched map update where the kernel can
+        (at start, when the sources map is empty)."""
         self.maps["blocked"].update_batch(
             [(to_key(a), struct.pack("<Q", int(e * 1e9) if e else 0)) for a, e in items])
 

@@ -136,8 +136,8 @@ def os_lines(host: HostResult, opts) -> list[str]:
         families = _running(top[:1] + [m for m in top[1:] if m.accuracy == 100])
         if families:
             out.append(f"Running: {families}")
-        cpes = sorted({c for m in top if m.accuracy == 100 for cl in m.classes
-                       for c in cl.get("cpe", [])})
+        cpes = list(dict.fromkeys(c for m in top if m.accuracy == 100 for cl in m.classes
+                                  for c in cl.get("cpe", [])))
         if cpes:
             out.append("OS CPE: " + " ".join(cpes))
         out.append("OS details: " + ", ".join(m.name for m in top if m.accuracy == 100))
@@ -146,15 +146,16 @@ def os_lines(host: HostResult, opts) -> list[str]:
         families = _running(guesses, with_accuracy=True)
         if families:
             out.append(f"Running (JUST GUESSING): {families}")
-        cpes = sorted({c for m in guesses for cl in m.classes for c in cl.get("cpe", [])})
+        cpes = list(dict.fromkeys(c for m in guesses[:3] for cl in m.classes
+                                  for c in cl.get("cpe", [])))
         if cpes:
-            out.append("OS CPE: " + " ".join(cpes[:8]))
+            out.append("OS CPE: " + " ".join(cpes))
         out.append("Aggressive OS guesses: " + ", ".join(f"{m.name} ({m.accuracy}%)"
                                                         for m in guesses))
         out.append("No exact OS matches for host (test conditions non-ideal).")
     elif not os_.reason:
         out.append("No OS matches for host")
-    if opts.verbose and os_.fingerprint:
+    if os_.fingerprint and (opts.verbose or not os_.exact):
         out.append("TCP/IP fingerprint:")
         out.extend(os_.fingerprint.splitlines())
     if os_.uptime is not None:

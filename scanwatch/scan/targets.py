@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import re
 import socket
 from dataclasses import dataclass
 
@@ -71,7 +72,13 @@ def _octet_ranges(spec: str) -> list[str] | None:
     return [".".join(map(str, combo)) for combo in itertools.product(*octets)]
 
 
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+
+
 def _resolve(name: str, family: int) -> str:
+    labels = name[:-1].split(".") if name.endswith(".") else name.split(".")
+    if len(name) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        raise TargetError(f'Failed to resolve "{name}".')   # not a name: no lookup at all
     try:
         infos = socket.getaddrinfo(name, None, family, socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError, ValueError):
