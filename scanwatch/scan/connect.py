@@ -106,8 +106,12 @@ class ConnectScan:
                         continue
                     del pending[fd]
                     ep.unregister(fd)
+                    soft = entry[0].getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                     entry[0].close()
                     if port in results:
+                        continue
+                    if soft in FILTERED or soft == errno.ECONNREFUSED:
+                        results[port] = self._verdict(None, port, soft)
                         continue
                     if tries[port] < allowed:
                         resend.append(port)
@@ -145,6 +149,14 @@ class ConnectScan:
                             sock = None
                             break
                         if err in (errno.EALREADY, errno.EINPROGRESS):
+                            # an ICMP error that came while connect() held the socket is
+                            # only a "soft" error: SO_ERROR reports it, epoll does not
+                            soft = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                            if soft in FILTERED or soft == errno.ECONNREFUSED:
+                                results[port] = self._verdict(sock, port, soft)
+                                sock.close()
+                                sock = None
+                                continue
                             fd = sock.fileno()
                             pending[fd] = (sock, port, now)
                             order.append((now, fd, port))

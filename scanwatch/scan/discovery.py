@@ -12,7 +12,6 @@ probed twice before it is called down.
 from __future__ import annotations
 
 import errno
-import os
 import random
 import select
 import socket

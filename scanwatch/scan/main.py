@@ -149,6 +149,7 @@ def _discover(targets, opts, timing, privileged, rep):
         return {t.addr: Found(True, "user-set") for t in targets}
     if opts.verbose:
         rep.say(f"Initiating Ping Scan at {time.strftime('%H:%M')}")
+        rep.say(f"Scanning {len(targets)} host{'s' if len(targets) != 1 else ''}")
     t0 = time.monotonic()
     found = Discovery(targets, opts, timing, privileged).run()
     if opts.verbose:

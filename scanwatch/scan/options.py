@@ -244,8 +244,8 @@ def _short(opts: Options, body: str, tcp_types: list[str], need) -> None:
             if ports:
                 opts.ping_ports[kind] = ports
         else:
-            raise UsageError(f"Illegal Argument to -P, use -Pn, -PE, -PS, -PA, -PP, -PM, "
-                             f"-PR, or -PU")
+            raise UsageError("Illegal Argument to -P, use -Pn, -PE, -PS, -PA, -PP, -PM, "
+                             "-PR, or -PU")
     elif letter == "p":
         opts.ports = rest or need("p")
     elif letter == "T":

@@ -76,6 +76,8 @@ def host_up_line(host: HostResult, show_reason: bool) -> str:
 
 def normal_host(host: HostResult, opts, port_scan: bool) -> list[str]:
     """The lines of one host's report (terminal and -oN)."""
+    if getattr(opts, "list_only", False):
+        return [f"Nmap scan report for {host.display}"]       # -sL: named, not probed
     if not host.up:
         if opts.verbose:
             return [f"Nmap scan report for {host.display} [host down]"]
@@ -207,6 +209,8 @@ def ports_scanned(by: dict[str, list[int]]) -> str:
 
 def grepable_host(host: HostResult, opts, port_scan: bool) -> list[str]:
     name = f"{host.addr} ({host.name or ''})"
+    if getattr(opts, "list_only", False):
+        return [f"Host: {name}\tStatus: Unknown"]
     if not host.up:
         return [f"Host: {name}\tStatus: Down"] if opts.verbose else []
     lines = [f"Host: {name}\tStatus: Up"]

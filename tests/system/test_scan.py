@@ -348,7 +348,7 @@ def test_os_detection_says_linux(slab):
     assert res.returncode == 0, res.stderr
     out = res.stdout
     assert re.search(r"^(Running|Running \(JUST GUESSING\)): .*Linux", out, re.M), out
-    assert re.search(r"^(OS details|Aggressive OS guesses): Linux", out, re.M), out
+    assert re.search(r"^(OS details|Aggressive OS guesses): [^,]*Linux", out, re.M), out
     assert "Network Distance: 1 hop" in out
     # this kernel randomises TCP timestamps per connection: no uptime guess
     assert re.search(r"^Uptime guess: none \(", out, re.M), out

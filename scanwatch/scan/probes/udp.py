@@ -153,10 +153,13 @@ class UdpScan(Engine):
 
     # -- phase 2 -----------------------------------------------------------------------
     def run(self) -> dict[int, tuple]:
-        results = super().run()
+        super().run()
         if self.timing.max_retries >= 1:
             self.verify()
         return self.results
+
+    def _closed(self) -> list[int]:
+        return [p for p, r in self.results.items() if r[1] == "port-unreach"]
 
     def _silent(self) -> list[int]:
         return [p for p in self.ports if self.results.get(p, self.no_response)[1] == "no-response"]
@@ -189,13 +192,21 @@ class UdpScan(Engine):
         silent = self._silent()
         if not silent:
             return
-        closed = [p for p, r in self.results.items() if r[1] == "port-unreach"]
+        closed = self._closed()
+        limited = False
         if not closed:
-            # no ICMP to calibrate with: nmap's plain retransmission
+            # no ICMP to calibrate with: nmap's plain retransmission, and once more
+            # after a rate-limit interval in case the target's ICMP tokens were spent
             self._round(silent, None, self.rtt.timeout)
-            return
+            if self.last_icmp == 0.0 and self._silent():
+                time.sleep(INTERVAL + MARGIN)
+                self._round(self._silent(), None, self.rtt.timeout)
+            closed = self._closed()
+            if not closed or not self._silent():
+                return
+            limited = True          # that answer spent a token: go on with a canary
         self.canary = closed[len(closed) // 2]
-        interval, limited, idle = INTERVAL, False, 0
+        interval, idle = INTERVAL, 0
         started = time.monotonic()
         while True:
             todo = self._silent()
