@@ -81,17 +81,19 @@ struct sw_source {
 	__u64 last_ns;
 	__u64 block_ns;                  /* with SW_F_BLOCKED: end of the block, 0 = none */
 	__u64 window_ns;                 /* start of the current sweep window */
+	__u64 event_ns;                  /* last hit event of a source already caught */
 	__u64 bloom[SW_BLOOM_WORDS];
 	__u32 hits[SW_NKINDS];           /* tripwire hits by kind */
 	__u32 tripwire[2];               /* tripwire hits per protocol (vs SCAN_TRIGGER) */
 	__u32 sweep;                     /* distinct closed ports in this window */
-	__u32 distinct;                  /* distinct closed ports seen, all windows */
-	__u32 recent[SW_RECENT];         /* last distinct closed ports, ring: proto << 16 | port */
+	__u32 sweep_open;                /* distinct ports with a listener in this window */
+	__u32 distinct;                  /* distinct ports probed, all windows */
+	__u32 recent[SW_RECENT];         /* last distinct ports probed, ring: proto << 16 | port */
 	__u16 last_port;
 	__u8 last_kind;
 	__u8 last_tcp_flags;
-	__u8 flags;                      /* SW_F_FLAG_* */
-	__u8 pad[3];
+	__u8 flags;                      /* SW_F_FLAG_*, SW_F_BLOCKED */
+	__u8 pad[7];
 };
 
 struct sw_event {

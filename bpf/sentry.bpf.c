@@ -332,26 +332,40 @@ int xdp_sentry(struct xdp_md *ctx)
 	s->last_ns = now;
 	if (!watched_port && !need_sweep)
 		return XDP_PASS;
-	if (has_socket(ctx, &p))
-		return XDP_PASS;  /* PortSentry's smart verify: a port in use is no trap */
-
-	s->last_port = p.dport;
-	s->last_kind = p.kind;
-	s->last_tcp_flags = p.tcp_flags;
+	/* PortSentry's smart verify: a port in use is no trap. */
+	int open = has_socket(ctx, &p);
+	if (open && !need_sweep)
+		return XDP_PASS;
 	if (need_sweep) {
 		if (now - s->window_ns > cfg->sweep_window_ns) {
 			s->window_ns = now;
 			s->sweep = 0;
+			s->sweep_open = 0;
 			__builtin_memset(s->bloom, 0, sizeof(s->bloom));
 		}
 		if (bloom_add(s, proto, p.dport)) {
 			s->recent[s->distinct & (SW_RECENT - 1)] = (__u32)proto << 16 | p.dport;
 			s->distinct++;
-			s->sweep++;
+			if (open)
+				s->sweep_open++;
+			else
+				s->sweep++;
 		}
 	}
+	/* Open ports count toward a sweep only once half the threshold is closed ports, so a
+	 * client of many services never trips it, while a scanner that finds listeners early
+	 * is still cut off before it has seen SWEEP_PORTS ports in all. */
+	int swept = need_sweep && (s->sweep >= cfg->sweep_ports ||
+				   (s->sweep * 2 >= cfg->sweep_ports &&
+				    s->sweep + s->sweep_open >= cfg->sweep_ports));
+	if (open && !swept)
+		return XDP_PASS;
+
+	s->last_port = p.dport;
+	s->last_kind = p.kind;
+	s->last_tcp_flags = p.tcp_flags;
 	__u8 reason = 0;
-	if (watched_port) {
+	if (watched_port && !open) {
 		count(SW_CNT_TRIPWIRE);
 		s->hits[p.kind < SW_NKINDS ? p.kind : SW_KIND_UNKNOWN] += 1;
 		s->tripwire[proto] += 1;
@@ -359,10 +373,18 @@ int xdp_sentry(struct xdp_md *ctx)
 		if (!(s->flags & flagbit) && s->tripwire[proto] > cfg->scan_trigger)
 			reason = SW_EV_TRIGGER;
 	}
-	if (reason != SW_EV_TRIGGER && need_sweep && s->sweep >= cfg->sweep_ports)
+	if (reason != SW_EV_TRIGGER && swept)
 		reason = SW_EV_SWEEP;
 	if (!reason)
 		return XDP_PASS;
+	/* A source already caught (blocking off, or not yet dropped) sends at most one hit
+	 * event a second, for PortSentry's "already blocked" line; the counters keep counting
+	 * every probe, so a flood costs userspace nothing. */
+	if (reason == SW_EV_HIT && (s->flags & flagbit)) {
+		if (now - s->event_ns < 1000000000ULL)
+			return XDP_PASS;
+		s->event_ns = now;
+	}
 
 	__u8 evflags = 0;
 	int drop = 0;

@@ -59,17 +59,19 @@ class Source(C.Structure):
         ("last_ns", C.c_uint64),
         ("block_ns", C.c_uint64),
         ("window_ns", C.c_uint64),
+        ("event_ns", C.c_uint64),
         ("bloom", C.c_uint64 * BLOOM_WORDS),
         ("hits", C.c_uint32 * NKINDS),
         ("tripwire", C.c_uint32 * 2),
         ("sweep", C.c_uint32),
+        ("sweep_open", C.c_uint32),
         ("distinct", C.c_uint32),
         ("recent", C.c_uint32 * RECENT),
         ("last_port", C.c_uint16),
         ("last_kind", C.c_uint8),
         ("last_tcp_flags", C.c_uint8),
         ("flags", C.c_uint8),
-        ("pad", C.c_uint8 * 3),
+        ("pad", C.c_uint8 * 7),
     ]
 
 

@@ -52,7 +52,8 @@ class Daemon:
         self.file_ignores = []
         self.own = set()
         self.protected = {}
-        self.listening = {"TCP": set(), "UDP": set()}
+        self._listening, self._listening_at = {"TCP": set(), "UDP": set()}, -1e9
+        self.netwatch = None
         self.sentry = Sentry(cfg.MAX_SOURCES, cfg.MAX_BLOCKED)
         self.firewall = Firewall(cfg.NFT_TABLE)
         self.hosts_deny = HostsDeny(cfg.HOSTS_DENY_FILE, os.path.join(cfg.STATE_DIR, "hostsdeny.json"))
@@ -83,6 +84,7 @@ class Daemon:
                 raise StateError(f"{d}: {err.strerror}") from err
         self.server.start()
         try:
+            self.netwatch = netinfo.Protected()
             self.sentry.load()
             self._configure_kernel()
             self.sentry.set_watched(0, self.trap_ports("TCP") if self.raw("TCP") else ())
@@ -140,7 +142,7 @@ class Daemon:
             return {"mode": self.modes[proto], "configured": len(configured),
                     "in_use": len(configured) - len(bound), "watched": len(bound)}
         traps = set(self.trap_ports(proto))
-        in_use = len(traps & self.listening[proto])
+        in_use = len(traps & self.listening()[proto])
         return {"mode": self.modes[proto], "configured": len(traps), "in_use": in_use,
                 "watched": len(traps) - in_use}
 
@@ -222,6 +224,8 @@ class Daemon:
 
     def shutdown(self):
         self.reporter.close()
+        if self.netwatch is not None:
+            self.netwatch.close()
         if self.started:
             try:
                 self.store.compact(self.policy.blocks.values())
@@ -253,16 +257,21 @@ class Daemon:
     def _refresh(self):
         # Never lock the admin out: own addresses, default gateways, DNS resolvers and
         # the peers of established SSH sessions are ignored whatever the ignore file says.
-        self.protected = netinfo.protected()
-        own = netinfo.own_addresses().union(*self.protected.values())
+        self.protected = self.netwatch.refresh(time.monotonic())
+        own = self.netwatch.own_addresses().union(*self.protected.values())
         if own != self.own:
             self.own = own
             self._push_ignores()
         if self.nft_on and self.started and not self.firewall.exists():
             self._restore_table()
-        # For status only: the XDP program asks the socket table itself on every probe
-        # (PortSentry's smart verify, exact and instant), so the bitmap keeps every port.
-        self.listening = netinfo.listening_ports()
+
+    def listening(self):
+        """Ports with a socket, for status only: the XDP program asks the socket table
+        itself on every probe (PortSentry's smart verify, exact and instant)."""
+        now = time.monotonic()
+        if now - self._listening_at > 1.0:
+            self._listening, self._listening_at = netinfo.listening_ports(), now
+        return self._listening
 
     # --- events ----------------------------------------------------------------------------
     def on_event(self, ev):
@@ -285,8 +294,17 @@ class Daemon:
             if ev.kernel_blocked:  # the ignore list changed under the kernel's feet
                 self.sentry.unblock(addr)
             return
-        if d.action != ALREADY and d.block is not None and self._over_rate(d.block):
-            return
+        if d.action != ALREADY and d.block is not None:
+            if self._over_rate(d.block):
+                return
+            # An SSH session opened since the last look (checked only here, within
+            # BLOCK_RATE, since it costs a walk of the TCP table).
+            if self.netwatch.is_ssh_peer(ev.addr):
+                self.policy.unblock(addr)
+                self.sentry.unblock(addr)
+                self.log.info("adminalert: not blocking %s: it has an SSH session to this "
+                              "host", addr)
+                return
         extra = {}
         if d.action == BLOCK and not self.dry_run:
             # From the triggering packet to the element in the nft set.

@@ -123,9 +123,14 @@ class Sentry:
         ns = int(expires_mono * 1e9) if expires_mono else 0
         key = to_key(addr)
         self.maps["blocked"].update(key, struct.pack("<Q", ns))
-        # The XDP program trusts a source entry's own block flag; dropping the entry makes
-        # it consult `blocked`, which now holds this (possibly longer) block.
-        self.maps["sources"].delete(key)
+        # The XDP program trusts a known source's own block flag (one hash lookup per
+        # packet), so the entry, where there is one, carries the same end.
+        raw = self.maps["sources"].lookup(key)
+        if raw is not None:
+            src = K.Source.from_buffer_copy(raw)
+            src.flags |= K.F_BLOCKED
+            src.block_ns = ns
+            self.maps["sources"].update(key, bytes(src))
 
     def block_many(self, items):
         """[(addr, expires_mono or None)] in one batched map update where the kernel can

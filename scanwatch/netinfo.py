@@ -14,9 +14,26 @@ def _iproute():
     return IPRoute()
 
 
-def interfaces():
+class _Borrowed:
+    """A caller's long-lived IPRoute, usable in `with` without being closed."""
+
+    def __init__(self, ipr):
+        self.ipr = ipr
+
+    def __enter__(self):
+        return self.ipr
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _netlink(ipr):
+    return _Borrowed(ipr) if ipr is not None else _iproute()
+
+
+def interfaces(ipr=None):
     """name -> {"up": bool, "loopback": bool, "addrs": [ip, ...]} for every link."""
-    with _iproute() as ipr:
+    with _netlink(ipr) as ipr:
         links = {link["index"]: link for link in ipr.get_links()}
         out = {}
         for idx, link in links.items():
@@ -85,10 +102,10 @@ def listening_ports():
     }
 
 
-def default_gateways():
+def default_gateways(ipr=None):
     """Next hops of the default routes (IPv4 and IPv6) in this namespace."""
     gws = set()
-    with _iproute() as ipr:
+    with _netlink(ipr) as ipr:
         for family in (2, 10):  # AF_INET, AF_INET6
             for route in ipr.get_routes(family=family):
                 if route.get("dst_len") != 0:
@@ -158,6 +175,28 @@ def _proc_addr(hexaddr):
     return ipaddress.ip_address(words)
 
 
-def protected():
-    """Addresses never blocked, whatever the ignore file says: {reason: set(addresses)}."""
-    return {"gateway": default_gateways(), "resolver": resolvers(), "ssh": ssh_peers()}
+class Protected:
+    """Addresses never blocked, whatever the ignore file says: {reason: set(addresses)}.
+
+    Gateways and resolvers are cheap to re-read each second over one netlink socket;
+    SSH peers need a walk of the host's whole TCP table (~4 ms), so they are re-read
+    every few seconds, and afresh before each block (`is_ssh_peer`)."""
+
+    def __init__(self, ssh_every=5.0):
+        self.ipr = _iproute()
+        self.ssh_every, self.ssh_at, self.ssh = ssh_every, None, set()
+
+    def refresh(self, now):
+        if self.ssh_at is None or now - self.ssh_at >= self.ssh_every:
+            self.ssh, self.ssh_at = ssh_peers(), now
+        return {"gateway": default_gateways(self.ipr), "resolver": resolvers(), "ssh": self.ssh}
+
+    def own_addresses(self):
+        return own_addresses(interfaces(self.ipr))
+
+    def is_ssh_peer(self, addr):
+        self.ssh = ssh_peers()
+        return addr in self.ssh
+
+    def close(self):
+        self.ipr.close()

@@ -168,3 +168,15 @@ def connect(lab, addr, port, timeout=2.0):
 
 def env_ok():
     return os.geteuid() == 0
+
+
+def listen_many(lab, ports):
+    """One process holding TCP listeners on many ports of the target; kill it when done."""
+    code = ("import socket,time\nsocks=[]\n"
+            f"for p in {list(ports)!r}:\n"
+            " s=socket.socket(socket.AF_INET6); s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)\n"
+            " s.bind(('::', p)); s.listen(8); socks.append(s)\n"
+            "print('ready', flush=True)\ntime.sleep(3600)\n")
+    p = lab.popen(lab.target_ns, sys.executable, "-c", code, stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "ready"
+    return p

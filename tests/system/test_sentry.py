@@ -259,3 +259,32 @@ def test_daemon_keeps_llvm_out_and_stays_small(lab):
         assert "libbcc" not in maps and "LLVM" not in maps
         status = dict(l.split(":", 1) for l in Path(f"/proc/{pid}/status").read_text().splitlines())
         assert int(status["VmHWM"].split()[0]) < 80 * 1024, status["VmHWM"]
+
+
+def test_open_ports_count_toward_a_sweep_only_alongside_closed_ones(lab):
+    """A client of many services never trips the sweep detector; a scanner that finds
+    listeners early is cut off before it has seen SWEEP_PORTS ports in all."""
+    from sentry import listen_many
+    lab.wait_reachable()
+    mac = lab.run(lab.target_ns, "cat", f"/sys/class/net/{lab.target_if}/address").stdout.strip()
+
+    def syn(src, ports):
+        res = lab.run(lab.scanner_ns, sys.executable, RAWSEND, lab.scanner_if, mac, src,
+                      lab.target_ip4, "--ports", ports)
+        assert res.returncode == 0, res.stderr
+
+    services = listen_many(lab, range(4000, 4030))
+    try:
+        with SentryProcess(lab) as sw:
+            syn("198.51.100.20", "4000-4029")  # 30 open ports, nothing closed: a client
+            time.sleep(0.5)
+            assert sw.status()["blocked"] == [] and sw.events() == []
+            syn("198.51.100.21", "4000-4014")  # 15 open ports, then closed ones
+            syn("198.51.100.21", "3100-3119")
+            ev = sw.wait_block_event()
+            assert ev["addr"] == "198.51.100.21" and ev["reason"] == "sweep"
+            # Triggered at the 10th closed port: 15 open + 10 closed >= 20, closed >= 20/2.
+            assert ev["port"] == 3109 and ev["sweep"] == 10, ev
+    finally:
+        services.kill()
+        services.wait()
