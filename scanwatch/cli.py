@@ -249,6 +249,65 @@ def config_show(config_path):
         click.echo(f'{s.name}="{value}"')
 
 
+TOPICS = {
+    "modes": """One TCP mode and one UDP mode run in one daemon, in any combination.
+
+  -tcp  / --tcp-mode classic    bind TCP_PORTS; a completed handshake is the evidence
+  -stcp / --tcp-mode stealth    watch TCP_PORTS in XDP (SYN, FIN, NULL, XMAS, odd flags)
+  -atcp / --tcp-mode advanced   every TCP port below ADVANCED_PORTS_TCP without a listener,
+                                except ADVANCED_EXCLUDE_TCP
+  -udp, -sudp, -audp            the same for UDP (UDP_PORTS, ADVANCED_PORTS_UDP, ...)
+
+Stealth and advanced modes also run the sweep detector: SWEEP_PORTS distinct closed ports
+within SWEEP_WINDOW seconds. Without a mode option, -stcp -sudp run.""",
+    "files": """Files scanwatch reads and writes (defaults; `scanwatch help config` for keys):
+
+  /etc/scanwatch/scanwatch.conf    portsentry.conf syntax (`-c FILE`; any portsentry.conf works)
+  IGNORE_FILE                      addresses/CIDRs never blocked (PortSentry syntax)
+  HOSTS_DENY_FILE                  /etc/hosts.deny: KILL_HOSTS_DENY lines, only ours edited
+  HISTORY_FILE                     every block, PortSentry's format (fail2ban's filter reads it)
+  BLOCKED_FILE.<mode>              this run's blocks, per mode (.stcp, .sudp, ...)
+  STATE_DIR/blocks.json, .journal  the block table, restored at start
+  STATE_DIR/events.jsonl           one JSON object per event
+  RUN_DIR/scanwatch.sock, .pid     control socket (status, unblock, flush) and pid""",
+    "signals": """SIGTERM, SIGINT  detach the XDP programs, save the block table, exit 0
+SIGHUP           re-read the config and the ignore file; blocks stay; a broken file keeps the
+                 old settings and logs one error line""",
+}
+
+
+@cli.command("help", context_settings=CONTEXT)
+@click.argument("topic", required=False)
+@click.pass_context
+def help_topic(ctx, topic):
+    """Help on a TOPIC (config, modes, files, signals) or a COMMAND."""
+    if topic is None:
+        click.echo(cli.get_help(ctx.parent))
+        click.echo("\nTopics: config, " + ", ".join(TOPICS) + " (`scanwatch help TOPIC`)")
+    elif topic == "config":
+        from .defaults import SETTINGS
+        for st in SETTINGS:
+            click.echo(f"{st.name} ({st.kind}, default \"{st.default}\")")
+            click.echo(f"    {st.doc}")
+    elif topic in TOPICS:
+        click.echo(TOPICS[topic])
+    elif topic in cli.commands:
+        cmd = cli.commands[topic]
+        with click.Context(cmd, info_name=topic, parent=ctx.parent) as sub:
+            click.echo(cmd.get_help(sub))
+    else:
+        raise click.UsageError(f"no help topic {topic!r}; try `scanwatch help`")
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell):
+    """Print the shell completion script: `eval "$(scanwatch completion bash)"`."""
+    from click.shell_completion import get_completion_class
+    comp = get_completion_class(shell)(cli, {}, "scanwatch", "_SCANWATCH_COMPLETE")
+    click.echo(comp.source())
+
+
 PASSTHROUGH = dict(CONTEXT, ignore_unknown_options=True, allow_extra_args=True,
                    help_option_names=[])
 

@@ -58,6 +58,12 @@ def _convert(setting, raw, path, lineno):
         return raw
     if name == "NFT_TABLE" and not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,31}", raw):
         raise ConfigError(f"{name}: {raw!r} is not a valid nftables table name", path, lineno)
+    if name == "METRICS_LISTEN" and raw and not re.fullmatch(
+            r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):(6553[0-5]|655[0-2]\d|65[0-4]\d\d|6[0-4]\d{3}|"
+            r"[1-5]\d{4}|[1-9]\d{0,3})", raw):
+        raise ConfigError(f"{name}: {raw!r} is not HOST:PORT (e.g. 127.0.0.1:9877)", path, lineno)
+    if name == "CONTROL_GROUP" and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}", raw):
+        raise ConfigError(f"{name}: {raw!r} is not a group name", path, lineno)
     if name == "LOG_FORMAT" and raw not in ("portsentry", "portsentry2"):
         raise ConfigError(f"{name}: {raw!r} must be portsentry or portsentry2", path, lineno)
     return raw

@@ -2,6 +2,7 @@
 
 The socket lives in RUN_DIR with mode 0600, so only root asks the daemon anything.
 """
+import grp
 import json
 import os
 import socket
@@ -18,9 +19,10 @@ def socket_path(run_dir):
 
 
 class Server:
-    def __init__(self, run_dir, handler):
+    def __init__(self, run_dir, handler, group=None):
         self.path = socket_path(run_dir)
         self.handler = handler  # dict request -> dict reply
+        self.group = group
         self.sock = None
         self.thread = None
 
@@ -40,10 +42,22 @@ class Server:
             raise StateError(f"{self.path}: {err.strerror}") from err
         finally:
             os.umask(old)
+        self._share_with_group()
         sock.listen(16)
         self.sock = sock
         self.thread = threading.Thread(target=self._serve, name="control", daemon=True)
         self.thread.start()
+
+    def _share_with_group(self):
+        """Admins in CONTROL_GROUP may ask for status: socket root:GROUP 0660."""
+        if not self.group:
+            return
+        try:
+            gid = grp.getgrnam(self.group).gr_gid
+        except KeyError:
+            return  # no such group: the socket stays root-only
+        os.chown(self.path, 0, gid)
+        os.chmod(self.path, 0o660)
 
     def _serve(self):
         while True:

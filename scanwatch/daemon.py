@@ -69,7 +69,9 @@ class Daemon:
         self.store = BlockStore(cfg.STATE_DIR)
         self.reporter = Reporter(cfg, self.log, self.recorder, self.hosts_deny, dry_run,
                                  command_timeout=cfg.COMMAND_TIMEOUT)
-        self.server = control.Server(cfg.RUN_DIR, self.handle_request)
+        self.server = control.Server(cfg.RUN_DIR, self.handle_request, cfg.CONTROL_GROUP)
+        self.metrics = None
+        self.blocks_total = 0
 
     # --- lifecycle ----------------------------------------------------------------------
     def start(self):
@@ -106,6 +108,14 @@ class Daemon:
         except BaseException:
             self.shutdown()
             raise
+        if cfg.METRICS_LISTEN:
+            from .metrics import MetricsServer
+            try:
+                self.metrics = MetricsServer(cfg.METRICS_LISTEN, self.metrics_snapshot)
+            except BaseException:
+                self.shutdown()
+                raise
+            self.metrics.start()
         self.started = time.time()
         self._write_pid()
         ifs = ", ".join(f"{n} ({m})" for n, m in self.sentry.attached.items())
@@ -223,6 +233,9 @@ class Daemon:
         p.repeat_window = cfg.REPEAT_WINDOW
 
     def shutdown(self):
+        if self.metrics is not None:
+            self.metrics.stop()
+            self.metrics = None
         self.reporter.close()
         if self.netwatch is not None:
             self.netwatch.close()
@@ -307,6 +320,7 @@ class Daemon:
                 return
         extra = {}
         if d.action == BLOCK and not self.dry_run:
+            self.blocks_total += 1
             # From the triggering packet to the element in the nft set.
             extra["nft_latency_ms"] = round(self._block(d.block, ev) * 1000, 3)
         elif d.action != ALREADY and ev.kernel_blocked:
@@ -424,6 +438,16 @@ class Daemon:
                                 for e in live])
         self.log.info("adminalert: restored %d blocks from %s in %.2fs", len(live),
                       self.store.snapshot, time.monotonic() - t0)
+
+    def metrics_snapshot(self):
+        with self.lock:
+            active = sum(1 for e in self.policy.blocks.values() if e.level == 1)
+        t = os.times()
+        return {"counters": self.sentry.counters(), "map_fill": self.sentry.map_fill(),
+                "blocks_active": active, "blocks_total": self.blocks_total,
+                "queue_dropped": self.reporter.worker.dropped,
+                "suppressed": self.reporter.suppressed_total,
+                "cpu_seconds": t.user + t.system}
 
     # --- status ---------------------------------------------------------------------------
     def handle_request(self, req):

@@ -85,6 +85,11 @@ SETTINGS = (
             "Most hosts.deny lines scanwatch keeps at once; beyond it, it adds none."),
     Setting("LOG_RATE", "int", "50",
             "Scan reports per second logged in full; the rest are summarised each second."),
+    Setting("METRICS_LISTEN", "text", "",
+            "HOST:PORT for a Prometheus /metrics endpoint (e.g. 127.0.0.1:9877); empty = off."),
+    Setting("CONTROL_GROUP", "text", "scanwatch",
+            "Group allowed to ask the daemon for status (control socket 0660); if the group "
+            "does not exist, the socket is root-only (0600)."),
     Setting("NFT_TABLE", "text", "scanwatch",
             "Name of the `inet` nftables table scanwatch owns."),
     Setting("COMMAND_TIMEOUT", "int", "30",

@@ -21,6 +21,7 @@ class Reporter:
         self.resolver = Resolver(bool(cfg.RESOLVE_HOST))
         self.worker = ActionWorker(log, timeout=command_timeout)
         self.window, self.in_window, self.suppressed = 0.0, 0, 0
+        self.suppressed_total = 0
 
     def submit(self, ev, decision, extra=None):
         # LOG_RATE: a flood of reports is summarised; blocks (capped by BLOCK_RATE) never are.
@@ -30,6 +31,7 @@ class Reporter:
         self.in_window += 1
         if decision.action != BLOCK and self.in_window > self.cfg.LOG_RATE:
             self.suppressed += 1
+            self.suppressed_total += 1
             return
         name = self.resolver.lookup(ev.addr)
         self.worker.submit(lambda: self._report(ev, decision, name, extra or {}))

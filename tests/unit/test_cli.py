@@ -414,3 +414,19 @@ def test_format_status_one_host(utc):
     st["blocked"] = st["blocked"][:1]
     text = cli.format_status(st, now=NOW)
     assert "blocked:     1 host in inet scanwatch" in text.splitlines()
+
+
+def test_help_topics_and_completion():
+    import subprocess
+    import sys
+    run = lambda *a: subprocess.run([sys.executable, "-c", "from scanwatch.cli import main; main()", *a],
+                                    capture_output=True, text=True)
+    for topic, needle in (("modes", "-atcp / --tcp-mode advanced"), ("files", "HISTORY_FILE"),
+                          ("signals", "SIGHUP"), ("config", "SWEEP_PORTS (int, default \"20\")"),
+                          ("status", "Usage: scanwatch status")):
+        res = run("help", topic)
+        assert res.returncode == 0 and needle in res.stdout, (topic, res.stdout, res.stderr)
+    res = run("help", "nope")
+    assert res.returncode == 2 and res.stderr.startswith("error: no help topic 'nope'")
+    assert "_SCANWATCH_COMPLETE" in run("completion", "bash").stdout
+    assert "compdef" in run("completion", "zsh").stdout
