@@ -762,10 +762,12 @@ def scan_trial(workroot, tool, mode, timing):
                 trigger_port=trig_port, reason=ev["reason"], sweep=ev["sweep"],
                 internal_ms=ev.get("nft_latency_ms"), kernel_blocked=ev.get("kernel_blocked"),
                 dropped=st["counters"]["dropped"],
-                # the kernel block held from the very next packet: exactly the closed ports
-                # counted before the trigger were answered, the trigger itself was dropped
+                # the kernel block held from the very next packet: exactly the ports the
+                # sweep counted before the trigger (closed, and open ones too) were answered,
+                # the trigger itself was dropped
                 holds_next=bool(ev.get("kernel_blocked")) and st["counters"]["dropped"] > 0
-                and nm["closed"] == before and trig_port not in nm["closed"] | nm["open"])
+                and nm["closed"] | nm["open"] == before
+                and trig_port not in nm["closed"] | nm["open"])
             trig_ts = first_syn.get(trig_port)
         else:
             alerts = [a for a in det.alerts() if a[0] >= t_scan]

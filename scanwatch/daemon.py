@@ -310,14 +310,6 @@ class Daemon:
         if d.action != ALREADY and d.block is not None:
             if self._over_rate(d.block):
                 return
-            # An SSH session opened since the last look (checked only here, within
-            # BLOCK_RATE, since it costs a walk of the TCP table).
-            if self.netwatch.is_ssh_peer(ev.addr):
-                self.policy.unblock(addr)
-                self.sentry.unblock(addr)
-                self.log.info("adminalert: not blocking %s: it has an SSH session to this "
-                              "host", addr)
-                return
         extra = {}
         if d.action == BLOCK and not self.dry_run:
             self.blocks_total += 1
@@ -330,6 +322,15 @@ class Daemon:
         elif d.block is not None and d.action != ALREADY:
             self.store.add(d.block)
         self.reporter.submit(ev, d, extra)
+        if d.action == BLOCK and not self.dry_run:
+            # An SSH session opened since the last look: checked off the hot path (a walk
+            # of the TCP table costs milliseconds) and lifted at once.
+            self.reporter.worker.submit(lambda: self._spare_ssh_peer(ev.addr))
+
+    def _spare_ssh_peer(self, addr):
+        if self.netwatch.is_ssh_peer(addr):
+            self.unblock(str(addr))
+            self.log.info("adminalert: %s has an SSH session to this host: block lifted", addr)
 
     def _over_rate(self, entry):
         """BLOCK_RATE: past it (a spoofed flood), a source is blocked in XDP only, with
