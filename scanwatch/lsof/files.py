@@ -158,9 +158,17 @@ class Inet:
 
     def name(self, sock: tuple) -> str:
         family, proto, state, laddr, lport, raddr, rport, rq, wq = sock
-        name = self.addr(family, laddr) + ":" + self.port(lport, proto)
-        if rport or raddr != ZERO16:
-            name += "->" + self.addr(family, raddr) + ":" + self.port(rport, proto)
+        cache = self.addrs.get(family)
+        if cache is not None and self.np:   # the common case, inlined
+            la = cache.get(laddr) or self.addr(family, laddr)
+            name = f"{la}:{lport or '*'}"
+            if rport or raddr != ZERO16:
+                ra = cache.get(raddr) or self.addr(family, raddr)
+                name = f"{name}->{ra}:{rport or '*'}"
+        else:
+            name = self.addr(family, laddr) + ":" + self.port(lport, proto)
+            if rport or raddr != ZERO16:
+                name += "->" + self.addr(family, raddr) + ":" + self.port(rport, proto)
         if self.plain:
             return name + SUFFIX_STATES.get(state, " (UNKNOWN)") if proto == 6 else name + " "
         info = self.info
@@ -172,6 +180,23 @@ class Inet:
         if "q" in info:
             items.append(f"QR={rq} QS={0 if proto == 6 and state == 10 else wq}")
         return name + (" (" + " ".join(items) + ")" if items else " ")
+
+    def cells(self, fd: str, ino: int, sock: tuple) -> tuple:
+        """The FD..NAME cells of an internet socket (mode u: see file())."""
+        family, proto, state, laddr, lport, raddr, rport, rq, wq = sock
+        if self.np and self.plain and family in self.addrs:   # -n -P style, inlined
+            cache = self.addrs[family]
+            la = cache.get(laddr) or self.addr(family, laddr)
+            end = SUFFIX_STATES.get(state, " (UNKNOWN)") if proto == 6 else " "
+            if rport or raddr != ZERO16:
+                ra = cache.get(raddr) or self.addr(family, raddr)
+                name = f"{la}:{lport or '*'}->{ra}:{rport or '*'}{end}"
+            else:
+                name = f"{la}:{lport or '*'}{end}"
+        else:
+            name = self.name(sock)
+        return (fd, "u", " ", INET_TYPES.get(family, "inet"), str(ino), "0t0",
+                PROTO_NAMES.get(proto, str(proto)), name)
 
     def file(self, fd: str, ino: int, sock: tuple) -> tuple:
         """A socket's descriptors are always open for reading and writing: mode u."""
@@ -270,12 +295,12 @@ def fd_file(t: Tables, pid: int, base: str, dfd: int, name: str) -> tuple | None
             return None
         return (fd, " ", " ", "unknown", "", "", "",
                 f"{base}/fd/{name} (readlink: {exc.strerror})", "other", None)
+    if link.startswith("socket:["):   # always open for reading and writing
+        return socket_file(t, base, dfd, fd, name, "u", int(link[8:-1]))
     try:
         mode = mode_char(os.lstat(name, dir_fd=dfd).st_mode)
     except OSError:
         mode = " "
-    if link.startswith("socket:["):
-        return socket_file(t, base, dfd, fd, name, mode, int(link[8:-1]))
     cache: dict = {}
 
     def info():

@@ -12,14 +12,15 @@ lsof's listing from /proc and netlink sock_diag; defaults in parentheses.
   -d s  select by FD set   +D D  dir D tree           -l list UID numbers
   -n no host names         -P no port names           -U select Unix sockets
   -T disable TCP/TPI info  -T qs TCP/TPI Q,St (s) info
-  -v list version info     +|-w  Warnings (+)         -- end option scan
+  -v list version info     -V verbose search          +|-w  Warnings (+)
+  -- end option scan
   -i i   select by IPv[46] address: [46][proto][@host|addr][:svc_list|port_list]
   -p s   exclude(^)|select PIDs
   -u s   exclude(^)|select login|UID set s
   -s p:s  exclude(^)|select protocol (p = TCP) states by name(s)
   +|-r [t] repeat every t seconds (15); + until no files, - forever
   names  select named files or files on named file systems
-Exit status 1 when nothing was listed or a searched item was not found.
+Exit status 1 when a searched item (PID, command, -i address, name) found nothing.
 """
 
 MARKER = "=======\n"
@@ -56,16 +57,23 @@ def _error(msg: str) -> int:
 
 
 def _listing(opts, warn):
+    import gc
     from .select import Selector
-    return Selector(opts, warn).run()
+    enabled = gc.isenabled()
+    gc.disable()  # a listing makes many small tuples and no cycles: no collections needed
+    try:
+        return Selector(opts, warn).run()
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _text(opts, listing) -> str:
     if opts.terse:
         return "".join(f"{pid}\n" for pid in listing.pids)
     from .output import render
-    tasks = any(r[2] for r in listing.rows)
-    return render(listing.rows, tasks=tasks, cmd_limit=opts.cmd_width)
+    tasks = any(head[2] for head, _ in listing.groups)
+    return render(listing.groups, tasks=tasks, cmd_limit=opts.cmd_width)
 
 
 def main(argv: list[str]) -> int:
@@ -81,17 +89,17 @@ def main(argv: list[str]) -> int:
         sys.stderr.write(_version())
         return 0
     warn = _Warner(opts.warn)
-    from .select import IncludedAndExcluded
     out = sys.stdout
     try:
         if opts.repeat is None:
             listing = _listing(opts, warn)
             out.write(_text(opts, listing))
             out.flush()
+            if opts.verbose:
+                for item in listing.missing:
+                    sys.stderr.write(f"lsof: {item}\n")
             return listing.status
         return _repeat(opts, warn, out)
-    except IncludedAndExcluded as exc:
-        return _error(str(exc))
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
@@ -100,19 +108,26 @@ def main(argv: list[str]) -> int:
 
 
 def _repeat(opts, warn, out) -> int:
+    """-r: list, mark the end, sleep, again; until interrupted (-r), until a listing is
+    empty (+r), or for the c<N> count. Exit status as lsof: +r 0 when anything was ever
+    listed, 1 otherwise; -r with a count 1."""
     import time
     ever = False
     count = 0
     while True:
         listing = _listing(opts, warn)
-        ever = ever or bool(listing.rows)
-        if opts.repeat_until_empty and not listing.rows:
+        listed = bool(listing.groups or listing.pids)
+        ever = ever or listed
+        if opts.repeat_until_empty and not listed:
             return 0 if ever else 1
-        out.write(_text(opts, listing) + MARKER)
+        marker = MARKER
+        if opts.repeat_marker is not None:
+            marker = time.strftime(opts.repeat_marker) + "\n"
+        out.write(_text(opts, listing) + marker)
         out.flush()
         count += 1
         if opts.repeat_count is not None and count >= opts.repeat_count:
-            return 0 if ever else 1
+            return (0 if ever else 1) if opts.repeat_until_empty else 1
         time.sleep(opts.repeat)
 
 

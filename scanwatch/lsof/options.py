@@ -35,7 +35,7 @@ class Options:
     """Everything the command line asked for (lsof's defaults when not)."""
 
     def __init__(self):
-        self.and_ = self.terse = self.help = self.version = False
+        self.and_ = self.terse = self.help = self.version = self.verbose = False
         self.numeric_host = self.numeric_port = self.numeric_uid = False
         self.warn = True
         self.pids: set = set()
@@ -58,6 +58,7 @@ class Options:
         self.repeat: float | None = None
         self.repeat_count: int | None = None
         self.repeat_until_empty = False
+        self.repeat_marker: str | None = None   # strftime format of the marker line
         self.cmd_width = 9
 
     @property
@@ -75,10 +76,11 @@ class Options:
                     or self.dirs)
 
 
-MANDATORY = {"-": "cpudg", "+": "cdD"}
-OPTIONAL = {"-": "iTsrSoKx", "+": "r"}
-FLAGS = {"-": "abhlnPtUvVwNOXRC?", "+": "w"}
-UNSUPPORTED = {"-": "AFkmz Z eEfgLQ", "+": "EfLmeM"}
+MANDATORY = {"-": "cpud", "+": "cdD"}
+OPTIONAL = {"-": "iTsrS", "+": "r"}
+FLAGS = {"-": "abhlnPtUvVwbCO?", "+": "w"}   # b, C, O: accepted, no effect here
+# Anything else (-F field output, -R, -K, -o, -g, -N, -X, -x, ...) is refused rather than
+# silently ignored, since it would change what lsof prints.
 
 
 def parse(argv: list[str]) -> Options:
@@ -91,8 +93,8 @@ def parse(argv: list[str]) -> Options:
             o.files.extend(argv[i:])
             break
         if len(arg) < 2 or arg[0] not in "-+":
-            o.files.append(arg)
-            continue
+            o.files.extend(argv[i - 1:])   # as lsof: names end the options
+            break
         prefix, j = arg[0], 1
         while j < len(arg):
             ch, rest = arg[j], arg[j + 1:]
@@ -116,6 +118,9 @@ def parse(argv: list[str]) -> Options:
                 _flag(o, prefix, ch)
                 continue
             raise UsageError(f"unsupported option: {prefix}{ch}")
+    both = o.pids & o.xpids
+    if both:
+        raise UsageError(f"PID {min(both)} has been included and excluded.")
     return o
 
 
@@ -127,8 +132,6 @@ def _takes(ch: str, nxt: str) -> bool:
         return nxt[0].isdigit()
     if ch == "s":
         return ":" in nxt
-    if ch in "oK":
-        return False
     return True
 
 
@@ -155,7 +158,8 @@ def _flag(o: Options, prefix: str, ch: str) -> None:
         o.version = True
     elif ch == "w":
         o.warn = False
-    # b, V, N, O, X, R, C: accepted, without effect here
+    elif ch == "V":
+        o.verbose = True
 
 
 def _with_value(o: Options, prefix: str, ch: str, value: str) -> None:
@@ -194,8 +198,6 @@ def _with_value(o: Options, prefix: str, ch: str, value: str) -> None:
         (o.xcmds if neg else o.cmds).append(matcher)
     elif ch == "d":
         _fd_list(o, value)
-    elif ch == "g":
-        raise UsageError("-g (process groups) is not supported")
 
 
 def _command_matcher(text: str, original: str):
@@ -252,19 +254,22 @@ def _optional(o: Options, prefix: str, ch: str, value: str | None) -> None:
             raise UsageError(f"unsupported TCP/TPI info selection: {''.join(sorted(bad))}")
         o.tcp_info = letters
     elif ch == "s":
-        if value is not None:
-            _states(o, value)
+        if value is None:
+            raise UsageError("-s without p:s (the SIZE column) is not supported")
+        _states(o, value)
     elif ch == "r":
         o.repeat_until_empty = prefix == "+"
         o.repeat = 15.0
         if value is not None:
-            m = re.fullmatch(r"(\d+)(?:c(\d+))?(?:m.*)?", value, re.S)
+            m = re.fullmatch(r"(\d+)(?:c(\d+))?(?:m(.*))?", value, re.S)
             if not m:
                 raise UsageError(f"illegal repeat time: {value}")
             o.repeat = float(m.group(1))
             if m.group(2):
                 o.repeat_count = int(m.group(2))
-    # -S, -o, -K, -x: accepted and ignored
+            if m.group(3) is not None:
+                o.repeat_marker = m.group(3)
+    # -S (stat timeout): accepted, no effect here
 
 
 def _states(o: Options, value: str) -> None:

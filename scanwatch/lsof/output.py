@@ -1,13 +1,16 @@
 """lsof's listing layout: column widths from the content, lsof's escaping of text.
 
-A row is a tuple in COLUMN order:
-    (command, pid, tid, taskcmd, user, fd, mode, lock, type, device, size, node, name)
+A listing is a list of groups, one per process (or task):
+    ((command, pid, tid, taskcmd, user), [(fd, mode, lock, type, device, size, node, name)])
 command and taskcmd are raw names (escaped and cut here); every other field is a str,
 already printable. fd is at most four characters (lsof writes fds above 9999 as "*NNN").
 """
 from __future__ import annotations
 
 import os
+from operator import itemgetter
+
+_TYPE, _DEVICE, _SIZE, _NODE = itemgetter(3), itemgetter(4), itemgetter(5), itemgetter(6)
 
 CMD_LIMIT = 9  # lsof prints the first nine characters of a command name
 _C_ESCAPES = {8: "\\b", 9: "\\t", 10: "\\n", 12: "\\f", 13: "\\r"}
@@ -109,64 +112,52 @@ def offset_text(pos: int) -> str:
     return "0x%x" % pos
 
 
-def render(rows: list[tuple], tasks: bool = False, cmd_limit: int = CMD_LIMIT) -> str:
-    """The listing: header and rows, each line ending in a newline."""
-    if not rows:
+def render(groups: list[tuple], tasks: bool = False, cmd_limit: int = CMD_LIMIT) -> str:
+    """The listing: header and lines, each ending in a newline.
+
+    groups: [((command, pid, tid, taskcmd, user), [(fd, mode, lock, type, device, size,
+    node, name), ...]), ...]. Each process's lines come from one %-format string (its
+    COMMAND..USER part written into it), the fastest way Python has to fill columns."""
+    if not groups:
         return ""
-    cmd_cells = {}
-    wcmd = 7
-    wpid, wtid, wtask, wuser = 3, 3, 7, 4
+    cells: dict = {}
+    wcmd, wpid, wtid, wtask, wuser = 7, 3, 3, 7, 4
     wtype, wdev, wsize, wnode = 4, 6, 8, 4
-    last = None
-    for r in rows:
-        if r[1] is not last:
-            last = r[1]
-            c = r[0]
-            if c not in cmd_cells:
-                cmd_cells[c] = command_text(c, cmd_limit)
-                w = command_width(c, cmd_limit)
-                if w > wcmd:
-                    wcmd = w
-            if len(r[1]) > wpid:
-                wpid = len(r[1])
-            if len(r[4]) > wuser:
-                wuser = len(r[4])
-        if len(r[8]) > wtype:
-            wtype = len(r[8])
-        if len(r[9]) > wdev:
-            wdev = len(r[9])
-        if len(r[10]) > wsize:
-            wsize = len(r[10])
-        if len(r[11]) > wnode:
-            wnode = len(r[11])
+    for head, rows in groups:
+        if not rows:
+            continue
+        for name in (head[0], head[3]):
+            if name and name not in cells:
+                cells[name] = (command_text(name, cmd_limit), command_width(name, cmd_limit))
+        wcmd = max(wcmd, cells[head[0]][1])
+        wpid = max(wpid, len(head[1]))
+        wuser = max(wuser, len(head[4]))
+        if tasks:
+            wtid = max(wtid, len(head[2]))
+            if head[3]:
+                wtask = max(wtask, cells[head[3]][1])
+        wtype = max(wtype, max(map(len, map(_TYPE, rows))))
+        wdev = max(wdev, max(map(len, map(_DEVICE, rows))))
+        wsize = max(wsize, max(map(len, map(_SIZE, rows))))
+        wnode = max(wnode, max(map(len, map(_NODE, rows))))
+    head_fmt = "%-*s %*s " + ("%*s %-*s " if tasks else "") + "%*s "
+    tail = f"%4s%s%s %{wtype}s %{wdev}s %{wsize}s %{wnode}s %s\n"
+    title = ["COMMAND".ljust(wcmd), " ", "PID".rjust(wpid)]
     if tasks:
-        for r in rows:
-            if len(r[2]) > wtid:
-                wtid = len(r[2])
-            if r[3]:
-                t = r[3]
-                if t not in cmd_cells:
-                    cmd_cells[t] = command_text(t, cmd_limit)
-                w = command_width(t, cmd_limit)
-                if w > wtask:
-                    wtask = w
-    head = ["COMMAND".ljust(wcmd), " ", "PID".rjust(wpid)]
-    if tasks:
-        head += [" ", "TID".rjust(wtid), " ", "TASKCMD".ljust(wtask)]
-    head += [" ", "USER".rjust(wuser), "   FD   ", "TYPE".rjust(wtype), " ",
-             "DEVICE".rjust(wdev), " ", "SIZE/OFF".rjust(wsize), " ", "NODE".rjust(wnode),
-             " NAME\n"]
-    out = ["".join(head)]
-    append = out.append
-    key = prefix = None
-    for r in rows:
-        if (r[1], r[2]) != key:
-            key = (r[1], r[2])
-            if tasks:
-                prefix = (f"{cmd_cells[r[0]]:<{wcmd}} {r[1]:>{wpid}} {r[2]:>{wtid}} "
-                          f"{cmd_cells[r[3]] if r[3] else '':<{wtask}} {r[4]:>{wuser}} ")
-            else:
-                prefix = f"{cmd_cells[r[0]]:<{wcmd}} {r[1]:>{wpid}} {r[4]:>{wuser}} "
-        append(f"{prefix}{r[5]:>4}{r[6]}{r[7]} {r[8]:>{wtype}} {r[9]:>{wdev}} "
-               f"{r[10]:>{wsize}} {r[11]:>{wnode}} {r[12]}\n")
+        title += [" ", "TID".rjust(wtid), " ", "TASKCMD".ljust(wtask)]
+    title += [" ", "USER".rjust(wuser), "   FD   ", "TYPE".rjust(wtype), " ",
+              "DEVICE".rjust(wdev), " ", "SIZE/OFF".rjust(wsize), " ", "NODE".rjust(wnode),
+              " NAME\n"]
+    out = ["".join(title)]
+    for head, rows in groups:
+        if not rows:
+            continue
+        if tasks:
+            prefix = head_fmt % (wcmd, cells[head[0]][0], wpid, head[1], wtid, head[2], wtask,
+                                 cells[head[3]][0] if head[3] else "", wuser, head[4])
+        else:
+            prefix = head_fmt % (wcmd, cells[head[0]][0], wpid, head[1], wuser, head[4])
+        line = prefix.replace("%", "%%") + tail
+        out.extend(line % r for r in rows)
     return "".join(out)
+

@@ -14,12 +14,25 @@ MIN_ITEMS = 48  # below this a fork costs more than it saves
 
 
 def worth_it(n: int) -> bool:
-    if n < MIN_ITEMS or os.environ.get("SCANWATCH_LSOF_NOFORK"):
+    """Fork only for a big walk, and only when a CPU is idle right now: on a busy machine
+    the child would just take turns with the parent on the same CPU."""
+    force = os.environ.get("SCANWATCH_LSOF_FORK", "")   # "always" / "never": for tests
+    if force == "always":
+        return True
+    if force == "never" or n < MIN_ITEMS:
         return False
     try:
-        return len(os.sched_getaffinity(0)) > 1
+        cpus = len(os.sched_getaffinity(0))
     except OSError:
-        return (os.cpu_count() or 1) > 1
+        cpus = os.cpu_count() or 1
+    if cpus < 2:
+        return False
+    try:
+        with open("/proc/loadavg", "rb") as f:
+            running = int(f.read().split()[3].split(b"/")[0])  # this process included
+    except (OSError, ValueError, IndexError):
+        return False
+    return running < cpus
 
 
 class Forked:

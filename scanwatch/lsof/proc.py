@@ -61,13 +61,6 @@ def owner(base: str) -> int | None:
         return None
 
 
-def open_dir(path: str) -> int | None:
-    try:
-        return os.open(path, O_DIR)
-    except OSError:
-        return None
-
-
 def open_dir_error(path: str) -> tuple[int | None, OSError | None]:
     try:
         return os.open(path, O_DIR), None

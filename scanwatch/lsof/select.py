@@ -16,8 +16,12 @@ from . import names, proc
 
 
 class Listing:
+    """What one pass found: groups of rows, one per process (or task), as
+    ((command, pid, tid, taskcmd, user), [(fd, mode, lock, type, device, size, node,
+    name), ...]); the PIDs listed, in order; the search items that found nothing."""
+
     def __init__(self):
-        self.rows: list[tuple] = []
+        self.groups: list[tuple] = []
         self.pids: list[int] = []
         self.missing: list[str] = []   # search items that found nothing
 
@@ -26,80 +30,6 @@ class Listing:
         """lsof's exit status: 1 when a search item found nothing (not when nothing was
         listed: `lsof -u daemon` with no such process exits 0)."""
         return 1 if self.missing else 0
-
-
-class Targets:
-    """File-name arguments and +d/+D directories: what (dev, ino) or file systems match."""
-
-    def __init__(self, opts, warn):
-        self.exact: dict = {}      # (dev, ino) -> index of the argument
-        self.fs: dict = {}         # st_dev -> index (mount point arguments)
-        self.names: list = []      # NAME shown for exact matches (None: the file's own)
-        self.labels: list = []
-        self.tree: set = set()     # (dev, ino) under +d/+D (not search items)
-        mounts = _mount_points() if opts.files else set()
-        for arg in opts.files:
-            idx = len(self.labels)
-            self.labels.append(arg)
-            try:
-                res = os.stat(arg)
-            except OSError as exc:
-                warn(f"status error on {arg}: {exc.strerror}")
-                self.names.append(None)
-                continue
-            real = os.path.realpath(arg)
-            if os.path.isdir(arg) and real in mounts:
-                self.fs.setdefault(res.st_dev, idx)
-                self.names.append(None)
-            else:
-                self.exact.setdefault((res.st_dev, res.st_ino), idx)
-                self.names.append(real if os.path.islink(arg) else arg)
-        for path, recursive in opts.dirs:
-            self._walk(path, recursive, warn)
-
-    def _walk(self, top: str, recursive: bool, warn) -> None:
-        try:
-            res = os.stat(top)
-        except OSError as exc:
-            warn(f"WARNING: can't stat({top}): {exc.strerror}")
-            return
-        self.tree.add((res.st_dev, res.st_ino))
-        stack = [top]
-        while stack:
-            path = stack.pop()
-            try:
-                entries = list(os.scandir(path))
-            except OSError:
-                continue
-            for e in entries:
-                try:
-                    s = e.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                self.tree.add((s.st_dev, s.st_ino))
-                if recursive and e.is_dir(follow_symlinks=False) and s.st_dev == res.st_dev:
-                    stack.append(e.path)
-
-    def match(self, key) -> int | None:
-        """Index of the argument a file matches, -1 for a +d/+D match, None for none."""
-        if key is None:
-            return None
-        idx = self.exact.get(key)
-        if idx is None:
-            idx = self.fs.get(key[0])
-        if idx is None and key in self.tree:
-            return -1
-        return idx
-
-
-def _mount_points() -> set:
-    out = set()
-    data = proc.read_small("/proc/self/mountinfo") or b""
-    for line in data.decode("utf-8", "surrogateescape").splitlines():
-        parts = line.split()
-        if len(parts) > 4:
-            out.add(parts[4].replace("\\040", " "))
-    return out
 
 
 PROTOS = {6: "TCP", 17: "UDP", 136: "UDPLITE"}
@@ -137,29 +67,34 @@ class Selector:
     def __init__(self, opts, warn=lambda msg: None):
         self.o = opts
         self.warn = warn
-        self.targets = Targets(opts, warn) if (opts.files or opts.dirs) else None
+        self.targets = None
+        if opts.files or opts.dirs:
+            from .targets import Targets
+            self.targets = Targets(opts, warn)
         self._stats: dict = {}
 
     # -- per file ------------------------------------------------------------------
+
+    def _inet_hit(self, sock, found) -> bool:
+        """Whether an internet socket is in the -i selection (noting what it found)."""
+        o = self.o
+        if o.inet_version not in (None, 4 if sock[0] == socket.AF_INET else 6):
+            return False
+        if not o.inet_specs:
+            found.add(("i", "any"))
+            return True
+        ok = False
+        for i, spec in enumerate(o.inet_specs):
+            if inet_matches(spec, sock):
+                ok = True
+                found.add(("i", i))
+        return ok
 
     def _file_hits(self, f, found) -> list[bool]:
         o = self.o
         hits = []
         if o.inet:
-            ok = False
-            if f[8] == "inet":
-                sock = f[9]
-                ver = 4 if sock[0] == socket.AF_INET else 6
-                if o.inet_version in (None, ver):
-                    if o.inet_specs:
-                        for i, spec in enumerate(o.inet_specs):
-                            if inet_matches(spec, sock):
-                                ok = True
-                                found.add(("i", i))
-                    else:
-                        ok = True
-                        found.add(("i", "any"))
-            hits.append(ok)
+            hits.append(f[8] == "inet" and self._inet_hit(f[9], found))
         if o.unix:
             hits.append(f[8] == "unix")
         if o.fds:
@@ -190,9 +125,11 @@ class Selector:
 
     def _keep(self, f, found) -> bool:
         """The filter that applies to every listed file: -s TCP:states."""
+        return f[8] != "inet" or self._state_ok(f[9], found)
+
+    def _state_ok(self, sock, found) -> bool:
         o = self.o
-        if f[8] == "inet" and (o.tcp_states or o.xtcp_states):
-            sock = f[9]
+        if o.tcp_states or o.xtcp_states:
             if o.tcp_states and (sock[1] != 6 or sock[2] not in o.tcp_states):
                 return False
             if sock[1] == 6 and sock[2] in o.xtcp_states:
@@ -222,9 +159,6 @@ class Selector:
         sock_only = (file_sel and not (o.fds or o.xfds or o.files or o.dirs)
                      and not (o.and_ and o.inet and o.unix))
         tasks = not any_sel
-        both = o.pids & o.xpids
-        if both:
-            raise _Included(min(both))
         if o.and_ and o.pids:
             candidates = sorted(o.pids)
         else:
@@ -260,6 +194,12 @@ class Selector:
                     continue
                 if o.xcmds and any(_cmd_match(m, comm) for m in o.xcmds):
                     continue
+            if pid in o.pids:
+                if uid is None:
+                    uid = proc.owner(base)
+                    if uid is None:
+                        continue  # no such process
+                found.add(("p", pid))  # found even if -a then rejects it, as lsof
             hits = []
             if o.pids:
                 hits.append(pid in o.pids)
@@ -282,18 +222,15 @@ class Selector:
                 listed = self._all_files(t, pid, base)
                 if listed is None:
                     continue  # gone
-                rows = self._rows(listed, full, found)
+                rows = [f[:8] for f in self._rows(listed, full, found)]
             else:
                 links = forked.get(pid) if pid in forked else socket_links(pid)
                 if links is None:
                     continue  # gone
                 rows = self._socket_files(t, links, found)
-            if pid in o.pids:
-                found.add(("p", pid))
             if rows:
                 if o.terse:
                     out.pids.append(pid)
-                    out.rows.append(None)
                     continue
                 if comm is None:
                     comm = proc.read_comm(base)
@@ -302,8 +239,7 @@ class Selector:
                 if comm is None or uid is None:
                     continue  # gone meanwhile
                 out.pids.append(pid)
-                head = (comm, str(pid), "", "", self._user(uid))
-                out.rows.extend(head + f[:8] for f in rows)
+                out.groups.append(((comm, str(pid), "", "", self._user(uid)), rows))
             if tasks:
                 for tid in proc.list_tasks(pid):
                     if tid == pid:
@@ -317,8 +253,8 @@ class Selector:
                         if uid is None:
                             uid = proc.owner(base)
                         user = self._user(uid)
-                        head = (comm, str(pid), str(tid), tcomm, user)
-                        out.rows.extend(head + f[:8] for f in trows)
+                        out.groups.append(((comm, str(pid), str(tid), tcomm, user),
+                                           [f[:8] for f in trows]))
 
     def _rows(self, listed, full, found):
         if listed is None:
@@ -350,27 +286,34 @@ class Selector:
         return "%8d" % uid
 
     def _missing(self, out: Listing, found: set) -> None:
+        """Search items that found nothing, worded as lsof -V reports them."""
         o = self.o
-        out.missing += [f"PID {p}" for p in sorted(o.pids) if ("p", p) not in found]
-        out.missing += [f"command {c if isinstance(c, str) else c.pattern}"
-                        for i, c in enumerate(o.cmds) if ("c", i) not in found]
-        out.missing += [f"Internet address {s.text}" for i, s in enumerate(o.inet_specs)
-                        if ("i", i) not in found]
-        if o.inet and not o.inet_specs and ("i", "any") not in found:
-            out.missing.append("Internet files")
-        if o.tcp_states and ("s",) not in found:
-            out.missing.append("TCP state " + ",".join(sorted(map(str, o.tcp_states))))
+        miss = out.missing
+        miss += [f"command not located: {c if isinstance(c, str) else c.pattern}"
+                 for i, c in enumerate(o.cmds) if ("c", i) not in found]
+        # lsof 4.95 counts a -c ^exclusion as a search item that is never found
+        miss += [f"command not located: ^{c if isinstance(c, str) else c.pattern}"
+                 for c in o.xcmds]
         if self.targets is not None:
-            out.missing += [f"file {n}" for i, n in enumerate(self.targets.labels)
-                            if ("f", i) not in found]
+            miss += [f"no file use located: {n}" for i, n in enumerate(self.targets.labels)
+                     if ("f", i) not in found]
             if any(("d", key) not in found for key in self.targets.tree):
-                out.missing.append("a file under " + ", ".join(p for p, _ in self.o.dirs))
+                miss.append("no file use located under: "
+                            + ", ".join(p for p, _ in self.o.dirs))
+        miss += [f"Internet address not located: {s.text}"
+                 for i, s in enumerate(o.inet_specs) if ("i", i) not in found]
+        if o.inet and not o.inet_specs and ("i", "any") not in found:
+            miss.append("no Internet files located")
+        if o.tcp_states and ("s",) not in found:
+            miss.append("no TCP files in the selected states located")
+        miss += [f"process ID not located: {p}" for p in sorted(o.pids)
+                 if ("p", p) not in found]
 
     # -- file enumeration ----------------------------------------------------------
 
     def _socket_files(self, t, links, found):
-        """The fast path for -i / -U alone: the selected sockets among a process's
-        socket descriptors (from socket_links)."""
+        """The fast path for -i / -U alone: the FD..NAME cells of the selected sockets
+        among a process's socket descriptors (from socket_links)."""
         o = self.o
         out = []
         append = out.append
@@ -386,14 +329,13 @@ class Selector:
                     found.add(("i", "any"))
                     if o.terse:
                         return [None]  # -t only needs to know
-                    append(fmt.file(fd, ino, sock))
+                    append(fmt.cells(fd, ino, sock))
                     continue
-                f = fmt.file(fd, ino, sock)
-                if self._keep(f, found) and self._file_hits(f, found)[0]:
-                    append(f)
+                if self._state_ok(sock, found) and self._inet_hit(sock, found):
+                    append(fmt.cells(fd, ino, sock))
             elif ino in unix:
                 fd = name if len(name) <= 4 else F.fd_text(name)
-                append(F.unix_file(fd, "u", ino, unix[ino], o))
+                append(F.unix_file(fd, "u", ino, unix[ino], o)[:8])
         return out
 
     def _all_files(self, t, pid, base):
@@ -442,14 +384,6 @@ def socket_links(pid: int):
     finally:
         os.close(dfd)
     return out
-
-
-class _Included(Exception):
-    def __init__(self, pid):
-        super().__init__(f"PID {pid} has been included and excluded.")
-
-
-IncludedAndExcluded = _Included
 
 
 def _cmd_match(m, comm: str) -> bool:
