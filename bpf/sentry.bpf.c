@@ -18,6 +18,9 @@
 #ifndef SW_MAX_IGNORE
 #define SW_MAX_IGNORE 4096
 #endif
+#ifndef SW_MAX_EXTHDRS
+#define SW_MAX_EXTHDRS 8
+#endif
 #ifndef SW_RINGBUF_PAGES
 #define SW_RINGBUF_PAGES 64
 #endif
@@ -78,11 +81,14 @@ static __always_inline int tcp_kind(__u8 f)
 }
 
 /* Fill p from an L4 header at l4; 0 = a probe, 1 = not a probe, -1 = truncated. */
-static __always_inline int parse_l4(void *l4, void *end, __u8 nexthdr, struct probe *p)
+/* `end` is the frame's end (what the verifier checks against); `ip_end` is where the IP
+ * packet says it ends: Ethernet pads short frames, and padding is not a header. */
+static __always_inline int parse_l4(void *l4, void *end, void *ip_end, __u8 nexthdr,
+				    struct probe *p)
 {
 	if (nexthdr == IPPROTO_TCP) {
 		struct tcphdr *th = l4;
-		if ((void *)(th + 1) > end)
+		if ((void *)(th + 1) > end || (void *)(th + 1) > ip_end)
 			return -1;
 		__u8 f = ((__u8 *)th)[13];
 		int kind = tcp_kind(f);
@@ -103,7 +109,7 @@ static __always_inline int parse_l4(void *l4, void *end, __u8 nexthdr, struct pr
 	}
 	if (nexthdr == IPPROTO_UDP) {
 		struct udphdr *uh = l4;
-		if ((void *)(uh + 1) > end)
+		if ((void *)(uh + 1) > end || (void *)(uh + 1) > ip_end)
 			return -1;
 		p->proto = SW_PROTO_UDP;
 		p->kind = SW_KIND_UDP;
@@ -155,7 +161,7 @@ static __always_inline int parse(struct xdp_md *ctx, struct probe *p)
 		p->tuple_len = sizeof(p->tuple.ipv4);
 		p->tuple.ipv4.saddr = ip->saddr;
 		p->tuple.ipv4.daddr = ip->daddr;
-		return parse_l4(l3 + ihl, end, ip->protocol, p);
+		return parse_l4(l3 + ihl, end, l3 + bpf_ntohs(ip->tot_len), ip->protocol, p);
 	}
 	if (eproto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = l3;
@@ -169,7 +175,7 @@ static __always_inline int parse(struct xdp_md *ctx, struct probe *p)
 		void *l4 = ip6 + 1;
 		/* Walk a few extension headers so probes hidden behind them are still seen. */
 #pragma unroll
-		for (int i = 0; i < 4; i++) {
+		for (int i = 0; i < SW_MAX_EXTHDRS; i++) {
 			if (nh != IPPROTO_HOPOPTS && nh != IPPROTO_ROUTING && nh != IPPROTO_DSTOPTS &&
 			    nh != IPPROTO_FRAGMENT)
 				break;
@@ -185,7 +191,10 @@ static __always_inline int parse(struct xdp_md *ctx, struct probe *p)
 			}
 			nh = eh[0];
 		}
-		return parse_l4(l4, end, nh, p);
+		if (nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING || nh == IPPROTO_DSTOPTS ||
+		    nh == IPPROTO_FRAGMENT)
+			return -1;  /* more extension headers than any sane packet: count, not hide */
+		return parse_l4(l4, end, (void *)(ip6 + 1) + bpf_ntohs(ip6->payload_len), nh, p);
 	}
 	return 1;
 }

@@ -157,8 +157,9 @@ class Map:
                     raise
                 done = True  # the last (possibly partial) batch
             n, ks, vs = attr.count, self.key_size, self.value_size
+            kraw, vraw = keys.raw, values.raw  # .raw copies the buffer: once per batch
             for i in range(n):
-                yield keys.raw[i * ks:(i + 1) * ks], values.raw[i * vs:(i + 1) * vs]
+                yield kraw[i * ks:(i + 1) * ks], vraw[i * vs:(i + 1) * vs]
             if done or n == 0:
                 return
             C.memmove(token_in, token_out, C.sizeof(token_in))
@@ -206,11 +207,13 @@ class RingBuffer:
             pass
         self.consume()
 
-    def consume(self):
+    def consume(self, limit=256):
+        """Hand at most `limit` records to the callback, so a flood of events cannot keep
+        the caller from its other work (signals, status, expiry)."""
         cons = struct.unpack_from("<Q", self.cons, 0)[0]
         prod = struct.unpack_from("<Q", self.prod, 0)[0]
         n = 0
-        while cons < prod:
+        while cons < prod and n < limit:
             off = self.page + (cons & self.mask)
             word = struct.unpack_from("<I", self.prod, off)[0]
             if word & RINGBUF_BUSY:

@@ -1,6 +1,7 @@
 """portsentry.conf syntax: `KEY="value"` lines, `#` comments, checked against defaults.py."""
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 
 from .defaults import BY_NAME, SETTINGS
@@ -8,6 +9,7 @@ from .errors import ConfigError
 
 _LINE = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$')
 MAX_CONFIG_BYTES = 1 << 20
+MINIMUM = {"MAX_SOURCES": 1, "MAX_BLOCKED": 1, "SWEEP_WINDOW": 1, "LOG_RATE": 1}
 # Upper bounds where the kernel or nftables sets one (values land in u32 fields or map sizes).
 MAXIMUM = {"ADVANCED_PORTS_TCP": 65535, "ADVANCED_PORTS_UDP": 65535, "SWEEP_PORTS": 65535,
            "SWEEP_WINDOW": 86400, "COMMAND_TIMEOUT": 3600,
@@ -24,6 +26,8 @@ def parse_ports(text, path=None, lineno=None, key="ports"):
             continue
         lo, sep, hi = item.partition("-")
         try:
+            if not re.fullmatch(r"\s*[0-9]+\s*", lo) or (sep and not re.fullmatch(r"\s*[0-9]+\s*", hi)):
+                raise ValueError(item)
             first = int(lo)
             last = int(hi) if sep else first
         except ValueError:
@@ -39,12 +43,15 @@ def _convert(setting, raw, path, lineno):
     if kind == "ports":
         return parse_ports(raw, path, lineno, name)
     if kind in ("int", "block", "flag"):
-        if not re.fullmatch(r"\d{1,10}", raw):
+        if not re.fullmatch(r"[0-9]{1,10}", raw):
             raise ConfigError(f"{name}: {raw!r} is not a whole number", path, lineno)
         value = int(raw)
         allowed = {"block": (0, 1, 2), "flag": (0, 1)}.get(kind)
         if allowed and value not in allowed:
             raise ConfigError(f"{name}: {raw!r} must be one of {', '.join(map(str, allowed))}",
+                              path, lineno)
+        if value < MINIMUM.get(name, 0):
+            raise ConfigError(f"{name}: {raw!r} is below the minimum {MINIMUM[name]}",
                               path, lineno)
         top = MAXIMUM.get(name, 2**32 - 1)
         if value > top:
@@ -141,6 +148,8 @@ def read_text(path, limit=MAX_CONFIG_BYTES):
     """Read a small text file, turning every OS or encoding problem into ConfigError."""
     if os.path.isdir(path):
         raise ConfigError("is a directory, not a file", path)
+    if os.path.exists(path) and not stat.S_ISREG(os.stat(path).st_mode):
+        raise ConfigError("is not a regular file", path)  # a FIFO would block the read
     try:
         with open(path, "rb") as fh:
             data = fh.read(limit + 1)

@@ -65,17 +65,22 @@ class Server:
                 conn, _ = self.sock.accept()
             except OSError:
                 return  # closed by stop()
-            with conn:
-                conn.settimeout(5)
-                try:
-                    line = conn.makefile("rb").readline(65536)
-                    reply = self.handler(json.loads(line or b"{}"))
-                except Exception as err:  # a bad request must never kill the daemon
-                    reply = {"error": str(err)}
-                try:
-                    conn.sendall(json.dumps(reply, default=str).encode() + b"\n")
-                except OSError:
-                    pass
+            # One thread per client: a client that connects and says nothing must not
+            # hold everyone else's status for the read timeout.
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn):
+        with conn:
+            conn.settimeout(5)
+            try:
+                line = conn.makefile("rb").readline(65536)
+                reply = self.handler(json.loads(line or b"{}"))
+            except Exception as err:  # a bad request must never kill the daemon
+                reply = {"error": str(err)}
+            try:
+                conn.sendall(json.dumps(reply, default=str).encode() + b"\n")
+            except OSError:
+                pass
 
     def stop(self):
         if self.sock is not None:

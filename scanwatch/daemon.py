@@ -8,7 +8,7 @@ import time
 from . import config as configmod
 from . import control, ignore, netinfo, records
 from .classic import ClassicListener
-from .errors import ScanwatchError, StateError
+from .errors import ConfigError, ScanwatchError, SetupError
 from .firewall import Firewall
 from .hostsdeny import HostsDeny
 from .kernel import Sentry, mono_now
@@ -18,7 +18,7 @@ from .report import Reporter
 from .state import BlockStore
 
 MODES = {"classic": ("tcp", "udp"), "stealth": ("stcp", "sudp"), "advanced": ("atcp", "audp")}
-REFRESH_S = 1.0  # listeners and own addresses are re-read this often
+REFRESH_S = 0.5  # own addresses, gateways and our nft table are checked this often
 # Settings a running daemon cannot take over on SIGHUP.
 RESTART_KEYS = ("INTERFACES", "STATE_DIR", "RUN_DIR", "NFT_TABLE", "MAX_SOURCES", "MAX_BLOCKED",
                 "HISTORY_FILE", "BLOCKED_FILE", "HOSTS_DENY_FILE", "TCP_PORTS", "UDP_PORTS",
@@ -44,6 +44,7 @@ class Daemon:
         self.kinds = {"TCP": tcp_mode, "UDP": udp_mode}
         self.classic = None
         self.want_ifaces = list(interfaces) or list(cfg.INTERFACES)
+        self.interfaces_given = bool(interfaces)
         self.log = logger or records.make_logger()
         self.dry_run = dry_run
         self.lock = threading.RLock()
@@ -78,12 +79,17 @@ class Daemon:
         cfg = self.cfg
         # Everything that can fail on user input is checked before anything is changed.
         self.file_ignores = ignore.load(cfg.IGNORE_FILE)
-        ifaces = netinfo.pick_interfaces(self.want_ifaces)
-        for d, mode in ((cfg.STATE_DIR, 0o700), (cfg.RUN_DIR, 0o755)):
-            try:
-                os.makedirs(d, mode=mode, exist_ok=True)
-            except OSError as err:
-                raise StateError(f"{d}: {err.strerror}") from err
+        try:
+            ifaces = netinfo.pick_interfaces(self.want_ifaces)
+        except ScanwatchError as err:
+            where = cfg.origin.get("INTERFACES") if not self.interfaces_given else None
+            if where:
+                raise ConfigError(f"INTERFACES: {err}", *where) from err
+            raise
+        for d, mode in ((cfg.STATE_DIR, 0o700), (cfg.RUN_DIR, 0o755),
+                        (os.path.dirname(os.path.abspath(cfg.HISTORY_FILE)), 0o755),
+                        (os.path.dirname(os.path.abspath(cfg.BLOCKED_FILE)), 0o755)):
+            probe_writable(d, mode)
         self.server.start()
         try:
             self.netwatch = netinfo.Protected()
@@ -320,7 +326,10 @@ class Daemon:
         if d.action == BLOCK and self.dry_run:
             self.policy.unblock(addr)
         elif d.block is not None and d.action != ALREADY:
-            self.store.add(d.block)
+            try:
+                self.store.add(d.block)
+            except ScanwatchError as err:  # the block holds; say it will not survive a restart
+                self.log.error("error: %s (the block of %s is not saved)", err, addr)
         self.reporter.submit(ev, d, extra)
         if d.action == BLOCK and not self.dry_run:
             # An SSH session opened since the last look: checked off the hot path (a walk
@@ -426,19 +435,26 @@ class Daemon:
         """Blocks of earlier runs, re-applied with their remaining time in one nft
         transaction and one batched XDP map update."""
         t0 = time.monotonic()
-        self.policy.restore(self.store.load())
-        self.store.compact(self.policy.blocks.values())
+        loaded = self.store.load()
+        self.policy.restore(loaded)
+        if os.path.exists(self.store.journal) and os.path.getsize(self.store.journal) or \
+                len(self.policy.blocks) != len(loaded):
+            self.store.compact(self.policy.blocks.values())
         live = self._live_blocks()
         if not live:
             return
         now, mono = time.time(), mono_now()
         if self.nft_on:
             self.firewall.add_many([(e.addr, int(e.left(now)) + 1 if e.expires else 0)
-                                    for e in live])
+                                    for e in live], fresh=True)
         self.sentry.block_many([(e.addr, mono + e.left(now) if e.expires else None)
                                 for e in live])
         self.log.info("adminalert: restored %d blocks from %s in %.2fs", len(live),
                       self.store.snapshot, time.monotonic() - t0)
+        if len(live) > self.cfg.MAX_BLOCKED:
+            self.log.info("adminalert: %d blocks exceed MAX_BLOCKED=%d: the XDP map holds the "
+                          "most recent; nftables enforces all of them", len(live),
+                          self.cfg.MAX_BLOCKED)
 
     def metrics_snapshot(self):
         with self.lock:
@@ -497,3 +513,19 @@ class Daemon:
             "protected": {k: sorted(map(str, v)) for k, v in self.protected.items()},
         }
 
+
+def probe_writable(directory, mode):
+    """Create the directory if needed and prove a file can be written there, so a
+    read-only or full disk is one error line before anything is attached or changed."""
+    try:
+        os.makedirs(directory, mode=mode, exist_ok=True)
+        probe = os.path.join(directory, f".scanwatch-probe-{os.getpid()}")
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, b"x" * 4096)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as err:
+        raise SetupError(f"{directory}: not writable: {err.strerror}") from err

@@ -35,6 +35,12 @@ class StateError(ScanwatchError):
     """A state, run or record file could not be read or written."""
 
 
+class SetupError(StateError):
+    """A directory or file the daemon needs is unusable; found before anything changes."""
+
+    exit_code = 2
+
+
 class NotRunning(ScanwatchError):
     """No daemon answers on the control socket."""
 

@@ -14,6 +14,7 @@ import os
 import tempfile
 
 from .errors import StateError
+from .state import open_nofollow
 from .records import _make_dirs, fsync_dir
 
 
@@ -89,7 +90,7 @@ class HostsDeny:
     def _locked(self, fn):
         try:
             _make_dirs(os.path.dirname(os.path.abspath(self.state_path)))
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = open_nofollow(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
         except OSError as err:
             raise StateError(f"{self.lock_path}: cannot open lock file: {err.strerror}") from err
         try:
@@ -103,7 +104,8 @@ class HostsDeny:
     def _load(self):
         self._joined = set()
         try:
-            with open(self.state_path, encoding="utf-8") as f:
+            fd = open_nofollow(self.state_path, os.O_RDONLY | os.O_CLOEXEC)
+            with os.fdopen(fd, encoding="utf-8") as f:
                 raw = json.load(f)
         except FileNotFoundError:
             return {}

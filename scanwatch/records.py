@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 from .defaults import BY_NAME
 from .errors import StateError
+from .state import open_nofollow
 
 FIN, SYN, RST, PSH, ACK, URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 MODES = ("tcp", "udp", "stcp", "sudp", "atcp", "audp")
@@ -254,15 +255,36 @@ def fsync_dir(directory):
         os.close(fd)
 
 
-def append_record(path, line):
+def close_torn_line(path, nofollow=False):
+    """If the file's last line has no newline (a writer killed mid-record), end it, so
+    the next record starts on a line of its own. Called once, before any writer runs."""
+    try:
+        flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC
+        fd = open_nofollow(path, flags) if nofollow else os.open(path, flags)
+    except OSError:
+        return False  # missing, or unusable: the first real write says what is wrong
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            os.write(fd, b"\n")
+            os.fsync(fd)
+            return True
+        return False
+    finally:
+        os.close(fd)
+
+
+def append_record(path, line, nofollow=False):
     """Append one line with one O_APPEND write, then fsync, so concurrent writers never
-    interleave and a crash loses at most this record (never tears an earlier one)."""
+    interleave and a crash loses at most this record (never tears an earlier one).
+    RecordWriter.start() closes a line torn by a kill -9, so it never swallows a record."""
     data = (line.rstrip("\n") + "\n").encode("utf-8")
     directory = os.path.dirname(os.path.abspath(path))
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
     try:
         _make_dirs(directory)
         created = not os.path.exists(path)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = open_nofollow(path, flags) if nofollow else os.open(path, flags, 0o600)
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise OSError(0, "not a regular file")
@@ -308,6 +330,10 @@ class RecordWriter:
             except OSError as err:
                 raise self._fail(f"adminalert: ERROR: cannot create directory for {path}.",
                                  path, "create its directory", err) from err
+        if self.history_path:
+            close_torn_line(self.history_path)
+        if self.events_path:
+            close_torn_line(self.events_path, nofollow=True)
         for mode in self.blocked_paths if modes is None else modes:
             path = self._blocked(mode)
             try:
@@ -346,7 +372,7 @@ class RecordWriter:
         line = json.dumps(record, sort_keys=True, separators=(",", ":"), default=str,
                           allow_nan=False)
         if self.events_path:
-            append_record(self.events_path, line)
+            append_record(self.events_path, line, nofollow=True)  # ours, in STATE_DIR
         return line
 
 

@@ -4,6 +4,7 @@ Each block or unblock is one fsynced journal line, so a kill -9 loses nothing th
 applied; the snapshot is rewritten (temp file, fsync, rename) at start and stop.
 Files are created 0600 and never opened through a symlink (O_NOFOLLOW).
 """
+import errno
 import json
 import os
 
@@ -14,12 +15,33 @@ SNAPSHOT, JOURNAL = "blocks.json", "blocks.journal"
 FLAGS = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
+def open_nofollow(path, flags, mode=0o600):
+    """os.open that never goes through a symlink: one planted where scanwatch keeps its
+    own file is removed (unlinking a link never touches its target), then the open is
+    retried, so the daemon keeps working and the target stays as it was."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW, mode)
+    except OSError as err:
+        if err.errno != errno.ELOOP:
+            raise
+    os.unlink(path)
+    return os.open(path, flags | os.O_NOFOLLOW, mode)
+
+
 def _open(path, flags, what):
     try:
-        return os.open(path, flags, 0o600)
+        return open_nofollow(path, flags)
     except OSError as err:
         hint = " (a symlink? scanwatch does not follow them here)" if err.errno == 40 else ""
         raise StateError(f"{path}: cannot {what}: {err.strerror}{hint}") from err
+
+
+def _same_file(fd, path):
+    try:
+        a, b = os.fstat(fd), os.lstat(path)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def _write_all(fd, data, path):
@@ -59,6 +81,9 @@ class BlockStore:
         self._append({"op": "del", "addr": addr})
 
     def _append(self, record):
+        if self._fd is not None and not _same_file(self._fd, self.journal):
+            os.close(self._fd)  # replaced or removed under us: write to the path again
+            self._fd = None
         if self._fd is None:
             self._fd = _open(self.journal, FLAGS | os.O_APPEND, "append to")
         _write_all(self._fd, (json.dumps(record) + "\n").encode(), self.journal)

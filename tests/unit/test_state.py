@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from scanwatch.errors import StateError
+from scanwatch.errors import StateError  # noqa: F401 (garbled-snapshot test)
 from scanwatch.model import BlockEntry
 from scanwatch.state import BlockStore
 
@@ -57,14 +57,21 @@ def test_a_planted_symlink_is_never_followed(tmp_path):
     victim.write_text("precious\n")
     os.symlink(victim, tmp_path / "blocks.journal")
     store = BlockStore(tmp_path)
-    with pytest.raises(StateError, match="symlink"):
-        store.add(entry("192.0.2.1"))
+    store.add(entry("192.0.2.1"))  # the planted link is removed, its target untouched
+    assert victim.read_text() == "precious\n"
+    assert not os.path.islink(tmp_path / "blocks.journal")
     os.symlink(victim, tmp_path / "blocks.json.tmp")
     store.compact([entry("192.0.2.1")])  # planted links are removed, never written through
     assert victim.read_text() == "precious\n"
     assert not any(os.path.islink(tmp_path / n) for n in ("blocks.json", "blocks.journal"))
     store.add(entry("192.0.2.2"))
     assert sorted(e.addr for e in BlockStore(tmp_path).load()) == ["192.0.2.1", "192.0.2.2"]
+    # A journal swapped for a link while open: the next record goes to a new file.
+    os.unlink(tmp_path / "blocks.journal")
+    os.symlink(victim, tmp_path / "blocks.journal")
+    store.add(entry("192.0.2.3"))
+    assert victim.read_text() == "precious\n"
+    assert "192.0.2.3" in (tmp_path / "blocks.journal").read_text()
 
 
 def test_a_garbled_snapshot_is_one_clear_error(tmp_path):
