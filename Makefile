@@ -4,12 +4,17 @@
 #   make test ARGS=...    setup, then every test (unit first, then system)
 #   make unit ARGS=...    unit tests only; no root, needs an existing .venv
 #   make clean            remove .venv and build/test caches
+#   make install          (root) system-wide: /opt/scanwatch, /usr/local/bin/scanwatch,
+#                         /etc/scanwatch, the scanwatch group, scanwatch.service (started
+#                         when systemd runs; START=no only enables it)
+#   make uninstall        (root) remove all of it, every block and the hosts.deny lines
+#                         scanwatch wrote; a config file you changed is kept
 
 VENV   := .venv
 PY     := $(VENV)/bin/python
 ARGS   ?=
 
-.PHONY: all setup run test unit clean
+.PHONY: all setup run test unit clean install uninstall
 
 all: test
 
@@ -29,3 +34,9 @@ unit:
 clean:
 	rm -rf $(VENV) build .pytest_cache *.egg-info
 	find . -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
+
+install:
+	START=$(or $(START),yes) bash scripts/install.sh install
+
+uninstall:
+	bash scripts/install.sh uninstall

@@ -5,7 +5,10 @@ tests/unit/test_contract.py compiles the header and checks every size and offset
 import ctypes as C
 from pathlib import Path
 
-BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
+_PKG = Path(__file__).resolve().parent
+# Installed (make install) the C sources ship inside the package; in a checkout they
+# live at the top, next to scanwatch/.
+BPF_DIR = _PKG / "bpf" if (_PKG / "bpf").is_dir() else _PKG.parent / "bpf"
 HEADER = BPF_DIR / "scanwatch.h"
 PROGRAM = BPF_DIR / "sentry.bpf.c"
 

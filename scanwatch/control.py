@@ -56,7 +56,10 @@ class Server:
             gid = grp.getgrnam(self.group).gr_gid
         except KeyError:
             return  # no such group: the socket stays root-only
-        os.chown(self.path, 0, gid)
+        try:
+            os.chown(self.path, 0, gid)
+        except OSError:
+            return  # no CAP_CHOWN for that group (a hardened unit): stay root-only
         os.chmod(self.path, 0o660)
 
     def _serve(self):

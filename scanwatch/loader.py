@@ -21,7 +21,8 @@ def load(cflags, timeout=120):
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "scanwatch.loader", str(child.fileno()), *cflags],
+            # -P: the installed package, never a scanwatch/ in the current directory
+            [sys.executable, "-P", "-m", "scanwatch.loader", str(child.fileno()), *cflags],
             pass_fds=[child.fileno()], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL)
         child.close()

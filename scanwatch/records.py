@@ -382,13 +382,25 @@ class _SyslogHandler(logging.handlers.SysLogHandler):
         return "notice" if levelName == "INFO" else super().mapPriority(levelName)
 
 
+def _stderr_is_journal():
+    """Under systemd stderr already goes to the journal, as /dev/log does: log once."""
+    want = os.environ.get("JOURNAL_STREAM")
+    if not want or not os.path.exists("/dev/log"):
+        return False
+    try:
+        st = os.fstat(2)
+    except OSError:
+        return False
+    return want == f"{st.st_dev}:{st.st_ino}"
+
+
 def make_logger(name="scanwatch", syslog=True, stream="stderr", ident="scanwatch",
                 syslog_socket="/dev/log"):
     """Logger writing each message unchanged to syslog (daemon, `scanwatch[pid]:`) when
     the socket exists, and to `stream` (default: sys.stderr at call time; None for no
     stream) after a timestamp. Safe to call again: earlier handlers are replaced."""
     if stream == "stderr":
-        stream = sys.stderr
+        stream = None if syslog and _stderr_is_journal() else sys.stderr
     logger = logging.getLogger(name)
     for h in list(logger.handlers):
         if getattr(h, "_scanwatch", False):

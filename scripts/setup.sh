@@ -1,6 +1,9 @@
 #!/bin/bash
 # scanwatch setup: idempotent; run as root on Debian/Ubuntu.
 #   1. installs the Debian packages that are missing (apt-get update only then)
+#      (vagrant, vagrant-libvirt, shellcheck and systemd only for CI's checks of the
+#      Vagrantfile, shell scripts and unit file; `systemd-analyze verify` needs no
+#      running systemd, `vagrant validate` no hypervisor)
 #   2. makes sure bcc finds kernel headers for the running kernel
 #   3. creates .venv (from /usr/bin/python3, with system site packages, so that
 #      the Debian-packaged bcc and nftables bindings are importable) and runs
@@ -86,7 +89,7 @@ proc_pids() {
 }
 
 stop_service() {  # stop_service SERVICE PROCESS-NAME
-    local svc=$1 proc=$2 i
+    local svc=$1 proc=$2 i pids
     [ -n "$(proc_pids "$proc")" ] || return 0
     if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
         systemctl stop "$svc" >>"$LOG" 2>&1 || true
@@ -97,7 +100,8 @@ stop_service() {  # stop_service SERVICE PROCESS-NAME
     for i in 1 2 3 4 5 6 7 8 9 10; do
         [ -n "$(proc_pids "$proc")" ] || break
         if [ "$i" = 3 ]; then
-            kill $(proc_pids "$proc") >>"$LOG" 2>&1 || true
+            mapfile -t pids < <(proc_pids "$proc")
+            kill "${pids[@]}" >>"$LOG" 2>&1 || true
         fi
         sleep 0.5
     done
@@ -108,12 +112,15 @@ stop_service() {  # stop_service SERVICE PROCESS-NAME
 }
 
 # --- 1. Debian packages ----------------------------------------------------
-command -v dpkg-query >/dev/null && command -v apt-get >/dev/null \
-    || die "this script needs a Debian or Ubuntu system (dpkg and apt-get)"
+if ! command -v dpkg-query >/dev/null || ! command -v apt-get >/dev/null; then
+    die "this script needs a Debian or Ubuntu system (dpkg and apt-get)"
+fi
 
 ARCH=$(dpkg --print-architecture)
 PKGS=(python3-bpfcc python3-nftables python3-venv nftables bpftool nmap hping3
-      iproute2 iputils-ping lsof make)
+      iproute2 iputils-ping lsof make
+      vagrant vagrant-libvirt shellcheck systemd   # CI checks: Vagrantfile, scripts, unit
+      python3-setuptools python3-wheel)            # what `make install` builds with
 QUIET_PKGS=(portsentry fail2ban)   # their services must not start
 
 missing=()
@@ -171,14 +178,19 @@ fi
 # --- 2. kernel headers for bcc ----------------------------------------------
 if ! build_ok; then
     need_root "linking kernel headers"
-    amd=$(ls -d /usr/src/linux-headers-*-"$ARCH" 2>/dev/null | sort -V | tail -n 1 || true)
-    [ -n "$amd" ] && [ -f "$amd/Makefile" ] \
-        || die "no headers for kernel $KVER and no /usr/src/linux-headers-*-$ARCH tree to fall back on"
+    amd=$(find /usr/src -mindepth 1 -maxdepth 1 -name "linux-headers-*-$ARCH" 2>/dev/null \
+          | sort -V | tail -n 1 || true)
+    if [ -z "$amd" ] || [ ! -f "$amd/Makefile" ]; then
+        die "no headers for kernel $KVER and no /usr/src/linux-headers-*-$ARCH tree to fall back on"
+    fi
     common=${amd%-"$ARCH"}-common
     if [ ! -d "$common" ]; then
-        common=$(ls -d /usr/src/linux-headers-*-common 2>/dev/null | sort -V | tail -n 1 || true)
+        common=$(find /usr/src -mindepth 1 -maxdepth 1 -name 'linux-headers-*-common' 2>/dev/null \
+                 | sort -V | tail -n 1 || true)
     fi
-    [ -n "$common" ] && [ -d "$common" ] || die "no /usr/src/linux-headers-*-common tree next to $amd"
+    if [ -z "$common" ] || [ ! -d "$common" ]; then
+        die "no /usr/src/linux-headers-*-common tree next to $amd"
+    fi
     for l in build source; do
         if [ -e "$MODDIR/$l" ] && [ ! -L "$MODDIR/$l" ]; then
             die "$MODDIR/$l exists, is not a symlink and is not a usable build tree; fix or remove it"
