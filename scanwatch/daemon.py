@@ -427,7 +427,7 @@ class Daemon:
         live = self._live_blocks()
         self.firewall.setup()
         now = time.time()
-        self.firewall.add_many([(e.addr, int(e.left(now)) + 1 if e.expires else 0) for e in live])
+        self.firewall.add_many(nft_items(live, now))
         self.log.info("adminalert: table inet %s was removed by someone else; restored it "
                       "with %d blocks", self.cfg.NFT_TABLE, len(live))
 
@@ -445,8 +445,7 @@ class Daemon:
             return
         now, mono = time.time(), mono_now()
         if self.nft_on:
-            self.firewall.add_many([(e.addr, int(e.left(now)) + 1 if e.expires else 0)
-                                    for e in live], fresh=True)
+            self.firewall.add_many(nft_items(live, now), fresh=True)
         self.sentry.block_many([(e.addr, mono + e.left(now) if e.expires else None)
                                 for e in live])
         self.log.info("adminalert: restored %d blocks from %s in %.2fs", len(live),
@@ -529,3 +528,9 @@ def probe_writable(directory, mode):
             os.unlink(probe)
     except OSError as err:
         raise SetupError(f"{directory}: not writable: {err.strerror}") from err
+
+
+def nft_items(entries, now):
+    """(addr, seconds left) for nft: the remaining time to the millisecond, never a fresh
+    BLOCK_TIMEOUT and never rounded up past what was left."""
+    return [(e.addr, max(1.0, round(e.left(now), 3)) if e.expires else 0) for e in entries]
