@@ -42,10 +42,6 @@ class MapInfo(C.Structure):  # the head of struct bpf_map_info
                 ("max_entries", u32), ("map_flags", u32), ("name", C.c_char * 16)]
 
 
-class ProgInfo(C.Structure):  # the head of struct bpf_prog_info
-    _fields_ = [("type", u32), ("id", u32), ("tag", C.c_uint8 * 8)]
-
-
 def _bpf(cmd, attr):
     rc = _libc.syscall(NR_BPF, cmd, C.byref(attr), C.sizeof(attr))
     if rc < 0:

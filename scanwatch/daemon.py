@@ -52,6 +52,7 @@ class Daemon:
         self.started = None
         self.file_ignores = []
         self.own = set()
+        self.ignore_list = ignore.IgnoreList()
         self.protected = {}
         self._listening, self._listening_at = {"TCP": set(), "UDP": set()}, -1e9
         self.netwatch = None
@@ -267,11 +268,12 @@ class Daemon:
 
     # --- keeping the kernel's view current ----------------------------------------------
     def is_ignored(self, addr):
-        return addr in ignore.IgnoreList(self.file_ignores, self.own)
+        return addr in self.ignore_list
 
     def _push_ignores(self):
-        lst = ignore.IgnoreList(self.file_ignores, self.own)
-        self.sentry.set_ignored(lst.networks())
+        # Built once per change (not per event): the policy asks it for every report.
+        self.ignore_list = ignore.IgnoreList(self.file_ignores, self.own)
+        self.sentry.set_ignored(self.ignore_list.networks())
 
     def _refresh(self):
         # Never lock the admin out: own addresses, default gateways, DNS resolvers and

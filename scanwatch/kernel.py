@@ -8,7 +8,7 @@ import time
 
 from . import contract as K
 from . import loader
-from .bpfsys import Map, ProgInfo, RingBuffer, obj_info
+from .bpfsys import Map, RingBuffer
 from .errors import KernelError
 from .ignore import from_key, to_key, to_lpm
 from .model import ScanEvent, SourceStats
@@ -48,10 +48,6 @@ class Sentry:
     @property
     def prog_fd(self):
         return self.fds["prog"]
-
-    def prog_id(self):
-        """The kernel's id of the loaded program (for bpftool)."""
-        return obj_info(self.prog_fd, ProgInfo()).id
 
     # --- attachment -----------------------------------------------------------------------
     def attach(self, ifname):
@@ -144,20 +140,6 @@ class Sentry:
         self.maps["blocked"].delete(key)
         self.maps["sources"].delete(key)
 
-    def forget(self, addr):
-        self.maps["sources"].delete(to_key(addr))
-
-    def blocked(self):
-        """Address -> expiry (monotonic seconds) or None, for every live kernel block."""
-        now = mono_now()
-        out = {}
-        for k, v in self.maps["blocked"].items():
-            ns = struct.unpack("<Q", v)[0]
-            exp = ns / 1e9 if ns else None
-            if exp is None or exp > now:
-                out[str(from_key(k))] = exp
-        return out
-
     @staticmethod
     def _source_stats(key, value):
         s = K.Source.from_buffer_copy(value)
@@ -169,9 +151,6 @@ class Sentry:
             distinct=s.distinct, sweep=s.sweep, last_port=s.last_port,
             last_kind=K.KIND_NAMES[min(s.last_kind, K.NKINDS - 1)], flagged=flagged,
             ports=tuple(K.recent_ports(s.recent, s.distinct)))
-
-    def sources(self):
-        return [self._source_stats(k, v) for k, v in self.maps["sources"].items()]
 
     def source(self, addr):
         """One source's kernel row, or None."""
