@@ -15,7 +15,7 @@ from .kernel import Sentry, mono_now
 from .model import ScanEvent
 from .policy import ALREADY, BLOCK, IGNORE, Policy
 from .report import Reporter
-from .state import BlockStore
+from .state import BlockStore, gc_paused
 
 MODES = {"classic": ("tcp", "udp"), "stealth": ("stcp", "sudp"), "advanced": ("atcp", "audp")}
 REFRESH_S = 0.5  # own addresses, gateways and our nft table are checked this often
@@ -437,26 +437,34 @@ class Daemon:
         """Blocks of earlier runs, re-applied with their remaining time in one nft
         transaction and one batched XDP map update."""
         t0 = time.monotonic()
-        loaded = self.store.load()
-        self.policy.restore(loaded)
-        # Only a journal left by a crash is folded into the snapshot here; expired entries
-        # are simply not restored (the snapshot is rewritten at the next clean stop).
-        if os.path.exists(self.store.journal) and os.path.getsize(self.store.journal):
-            self.store.compact(self.policy.blocks.values())
-        live = self._live_blocks()
+        with gc_paused():
+            live = self._restore_blocks()
+        if self.store.skipped:
+            self.log.error("error: %s: %d unreadable records skipped", self.store.journal,
+                           self.store.skipped)
         if not live:
             return
-        now, mono = time.time(), mono_now()
-        if self.nft_on:
-            self.firewall.add_many(nft_items(live, now), fresh=True)
-        self.sentry.block_many([(e.addr, mono + e.left(now) if e.expires else None)
-                                for e in live])
         self.log.info("adminalert: restored %d blocks from %s in %.2fs", len(live),
                       self.store.snapshot, time.monotonic() - t0)
         if len(live) > self.cfg.MAX_BLOCKED:
             self.log.info("adminalert: %d blocks exceed MAX_BLOCKED=%d: the XDP map holds the "
                           "most recent; nftables enforces all of them", len(live),
                           self.cfg.MAX_BLOCKED)
+
+    def _restore_blocks(self):
+        self.policy.restore(self.store.load())
+        # Only a journal left by a crash is folded into the snapshot here; expired entries
+        # are simply not restored (the snapshot is rewritten at the next clean stop).
+        if os.path.exists(self.store.journal) and os.path.getsize(self.store.journal):
+            self.store.compact(self.policy.blocks.values())
+        live = self._live_blocks()
+        if live:
+            now, mono = time.time(), mono_now()
+            if self.nft_on:
+                self.firewall.add_many(nft_items(live, now), fresh=True)
+            self.sentry.block_many([(e.addr, mono + e.left(now) if e.expires else None)
+                                    for e in live])
+        return live
 
     def metrics_snapshot(self):
         with self.lock:
@@ -486,21 +494,25 @@ class Daemon:
     def status(self):
         now, mono = time.time(), mono_now()
         counters = self.sentry.counters()
-        tracked = self.sentry.source_count()
+        # One batched walk of the kernel's sources gives both the count and each
+        # source's first packet; the lock is held only to copy, so a status of 100,000
+        # blocks never stalls detection.
+        firsts = self.sentry.first_seen()
         with self.lock:
-            blocks, logged = [], []
-            for e in sorted(self.policy.blocks.values(), key=lambda b: b.since):
-                row = self.policy.sources.rows.get(e.addr, {})
-                ks = self.sentry.source(e.addr)
-                first = now - (mono - ks.first_mono) if ks else row.get("first", e.since)
-                (blocks if e.level == 1 else logged).append({
-                    "addr": e.addr, "scan_type": e.scan_type, "proto": e.proto,
-                    "port": e.port, "mode": e.mode, "reason": e.reason,
-                    "ports": row.get("ports", e.ports), "first_seen": first, "since": e.since,
-                    "expires": e.expires, "left": e.left(now), "evidence": e.evidence,
-                    "action": {0: "logged", 1: "blocked", 2: "command"}[e.level],
-                    "offences": e.offences})
+            entries = sorted(self.policy.blocks.values(), key=lambda b: b.since)
+            rows = {e.addr: self.policy.sources.rows.get(e.addr) for e in entries}
             watched = {proto: self._watched(proto) for proto in self.modes}
+        blocks, logged = [], []
+        for e in entries:
+            row = rows[e.addr] or {}
+            first_ns = firsts.get(ignore.to_key(e.addr))
+            first = now - (mono - first_ns / 1e9) if first_ns else row.get("first", e.since)
+            (blocks if e.level == 1 else logged).append({
+                "addr": e.addr, "scan_type": e.scan_type, "proto": e.proto,
+                "port": e.port, "mode": e.mode, "reason": e.reason,
+                "ports": row.get("ports", e.ports), "first_seen": first, "since": e.since,
+                "expires": e.expires, "left": e.left(now), "evidence": e.evidence,
+                "action": LEVEL_NAMES[e.level], "offences": e.offences})
         return {
             "running": True, "pid": os.getpid(), "since": self.started,
             "config": self.cfg.path or "(embedded defaults)",
@@ -510,7 +522,7 @@ class Daemon:
             "scan_trigger": self.cfg.SCAN_TRIGGER, "nft_table": f"inet {self.cfg.NFT_TABLE}",
             "packets": {k: counters[k] for k in ("SYN/Normal", "FIN", "NULL", "XMAS",
                                                  "Unknown Type", "UDP")},
-            "counters": counters, "sources_tracked": tracked, "blocked": blocks,
+            "counters": counters, "sources_tracked": len(firsts), "blocked": blocks,
             "logged": logged,  # reported under BLOCK_*=0 or 2: recorded, not blocked
             "protected": {k: sorted(map(str, v)) for k, v in self.protected.items()},
         }
@@ -531,6 +543,9 @@ def probe_writable(directory, mode):
             os.unlink(probe)
     except OSError as err:
         raise SetupError(f"{directory}: not writable: {err.strerror}") from err
+
+
+LEVEL_NAMES = {0: "logged", 1: "blocked", 2: "command"}
 
 
 def nft_items(entries, now):

@@ -11,9 +11,11 @@ import ipaddress
 import json
 import math
 import re
+import socket
 import threading
 
 from .errors import FirewallError
+from .ignore import MAPPED_PREFIX, fast_key
 
 _TABLE_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
 SET4, SET6 = "blocked4", "blocked6"
@@ -29,6 +31,13 @@ def _table(name):
 def _addr(addr):
     """(set name, canonical text) for an address. A v4-mapped v6 address is the IPv4
     host as a dual-stack socket reports it; its packets arrive as IPv4, so blocked4."""
+    key = fast_key(addr)  # plain address text: the cheap path, same answer
+    if key is not None:
+        if key[:12] == MAPPED_PREFIX:
+            return SET4, socket.inet_ntop(socket.AF_INET, key[12:])
+        text = socket.inet_ntop(socket.AF_INET6, key)
+        if "." not in text:  # glibc writes ::a.b.c.d for v4-compatible; ipaddress never does
+            return SET6, text
     if not isinstance(addr, (str, ipaddress.IPv4Address, ipaddress.IPv6Address)):
         # ip_address() would turn an int into an address; that is never meant here.
         raise FirewallError(f"invalid address: {addr!r}")

@@ -1,5 +1,6 @@
 """PortSentry's ignore file (one address or CIDR a line, `#` comments), IPv4 and IPv6."""
 import ipaddress
+import socket
 
 from .config import read_text, split_lines
 from .errors import ConfigError
@@ -15,8 +16,30 @@ def canonical(addr):
     return addr
 
 
+MAPPED_PREFIX = b"\0" * 10 + b"\xff\xff"
+
+
+def fast_key(text):
+    """The 16-byte kernel form of a plain address string, or None for anything else
+    (zone ids, spaces, non-strings): inet_pton is strict and about 5x cheaper than
+    ipaddress, which matters when 100,000 saved blocks are restored at start."""
+    if type(text) is not str:
+        return None
+    try:
+        return MAPPED_PREFIX + socket.inet_pton(socket.AF_INET, text)
+    except OSError:
+        pass
+    try:
+        return socket.inet_pton(socket.AF_INET6, text)
+    except OSError:
+        return None
+
+
 def to_key(addr):
     """Address -> the 16-byte kernel form (IPv4 as ::ffff:a.b.c.d)."""
+    key = fast_key(addr)
+    if key is not None:
+        return key
     addr = ipaddress.ip_address(addr)
     if addr.version == 4:
         return b"\0" * 10 + b"\xff\xff" + addr.packed

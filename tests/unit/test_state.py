@@ -47,7 +47,8 @@ def test_compact_empties_the_journal_and_files_are_private(tmp_path):
     store.add(entry("192.0.2.1"))
     store.compact([entry("192.0.2.1")])
     assert (tmp_path / "blocks.journal").read_bytes() == b""
-    assert json.loads((tmp_path / "blocks.json").read_text())[0]["addr"] == "192.0.2.1"
+    snap = json.loads((tmp_path / "blocks.json").read_text())
+    assert snap["version"] == 2 and snap["rows"][0][snap["fields"].index("addr")] == "192.0.2.1"
     for name in ("blocks.json", "blocks.journal"):
         assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o600
 
@@ -82,3 +83,74 @@ def test_a_garbled_snapshot_is_one_clear_error(tmp_path):
 
 def test_missing_files_are_an_empty_table(tmp_path):
     assert BlockStore(tmp_path).load() == []
+
+
+def test_snapshot_round_trip_keeps_every_field(tmp_path):
+    e = entry("2001:db8::9", expires=None, ports=["1/tcp", "7/udp"], host="h.example",
+              evidence="connect", level=2, offences=4)
+    BlockStore(tmp_path).compact([e, entry("192.0.2.1")])
+    got = {x.addr: x for x in BlockStore(tmp_path).load()}
+    assert got["2001:db8::9"] == e and got["192.0.2.1"] == entry("192.0.2.1")
+
+
+def test_a_version_1_snapshot_is_still_read(tmp_path):
+    """Version 1 was a list of dicts; fields it lacked take their defaults."""
+    row = {"addr": "192.0.2.5", "since": 1.0, "expires": 5.0, "scan_type": "FIN",
+           "proto": "TCP", "port": 9, "mode": "stcp", "reason": "sweep", "ports": ["9/tcp"]}
+    (tmp_path / "blocks.json").write_text(json.dumps([row]))
+    [e] = BlockStore(tmp_path).load()
+    assert (e.addr, e.scan_type, e.ports, e.level, e.offences) == ("192.0.2.5", "FIN",
+                                                                   ["9/tcp"], 1, 1)
+
+
+def test_fields_are_matched_by_name(tmp_path):
+    """A snapshot with its fields in another order and one unknown field (a later
+    version's) loads; one lacking a required field is an error naming the block."""
+    fields = ["since", "addr", "expires", "scan_type", "proto", "port", "mode", "reason",
+              "future"]
+    rows = [[1.0, "192.0.2.6", None, "SYN/Normal", "TCP", 1, "stcp", "tripwire", "x"]]
+    (tmp_path / "blocks.json").write_text(json.dumps(
+        {"format": "scanwatch-blocks", "version": 2, "fields": fields, "rows": rows}))
+    [e] = BlockStore(tmp_path).load()
+    assert (e.addr, e.since, e.expires, e.ports) == ("192.0.2.6", 1.0, None, [])
+    (tmp_path / "blocks.json").write_text(json.dumps(
+        {"format": "scanwatch-blocks", "version": 2, "fields": fields[1:], "rows": rows}))
+    with pytest.raises(StateError, match=r"blocks.json: block 1: not a block record"):
+        BlockStore(tmp_path).load()
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"addr": "192.0.2.300"}, "bad address"),
+    ({"addr": 7}, "bad address"),
+    ({"since": "yesterday"}, "bad since/expires"),
+    ({"expires": [1]}, "bad since/expires"),
+    ({"port": "22"}, "bad port, level or offences"),
+    ({"level": 5}, "bad port, level or offences"),
+])
+def test_a_bad_snapshot_block_is_one_clear_error(tmp_path, bad, message):
+    good = entry("192.0.2.1").record()
+    (tmp_path / "blocks.json").write_text(json.dumps([good, {**good, **bad}]))
+    with pytest.raises(StateError, match=rf"blocks.json: block 2: {message}"):
+        BlockStore(tmp_path).load()
+
+
+def test_other_json_is_not_a_block_table(tmp_path):
+    (tmp_path / "blocks.json").write_text('{"rows": []}')
+    with pytest.raises(StateError, match="not a scanwatch block table"):
+        BlockStore(tmp_path).load()
+    (tmp_path / "blocks.json").write_text(
+        '{"format": "scanwatch-blocks", "version": 9, "fields": [], "rows": []}')
+    with pytest.raises(StateError, match="version 9, this scanwatch reads 2"):
+        BlockStore(tmp_path).load()
+
+
+def test_a_bad_journal_record_is_skipped_and_counted(tmp_path):
+    store = BlockStore(tmp_path)
+    store.add(entry("192.0.2.1"))
+    store.close()
+    with open(tmp_path / "blocks.journal", "a") as fh:
+        fh.write(json.dumps({"op": "add", "entry": {"addr": "nonsense"}}) + "\n")
+        fh.write(json.dumps({"op": "add", "entry": entry("192.0.2.2").record()}) + "\n")
+    store = BlockStore(tmp_path)
+    assert sorted(e.addr for e in store.load()) == ["192.0.2.1", "192.0.2.2"]
+    assert store.skipped == 1
