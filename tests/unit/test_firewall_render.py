@@ -2,6 +2,7 @@
 import ipaddress
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from scanwatch import firewall as fw
 from scanwatch.errors import FirewallError
@@ -180,3 +181,42 @@ def test_error_text_condensed():
 def test_module_imports_without_bindings_and_firewall_is_lazy():
     f = fw.Firewall()
     assert f.table == "scanwatch" and f._nft is None
+
+
+def _slow_addr(text):
+    """What _addr meant before its inet_pton fast path: ipaddress all the way."""
+    ip = ipaddress.ip_address(text.strip())
+    if ip.version == 6 and ip.scope_id:
+        return None
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ("blocked4" if ip.version == 4 else "blocked6"), str(ip)
+
+
+_ADDR_TEXT = st.one_of(
+    st.ip_addresses().map(str),
+    st.ip_addresses(v=6).map(lambda a: a.exploded),                    # long forms
+    st.ip_addresses(v=4).map(lambda a: f"::ffff:{a}"),                 # v4-mapped
+    st.ip_addresses(v=4).map(lambda a: f"::{a}"),                      # v4-compatible
+    st.ip_addresses(v=6).map(lambda a: str(a).upper()),
+    st.text(alphabet="0123456789abcdef:.% ", max_size=45),             # near misses
+)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_ADDR_TEXT)
+def test_the_fast_address_path_agrees_with_ipaddress(text):
+    try:
+        want = _slow_addr(text)
+    except ValueError:
+        want = None
+    try:
+        got = fw._addr(text)
+    except FirewallError:
+        got = None
+    assert got == want
+    if want is not None:
+        from scanwatch.ignore import to_key
+        packed = ipaddress.ip_address(want[1]).packed
+        assert to_key(text.strip()) == (b"\0" * 10 + b"\xff\xff" + packed if len(packed) == 4
+                                else packed)
