@@ -41,6 +41,8 @@
 #define SW_EV_HIT     1  /* a tripwire port was probed, below the trigger or with blocking off */
 #define SW_EV_TRIGGER 2  /* tripwire hits crossed SCAN_TRIGGER for this protocol */
 #define SW_EV_SWEEP   3  /* distinct closed ports crossed SWEEP_PORTS within SWEEP_WINDOW */
+#define SW_EV_PERSIST 4  /* a blocked source kept probing: persist_probes dropped in this block
+			  * (again at each power of two). A spoofed source never sends twice. */
 
 /* Event and source flags. */
 #define SW_F_KBLOCKED   0x01  /* the kernel put the source in `blocked` itself */
@@ -57,7 +59,7 @@ struct sw_config {
 	__u32 sweep_ports;       /* 0: sweep detector off */
 	__u8 watch[2];           /* per protocol: a mode is running */
 	__u8 kblock[2];          /* per protocol: the kernel blocks a triggering source itself */
-	__u32 pad;
+	__u32 persist_probes;    /* SW_EV_PERSIST at this many probes dropped in one block; 0 = off */
 };
 
 /* Source addresses are 16 bytes; IPv4 is stored mapped (::ffff:a.b.c.d). */
@@ -93,7 +95,8 @@ struct sw_source {
 	__u8 last_kind;
 	__u8 last_tcp_flags;
 	__u8 flags;                      /* SW_F_FLAG_*, SW_F_BLOCKED */
-	__u8 pad[7];
+	__u8 pad[3];
+	__u32 dropped;                   /* probes dropped since the current block began */
 };
 
 struct sw_event {

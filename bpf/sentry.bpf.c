@@ -24,6 +24,9 @@
 #ifndef SW_RINGBUF_PAGES
 #define SW_RINGBUF_PAGES 64
 #endif
+#ifndef SW_ALERT_PAGES
+#define SW_ALERT_PAGES 8
+#endif
 
 #define TH_FIN 0x01
 #define TH_SYN 0x02
@@ -39,6 +42,9 @@ BPF_LPM_TRIE(ignored, struct sw_lpm_key, __u8, SW_MAX_IGNORE);
 BPF_TABLE("lru_hash", struct sw_addr, struct sw_source, sources, SW_MAX_SOURCES);
 BPF_TABLE("lru_hash", struct sw_addr, struct sw_block, blocked, SW_MAX_BLOCKED);
 BPF_RINGBUF_OUTPUT(events, SW_RINGBUF_PAGES);
+/* SW_EV_PERSIST only: a spoofed flood fills `events`, never this one, so a real scanner
+ * that keeps probing through the flood is still heard. */
+BPF_RINGBUF_OUTPUT(alerts, SW_ALERT_PAGES);
 
 struct vlan_hdr_sw {
 	__be16 tci;
@@ -254,7 +260,8 @@ static __always_inline int bloom_add(struct sw_source *s, __u8 proto, __u16 port
 static __always_inline void emit(struct probe *p, struct sw_source *s, __u8 reason, __u8 flags,
 				 __u64 now)
 {
-	struct sw_event *ev = events.ringbuf_reserve(sizeof(*ev));
+	struct sw_event *ev = reason == SW_EV_PERSIST ? alerts.ringbuf_reserve(sizeof(*ev))
+						      : events.ringbuf_reserve(sizeof(*ev));
 	if (!ev) {
 		count(SW_CNT_LOST);
 		return;
@@ -272,7 +279,10 @@ static __always_inline void emit(struct probe *p, struct sw_source *s, __u8 reas
 	ev->pad = 0;
 	ev->distinct = s->distinct;
 	__builtin_memcpy(ev->recent, s->recent, sizeof(ev->recent));
-	events.ringbuf_submit(ev, 0);
+	if (reason == SW_EV_PERSIST)
+		alerts.ringbuf_submit(ev, 0);
+	else
+		events.ringbuf_submit(ev, 0);
 }
 
 int xdp_sentry(struct xdp_md *ctx)
@@ -304,6 +314,12 @@ int xdp_sentry(struct xdp_md *ctx)
 	if (s && (s->flags & SW_F_BLOCKED)) {
 		if (s->block_ns == 0 || bpf_ktime_get_ns() < s->block_ns) {
 			count(SW_CNT_DROPPED);
+			/* Userspace learns that this source is real (it matters when a spoofed
+			 * flood used up the block rate and it was not reported): at persist_probes
+			 * drops, then at each power of two, in case a flood filled the ring. */
+			__u32 d = ++s->dropped, at = cfg->persist_probes;
+			if (at && (d == at || (d > at && !(d & (d - 1)))))
+				emit(&p, s, SW_EV_PERSIST, SW_F_KBLOCKED, bpf_ktime_get_ns());
 			return XDP_DROP;
 		}
 		s->flags &= ~SW_F_BLOCKED;
@@ -405,6 +421,7 @@ int xdp_sentry(struct xdp_md *ctx)
 			blocked.update(&p.src, &b);
 			s->flags |= SW_F_BLOCKED;
 			s->block_ns = b.expires_ns;
+			s->dropped = 0;
 			count(SW_CNT_KBLOCKS);
 			evflags = SW_F_KBLOCKED;
 			drop = 1;  /* the triggering probe itself gets no answer */

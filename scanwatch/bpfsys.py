@@ -193,15 +193,6 @@ class RingBuffer:
         self.prod = mmap.mmap(fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ,
                               offset=page)
         self.page = page
-        self.ep = select.epoll()
-        self.ep.register(fd, select.EPOLLIN)
-
-    def poll(self, timeout_ms):
-        try:
-            self.ep.poll(timeout_ms / 1000.0)
-        except InterruptedError:
-            pass
-        self.consume()
 
     def consume(self, limit=256):
         """Hand at most `limit` records to the callback, so a flood of events cannot keep
@@ -225,6 +216,29 @@ class RingBuffer:
         return n
 
     def close(self):
-        self.ep.close()
         self.cons.close()
         self.prod.close()
+
+
+class RingSet:
+    """Ring buffers behind one epoll, each drained in turn on every wakeup (at most
+    consume()'s limit from each), so a flood in one never starves the others."""
+
+    def __init__(self, rings):
+        self.rings = rings
+        self.ep = select.epoll()
+        for ring in rings:
+            self.ep.register(ring.fd, select.EPOLLIN)
+
+    def poll(self, timeout_ms):
+        try:
+            self.ep.poll(timeout_ms / 1000.0)
+        except InterruptedError:
+            pass
+        for ring in self.rings:
+            ring.consume()
+
+    def close(self):
+        self.ep.close()
+        for ring in self.rings:
+            ring.close()

@@ -28,7 +28,7 @@ NCOUNTERS = 13
 COUNTER_NAMES = KIND_NAMES + ("dropped", "ignored", "events_lost", "malformed",
                               "tripwire", "kernel_blocks", "packets")
 
-EV_HIT, EV_TRIGGER, EV_SWEEP = 1, 2, 3
+EV_HIT, EV_TRIGGER, EV_SWEEP, EV_PERSIST = 1, 2, 3, 4
 F_KBLOCKED, F_IPOPTS, F_FLAG_TCP, F_FLAG_UDP, F_BLOCKED = 0x01, 0x02, 0x04, 0x08, 0x10
 
 
@@ -40,7 +40,7 @@ class Config(C.Structure):
         ("sweep_ports", C.c_uint32),
         ("watch", C.c_uint8 * 2),
         ("kblock", C.c_uint8 * 2),
-        ("pad", C.c_uint32),
+        ("persist_probes", C.c_uint32),
     ]
 
 
@@ -74,7 +74,8 @@ class Source(C.Structure):
         ("last_kind", C.c_uint8),
         ("last_tcp_flags", C.c_uint8),
         ("flags", C.c_uint8),
-        ("pad", C.c_uint8 * 7),
+        ("pad", C.c_uint8 * 3),
+        ("dropped", C.c_uint32),
     ]
 
 

@@ -1,5 +1,4 @@
 """`scanwatch run`: wire the XDP sentry, the policy and the outputs together."""
-import collections
 import os
 import signal
 import threading
@@ -13,12 +12,15 @@ from .firewall import Firewall
 from .hostsdeny import HostsDeny
 from .kernel import Sentry, mono_now
 from .model import ScanEvent
-from .policy import ALREADY, BLOCK, IGNORE, Policy
+from .policy import ALREADY, BLOCK, IGNORE, BlockBudget, Policy, proven
 from .report import Reporter
 from .state import BlockStore, gc_paused
 
 MODES = {"classic": ("tcp", "udp"), "stealth": ("stcp", "sudp"), "advanced": ("atcp", "audp")}
 REFRESH_S = 0.5  # own addresses, gateways and our nft table are checked this often
+# A blocked source that sends this many more probes is real (EV_PERSIST): nmap sends far
+# more; a spoofed flood sends one packet per address.
+PERSIST_PROBES = 3
 # Settings a running daemon cannot take over on SIGHUP.
 RESTART_KEYS = ("INTERFACES", "STATE_DIR", "RUN_DIR", "NFT_TABLE", "MAX_SOURCES", "MAX_BLOCKED",
                 "HISTORY_FILE", "BLOCKED_FILE", "HOSTS_DENY_FILE", "TCP_PORTS", "UDP_PORTS",
@@ -64,7 +66,7 @@ class Daemon:
             os.path.join(cfg.STATE_DIR, "events.jsonl"), self.log)
         self.overrides = dict(overrides or {})  # command-line settings, kept across SIGHUP
         self.reload_wanted = False
-        self.recent_blocks = collections.deque()  # times of recent full blocks (BLOCK_RATE)
+        self.budget = BlockBudget(cfg.BLOCK_RATE)
         self.capped = 0  # sources blocked in XDP only since the last summary
         self.policy = Policy(is_ignored=self.is_ignored, modes=self.modes)
         self._apply_policy_settings()
@@ -170,7 +172,8 @@ class Daemon:
             scan_trigger=cfg.SCAN_TRIGGER, sweep_ports=cfg.SWEEP_PORTS,
             sweep_window=cfg.SWEEP_WINDOW, block_timeout=cfg.BLOCK_TIMEOUT,
             watch_tcp=self.raw("TCP"), watch_udp=self.raw("UDP"),
-            kblock_tcp=kblock and cfg.BLOCK_TCP == 1, kblock_udp=kblock and cfg.BLOCK_UDP == 1)
+            kblock_tcp=kblock and cfg.BLOCK_TCP == 1, kblock_udp=kblock and cfg.BLOCK_UDP == 1,
+            persist_probes=PERSIST_PROBES)
 
     def run(self):
         """Poll the ring buffer until SIGTERM/SIGINT; returns the exit status."""
@@ -238,6 +241,7 @@ class Daemon:
         p.block_levels = {"TCP": cfg.BLOCK_TCP, "UDP": cfg.BLOCK_UDP}
         p.block_timeout, p.timeout_max = cfg.BLOCK_TIMEOUT, cfg.BLOCK_TIMEOUT_MAX
         p.repeat_window = cfg.REPEAT_WINDOW
+        self.budget.per_minute = cfg.BLOCK_RATE
 
     def shutdown(self):
         if self.metrics is not None:
@@ -315,8 +319,10 @@ class Daemon:
             if ev.kernel_blocked:  # the ignore list changed under the kernel's feet
                 self.sentry.unblock(addr)
             return
+        if ev.reason == "persist" and d.action == ALREADY:
+            return  # a reported block doing its job; the drop counters show it
         if d.action != ALREADY and d.block is not None:
-            if self._over_rate(d.block):
+            if self._over_rate(d.block, ev):
                 return
         extra = {}
         if d.action == BLOCK and not self.dry_run:
@@ -343,16 +349,13 @@ class Daemon:
             self.unblock(str(addr))
             self.log.info("adminalert: %s has an SSH session to this host: block lifted", addr)
 
-    def _over_rate(self, entry):
+    def _over_rate(self, entry, ev):
         """BLOCK_RATE: past it (a spoofed flood), a source is blocked in XDP only, with
-        its expiry, and counted for a summary instead of filling nft, hosts.deny and logs."""
-        now = time.monotonic()
-        while self.recent_blocks and now - self.recent_blocks[0] > 60:
-            self.recent_blocks.popleft()
-        if len(self.recent_blocks) < self.cfg.BLOCK_RATE:
-            self.recent_blocks.append(now)
+        its expiry, and counted for a summary instead of filling nft, hosts.deny and logs.
+        If it then proves real (EV_PERSIST), it is reported in full from a second budget."""
+        if self.budget.take(proven(ev)):
             return False
-        self.policy.unblock(entry.addr)
+        self.policy.withdraw(entry.addr)
         if entry.level == 1 and not self.dry_run:
             secs = entry.seconds()
             self.sentry.block(entry.addr, mono_now() + secs if secs else None)
@@ -362,7 +365,8 @@ class Daemon:
     def _summarise_cap(self):
         if self.capped:
             self.log.info("adminalert: block rate cap (BLOCK_RATE=%d/min) reached: %d more "
-                          "sources blocked in XDP only, not logged one by one",
+                          "sources blocked in XDP only, not logged one by one (any that "
+                          "keeps probing is reported in full)",
                           self.cfg.BLOCK_RATE, self.capped)
             self.reporter.note({"type": "summary", "capped_blocks": self.capped})
             self.capped = 0

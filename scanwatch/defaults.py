@@ -80,7 +80,9 @@ SETTINGS = (
             "Seconds after a block ends during which a new block counts as a repeat."),
     Setting("BLOCK_RATE", "int", "120",
             "Blocks written to nftables, hosts.deny and commands per minute at most; beyond "
-            "it (a spoofed flood) sources are blocked in XDP only and summarised."),
+            "it (a spoofed flood) sources are blocked in XDP only and summarised. Sources "
+            "that prove real (they keep probing, or completed a handshake) have a second "
+            "budget of the same size, so a flood cannot hide them."),
     Setting("HOSTS_DENY_MAX", "int", "1000",
             "Most hosts.deny lines scanwatch keeps at once; beyond it, it adds none."),
     Setting("LOG_RATE", "int", "50",

@@ -8,12 +8,13 @@ import time
 
 from . import contract as K
 from . import loader
-from .bpfsys import Map, RingBuffer
+from .bpfsys import Map, RingBuffer, RingSet
 from .errors import KernelError
 from .ignore import from_key, to_key, to_lpm
 from .model import ScanEvent, SourceStats
 
-REASONS = {K.EV_HIT: "hit", K.EV_TRIGGER: "trigger", K.EV_SWEEP: "sweep"}
+REASONS = {K.EV_HIT: "hit", K.EV_TRIGGER: "trigger", K.EV_SWEEP: "sweep",
+           K.EV_PERSIST: "persist"}
 XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE = 1 << 1, 1 << 2
 
 
@@ -85,7 +86,7 @@ class Sentry:
 
     # --- parameters -----------------------------------------------------------------------
     def configure(self, *, scan_trigger, sweep_ports, sweep_window, block_timeout,
-                  watch_tcp, watch_udp, kblock_tcp, kblock_udp):
+                  watch_tcp, watch_udp, kblock_tcp, kblock_udp, persist_probes=0):
         cfg = K.Config()
         cfg.sweep_window_ns = int(sweep_window * 1e9)
         cfg.block_timeout_ns = int(block_timeout * 1e9)
@@ -93,6 +94,7 @@ class Sentry:
         cfg.sweep_ports = sweep_ports
         cfg.watch[:] = (int(watch_tcp), int(watch_udp))
         cfg.kblock[:] = (int(kblock_tcp), int(kblock_udp))
+        cfg.persist_probes = persist_probes
         self.maps["config"].update(_u32(0), bytes(cfg))
 
     def set_watched(self, proto, ports):
@@ -124,6 +126,8 @@ class Sentry:
         raw = self.maps["sources"].lookup(key)
         if raw is not None:
             src = K.Source.from_buffer_copy(raw)
+            if not src.flags & K.F_BLOCKED:
+                src.dropped = 0  # a new block: count its drops afresh (EV_PERSIST)
             src.flags |= K.F_BLOCKED
             src.block_ns = ns
             self.maps["sources"].update(key, bytes(src))
@@ -173,10 +177,13 @@ class Sentry:
 
     # --- events ---------------------------------------------------------------------------
     def open_events(self, handler):
-        """Call handler(ScanEvent) for each ring-buffer record during poll()."""
-        events = self.maps["events"]
-        self.ring = RingBuffer(events.fd, events.max_entries,
-                               lambda raw: handler(decode_event(raw)))
+        """Call handler(ScanEvent) for each ring-buffer record during poll(). `events`
+        first: a source's trigger there comes before its EV_PERSIST in `alerts`, unless
+        a flood queued or lost it."""
+        def ring(name):
+            m = self.maps[name]
+            return RingBuffer(m.fd, m.max_entries, lambda raw: handler(decode_event(raw)))
+        self.ring = RingSet([ring("events"), ring("alerts")])
 
     def poll(self, timeout_ms):
         self.ring.poll(timeout_ms)

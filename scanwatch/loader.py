@@ -13,7 +13,7 @@ import sys
 from . import contract as K
 from .errors import KernelError
 
-MAPS = ("config", "watched", "counters", "ignored", "sources", "blocked", "events")
+MAPS = ("config", "watched", "counters", "ignored", "sources", "blocked", "events", "alerts")
 
 
 def load(cflags, timeout=120):

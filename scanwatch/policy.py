@@ -5,7 +5,7 @@ each report means under PortSentry's rules (SCAN_TRIGGER, BLOCK_TCP/BLOCK_UDP, t
 ignore list) and keeps the table of blocks with their expiry.
 """
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 from .ignore import canonical
@@ -122,6 +122,17 @@ class Policy:
     def unblock(self, addr):
         return self.blocks.pop(str(canonical(addr)), None)
 
+    def withdraw(self, addr):
+        """Take back a block that was decided but not carried out (over BLOCK_RATE): if
+        the source comes back it is judged afresh, and this time is not counted as a
+        repeat offence (its repeat window then runs from this decision)."""
+        key = str(canonical(addr))
+        count, ended = self.offenders.pop(key, (1, None))
+        if count > 1:
+            self.offenders[key] = (count - 1, ended)
+        return self.blocks.pop(key, None)
+
+
     def restore(self, entries):
         """Take back blocks saved by an earlier run; returns those still in force."""
         now = self.clock()
@@ -130,3 +141,33 @@ class Policy:
             self.blocks[e.addr] = e
             self.offenders[e.addr] = (e.offences, e.expires or now)
         return alive
+
+
+def proven(ev):
+    """True when the event shows a real source, not a spoofed one: a completed TCP
+    handshake, or a source probing on after it was caught (dropped probes counted by the
+    kernel, or tripwire hits after its block ended). A spoofed flood sends one packet
+    per made-up address, so it never shows either."""
+    return ev.evidence == "connect" or (
+        ev.evidence == "stealth" and ev.reason in ("hit", "persist"))
+
+
+class BlockBudget:
+    """BLOCK_RATE: full blocks (nftables, hosts.deny, log lines, commands) per minute.
+    Proven sources (see proven()) may also spend a second budget of the same size, so
+    a spoofed flood that spends the first cannot hide a real scanner behind it."""
+
+    def __init__(self, per_minute, clock=time.monotonic):
+        self.per_minute = per_minute
+        self.clock = clock
+        self.spent = (deque(), deque())  # times of blocks: anyone's, proven sources'
+
+    def take(self, proven_source):
+        now = self.clock()
+        for spent in self.spent[:2 if proven_source else 1]:
+            while spent and now - spent[0] > 60:
+                spent.popleft()
+            if len(spent) < self.per_minute:
+                spent.append(now)
+                return True
+        return False

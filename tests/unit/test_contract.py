@@ -217,7 +217,7 @@ def test_decode_v6_udp_hit():
 
 
 @pytest.mark.parametrize("reason,name", [(K.EV_HIT, "hit"), (K.EV_TRIGGER, "trigger"),
-                                         (K.EV_SWEEP, "sweep")])
+                                         (K.EV_SWEEP, "sweep"), (K.EV_PERSIST, "persist")])
 def test_decode_reasons(reason, name):
     from scanwatch.kernel import decode_event
     assert decode_event(_event("192.0.2.1", reason=reason)).reason == name

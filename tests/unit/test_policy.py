@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from scanwatch.model import BlockEntry, ScanEvent
-from scanwatch.policy import (ALERT, ALREADY, BLOCK, IGNORE, QUIET, RUN, Decision, Policy,
-                              SourceTable)
+from scanwatch.policy import (ALERT, ALREADY, BLOCK, IGNORE, QUIET, RUN, BlockBudget, Decision,
+                              Policy, SourceTable, proven)
 
 T0 = 1_700_000_000.0
 A = "192.0.2.7"
@@ -28,13 +28,14 @@ class FakeClock:
 
 
 def event(addr=A, *, proto="TCP", port=31337, kind=None, reason="trigger", tripwire=1,
-          sweep=0, ports=None, mono=100.0):
+          sweep=0, ports=None, mono=100.0, evidence="stealth"):
     if kind is None:
         kind = "UDP" if proto == "UDP" else "SYN/Normal"
     if ports is None:
         ports = ((proto, port),)
     return ScanEvent(addr=ipaddress.ip_address(addr), mono=mono, proto=proto, port=port,
-                     kind=kind, reason=reason, tripwire=tripwire, sweep=sweep, ports=ports)
+                     kind=kind, reason=reason, tripwire=tripwire, sweep=sweep, ports=ports,
+                     evidence=evidence)
 
 
 def policy(clock=None, **kw):
@@ -401,3 +402,61 @@ def test_policy_notes_sources():
     assert row["first"] == T0 and row["last"] == T0 + 3
     assert row["ports"] == ["1/tcp", "11/tcp"]
     assert p.blocks[A].ports == ["1/tcp", "11/tcp"]
+
+
+# --- BLOCK_RATE: withdrawn blocks, proven sources, the two budgets ----------------------
+
+def test_a_withdrawn_block_is_judged_afresh_and_is_no_repeat_offence():
+    clock = FakeClock()
+    p = policy(clock, block_timeout=60, repeat_window=1000)
+    first = p.on_event(event(A)).block
+    assert p.withdraw(A) == first and A not in p.blocks
+    # It comes back (EV_PERSIST): blocked now, still as a first offence.
+    again = p.on_event(event(A, reason="persist"))
+    assert again.action == BLOCK and (again.block.offences, again.block.seconds()) == (1, 60)
+    # A real repeat after that block ends still doubles.
+    clock.advance(60)
+    p.expire()
+    assert p.on_event(event(A)).block.offences == 2
+
+
+def test_withdrawing_a_repeat_offence_keeps_the_earlier_ones():
+    clock = FakeClock()
+    p = policy(clock, block_timeout=60, repeat_window=1000)
+    clock.advance(p.on_event(event(A)).block.seconds())
+    p.expire()
+    assert p.on_event(event(A)).block.offences == 2
+    p.withdraw(A)
+    assert p.on_event(event(A, reason="persist")).block.offences == 2
+    assert p.withdraw("192.0.2.200") is None  # never seen: nothing to take back
+
+
+@pytest.mark.parametrize("reason, evidence, real", [
+    ("trigger", "stealth", False),   # one probe: could be spoofed
+    ("sweep", "stealth", False),
+    ("persist", "stealth", True),    # probed on after the kernel blocked it
+    ("hit", "stealth", True),        # probed on after its block ended
+    ("hit", "connect", True),        # completed a TCP handshake (classic -tcp)
+    ("hit", "datagram", False),      # a UDP datagram (classic -udp) proves nothing
+])
+def test_proven_sources(reason, evidence, real):
+    assert proven(event(reason=reason, evidence=evidence)) is real
+
+
+def test_block_budget_per_minute_with_a_second_budget_for_proven_sources():
+    now = [0.0]
+    b = BlockBudget(3, clock=lambda: now[0])
+    assert [b.take(False) for _ in range(4)] == [True, True, True, False]
+    # The flood spent the first budget; proven sources still get theirs.
+    assert [b.take(True) for _ in range(4)] == [True, True, True, False]
+    assert not b.take(False)
+    now[0] = 60.5  # a minute later both refill
+    assert b.take(False) and b.take(True)
+    b.per_minute = 0  # BLOCK_RATE=0 (SIGHUP can change it): nothing is written in full
+    assert not b.take(True)
+
+
+def test_proven_sources_spend_the_first_budget_while_it_lasts():
+    b = BlockBudget(2, clock=lambda: 0.0)
+    assert b.take(True) and b.take(True)
+    assert len(b.spent[0]) == 2 and not b.spent[1]
