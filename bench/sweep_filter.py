@@ -8,7 +8,6 @@ Run: .venv/bin/python bench/sweep_filter.py
 """
 import ctypes
 import random
-import statistics
 import sys
 
 sys.path.insert(0, __import__("os").path.dirname(__file__) + "/..")

@@ -123,20 +123,29 @@ class Map:
             yield prev
 
     def items(self):
-        """Every (key, value); one batched syscall per 4096 entries where the kernel can."""
+        """Every (key, value); one batched syscall per 4096 entries where the kernel can.
+        A generator: a walk of a full 65,536-entry map never holds more than a batch."""
         try:
-            return list(self._items_batch())
-        except OSError as err:
-            if err.errno not in (errno.EINVAL, 524):  # 524: the kernel's ENOTSUPP
-                raise
-        out = []
+            for n, kraw, vraw in self._batches():
+                ks, vs = self.key_size, self.value_size
+                for i in range(n):
+                    yield kraw[i * ks:(i + 1) * ks], vraw[i * vs:(i + 1) * vs]
+            return
+        except _NoBatch:
+            pass
         for k in self.keys():
             v = self.lookup(k)
             if v is not None:
-                out.append((k, v))
-        return out
+                yield k, v
 
-    def _items_batch(self, chunk=4096):
+    def count(self):
+        """Entries in use, by the same batched walk, without copying them out."""
+        try:
+            return sum(n for n, _k, _v in self._batches())
+        except _NoBatch:
+            return sum(1 for _ in self.keys())
+
+    def _batches(self, chunk=4096):
         keys = C.create_string_buffer(self.key_size * chunk)
         values = C.create_string_buffer(self.value_size * chunk)
         token_in = C.create_string_buffer(max(self.key_size, 8))
@@ -149,13 +158,15 @@ class Map:
             try:
                 _bpf(MAP_LOOKUP_BATCH, attr)
             except OSError as err:
+                if first and err.errno in (errno.EINVAL, 524):  # 524: the kernel's ENOTSUPP
+                    raise _NoBatch() from err
                 if err.errno != errno.ENOENT:
                     raise
                 done = True  # the last (possibly partial) batch
-            n, ks, vs = attr.count, self.key_size, self.value_size
-            kraw, vraw = keys.raw, values.raw  # .raw copies the buffer: once per batch
-            for i in range(n):
-                yield kraw[i * ks:(i + 1) * ks], vraw[i * vs:(i + 1) * vs]
+            n = attr.count
+            if n:
+                yield n, C.string_at(keys, n * self.key_size), \
+                    C.string_at(values, n * self.value_size)
             if done or n == 0:
                 return
             C.memmove(token_in, token_out, C.sizeof(token_in))
@@ -180,6 +191,10 @@ class Map:
             raw = self.lookup(struct.pack("<I", i)) or b""
             out.append(sum(struct.unpack(f"<{len(raw) // 8}Q", raw)))
         return out
+
+
+class _NoBatch(Exception):
+    """The kernel has no batched lookup for this map type."""
 
 
 class RingBuffer:

@@ -5,16 +5,16 @@ import threading
 import time
 
 from . import config as configmod
-from . import control, ignore, netinfo, records
+from . import control, ignore, netinfo, records, status
 from .classic import ClassicListener
-from .errors import ConfigError, ScanwatchError, SetupError
+from .errors import ConfigError, ScanwatchError
 from .firewall import Firewall
 from .hostsdeny import HostsDeny
 from .kernel import Sentry, mono_now
 from .model import ScanEvent
 from .policy import ALREADY, BLOCK, IGNORE, BlockBudget, Policy, proven
 from .report import Reporter
-from .state import BlockStore, gc_paused
+from .state import BlockStore, gc_paused, probe_writable
 
 MODES = {"classic": ("tcp", "udp"), "stealth": ("stcp", "sudp"), "advanced": ("atcp", "audp")}
 REFRESH_S = 0.5  # own addresses, gateways and our nft table are checked this often
@@ -120,7 +120,8 @@ class Daemon:
         if cfg.METRICS_LISTEN:
             from .metrics import MetricsServer
             try:
-                self.metrics = MetricsServer(cfg.METRICS_LISTEN, self.metrics_snapshot)
+                self.metrics = MetricsServer(cfg.METRICS_LISTEN,
+                                             lambda: status.metrics(self))
             except BaseException:
                 self.shutdown()
                 raise
@@ -152,18 +153,6 @@ class Daemon:
         if kind:
             return cfg.TCP_PORTS if proto == "TCP" else cfg.UDP_PORTS
         return ()
-
-    def _watched(self, proto):
-        """Port counts for status: configured traps, those a service holds, those watched."""
-        if self.kinds[proto] == "classic":
-            configured = self.cfg.TCP_PORTS if proto == "TCP" else self.cfg.UDP_PORTS
-            bound = self.trap_ports(proto)  # the ports our own sockets hold
-            return {"mode": self.modes[proto], "configured": len(configured),
-                    "in_use": len(configured) - len(bound), "watched": len(bound)}
-        traps = set(self.trap_ports(proto))
-        in_use = len(traps & self.listening()[proto])
-        return {"mode": self.modes[proto], "configured": len(traps), "in_use": in_use,
-                "watched": len(traps) - in_use}
 
     def _configure_kernel(self):
         cfg = self.cfg
@@ -470,16 +459,6 @@ class Daemon:
                                     for e in live])
         return live
 
-    def metrics_snapshot(self):
-        with self.lock:
-            active = sum(1 for e in self.policy.blocks.values() if e.level == 1)
-        t = os.times()
-        return {"counters": self.sentry.counters(), "map_fill": self.sentry.map_fill(),
-                "blocks_active": active, "blocks_total": self.blocks_total,
-                "queue_dropped": self.reporter.worker.dropped,
-                "suppressed": self.reporter.suppressed_total,
-                "cpu_seconds": t.user + t.system}
-
     # --- status ---------------------------------------------------------------------------
     def handle_request(self, req):
         cmd = req.get("cmd")
@@ -488,68 +467,12 @@ class Daemon:
         if self.started is None:
             return {"error": "scanwatch is still starting (compiling and attaching the XDP program)"}
         if cmd == "status":
-            return self.status()
+            return status.status(self)
         if cmd == "unblock":
             return {"ok": True, "was_blocked": self.unblock(req["addr"])}
         if cmd == "flush":
             return {"ok": True, "flushed": self.flush()}
         return {"error": f"unknown command {cmd!r}"}
-
-    def status(self):
-        now, mono = time.time(), mono_now()
-        counters = self.sentry.counters()
-        # One batched walk of the kernel's sources gives both the count and each
-        # source's first packet; the lock is held only to copy, so a status of 100,000
-        # blocks never stalls detection.
-        firsts = self.sentry.first_seen()
-        with self.lock:
-            entries = sorted(self.policy.blocks.values(), key=lambda b: b.since)
-            rows = {e.addr: self.policy.sources.rows.get(e.addr) for e in entries}
-            watched = {proto: self._watched(proto) for proto in self.modes}
-        blocks, logged = [], []
-        for e in entries:
-            row = rows[e.addr] or {}
-            first_ns = firsts.get(ignore.to_key(e.addr))
-            first = now - (mono - first_ns / 1e9) if first_ns else row.get("first", e.since)
-            (blocks if e.level == 1 else logged).append({
-                "addr": e.addr, "scan_type": e.scan_type, "proto": e.proto,
-                "port": e.port, "mode": e.mode, "reason": e.reason,
-                "ports": row.get("ports", e.ports), "first_seen": first, "since": e.since,
-                "expires": e.expires, "left": e.left(now), "evidence": e.evidence,
-                "action": LEVEL_NAMES[e.level], "offences": e.offences})
-        return {
-            "running": True, "pid": os.getpid(), "since": self.started,
-            "config": self.cfg.path or "(embedded defaults)",
-            "modes": list(self.modes.values()), "dry_run": self.dry_run,
-            "interfaces": dict(self.sentry.attached), "watched": watched,
-            "sweep": {"ports": self.cfg.SWEEP_PORTS, "window": self.cfg.SWEEP_WINDOW},
-            "scan_trigger": self.cfg.SCAN_TRIGGER, "nft_table": f"inet {self.cfg.NFT_TABLE}",
-            "packets": {k: counters[k] for k in ("SYN/Normal", "FIN", "NULL", "XMAS",
-                                                 "Unknown Type", "UDP")},
-            "counters": counters, "sources_tracked": len(firsts), "blocked": blocks,
-            "logged": logged,  # reported under BLOCK_*=0 or 2: recorded, not blocked
-            "protected": {k: sorted(map(str, v)) for k, v in self.protected.items()},
-        }
-
-
-def probe_writable(directory, mode):
-    """Create the directory if needed and prove a file can be written there, so a
-    read-only or full disk is one error line before anything is attached or changed."""
-    try:
-        os.makedirs(directory, mode=mode, exist_ok=True)
-        probe = os.path.join(directory, f".scanwatch-probe-{os.getpid()}")
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            os.write(fd, b"x" * 4096)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-            os.unlink(probe)
-    except OSError as err:
-        raise SetupError(f"{directory}: not writable: {err.strerror}") from err
-
-
-LEVEL_NAMES = {0: "logged", 1: "blocked", 2: "command"}
 
 
 def nft_items(entries, now):

@@ -162,14 +162,21 @@ class Sentry:
         value = self.maps["sources"].lookup(key)
         return None if value is None else self._source_stats(key, value)
 
-    def first_seen(self):
-        """{16-byte key: first packet, CLOCK_MONOTONIC ns} of every source, one walk."""
+    def source_walk(self, wanted=()):
+        """(sources in the map, {key: first packet in CLOCK_MONOTONIC ns} for the keys
+        in `wanted`): one batched walk that holds one batch at a time, so status during
+        a flood that fills the map costs no memory spike."""
         first, at = struct.Struct("<Q").unpack_from, K.Source.first_ns.offset
-        return {key: first(value, at)[0] for key, value in self.maps["sources"].items()}
+        n, firsts = 0, {}
+        for key, value in self.maps["sources"].items():
+            n += 1
+            if key in wanted:
+                firsts[key] = first(value, at)[0]
+        return n, firsts
 
     def map_fill(self):
         """Entries in use per bounded map, for status and metrics."""
-        return {name: (len(self.maps[name].items()), self.maps[name].max_entries)
+        return {name: (self.maps[name].count(), self.maps[name].max_entries)
                 for name in ("sources", "blocked")}
 
     def counters(self):

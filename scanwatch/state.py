@@ -11,7 +11,7 @@ import gc
 import json
 import os
 
-from .errors import StateError
+from .errors import SetupError, StateError
 from .ignore import fast_key
 from .model import BLOCK_FIELDS, BlockEntry
 
@@ -247,3 +247,20 @@ def _read_journal(path):
             if isinstance(row, dict):
                 rows.append(row)
     return rows
+
+
+def probe_writable(directory, mode):
+    """Create the directory if needed and prove a file can be written there, so a
+    read-only or full disk is one error line before anything is attached or changed."""
+    try:
+        os.makedirs(directory, mode=mode, exist_ok=True)
+        probe = os.path.join(directory, f".scanwatch-probe-{os.getpid()}")
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, b"x" * 4096)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as err:
+        raise SetupError(f"{directory}: not writable: {err.strerror}") from err

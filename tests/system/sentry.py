@@ -134,6 +134,18 @@ class SentryProcess:
         return self.proc.returncode
 
 
+def wait_for(pred, timeout=5.0, what="condition", step=0.05):
+    """pred()'s first true value, polled every `step` seconds; fails after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not true within {timeout}s")
+        time.sleep(step)
+
+
 def nmap(lab, *args, v6=False, timeout=120):
     target = lab.target_ip6 if v6 else lab.target_ip4
     argv = ["nmap", "-n", "-Pn", "-T5", "--max-retries", "0", *(("-6",) if v6 else ()), *args,

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from sentry import SCANWATCH, SentryProcess, connect, listen, nmap
+from sentry import SCANWATCH, SentryProcess, connect, listen, nmap, wait_for
 
 DEBIAN_CONF = Path("/etc/portsentry/portsentry.conf")
 F2B_FILTER = Path("/etc/fail2ban/filter.d/portsentry.conf")
@@ -45,17 +45,6 @@ def require(path, what):
 
 def conf(**settings):
     return "".join(f'{k}="{v}"\n' for k, v in settings.items())
-
-
-def wait_for(pred, timeout=5.0, what="condition", interval=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not true within {timeout}s")
-        time.sleep(interval)
 
 
 def history_re(host, addr, proto="TCP"):
@@ -298,7 +287,7 @@ def test_hung_kill_run_cmd_never_delays_detection(lab, web, tmp_path):
                 wait_for(lambda: sw.log().count(f"for {ip} was killed by signal 9") == n,
                          what=f"command {n} end logged")
             log = sw.log()
-            assert f'adminalert: ERROR: command "echo ' in log and "exec sleep 100" in log, log
+            assert 'adminalert: ERROR: command "echo ' in log and "exec sleep 100" in log, log
             assert len(alert_re(ip, ip).findall(log)) == 2, log
             assert sw.proc.poll() is None and sw.status()["running"]
         finally:
@@ -452,7 +441,7 @@ def test_resolve_host_dead_dns_never_delays_the_block(lab, web):
             # one SYN to a tripwire; the kernel drops it, the client gives up after 0.3 s
             assert not connect(lab, lab.target_ip4, 1, timeout=0.3)
             wait_for(lambda: ip in sw.nft_set(4), timeout=1.5, what="nft element",
-                     interval=0.02)
+                     step=0.02)
             blocked_after = time.monotonic() - t0
             assert not connect(lab, lab.target_ip4, web, timeout=0.3)
             sw.wait_log("TCP SYN/Normal scan from host", timeout=6)

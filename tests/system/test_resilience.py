@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from rawsend import checksum
-from sentry import SCANWATCH, SentryProcess, connect, listen, nmap
+from sentry import SCANWATCH, SentryProcess, connect, listen, nmap, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 HISTORY_RE = re.compile(r"^(\d+) - \d\d/\d\d/\d{4} \d\d:\d\d:\d\d Host: (\S+)/(\S+) Port: (\d+) "
@@ -329,15 +329,13 @@ def history_rows(text):
     return rows, bad
 
 
-def wait_for(cond, timeout, step=0.05, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached in {timeout}s")
-        time.sleep(step)
+def scan_both(lab, sw):
+    """nmap the target from the scanner's IPv4 and IPv6 addresses; wait until both are
+    in the history file."""
+    nmap(lab, "-sS", "-p", "1-40")
+    nmap(lab, "-sS", "-p", "1-40", v6=True)
+    for addr in (lab.scanner_ip4, lab.scanner_ip6):
+        sw.wait_history(addr)
 
 
 # --- 1. restart --------------------------------------------------------------------------------
@@ -346,10 +344,7 @@ def test_restart_keeps_blocks_with_their_remaining_time(lab, web, workdir):
     v4, v6 = lab.scanner_ip4, lab.scanner_ip6
     sw = Sentry(lab, workdir)
     try:
-        nmap(lab, "-sS", "-p", "1-40")
-        nmap(lab, "-sS", "-p", "1-40", v6=True)
-        sw.wait_history(v4)
-        sw.wait_history(v6)
+        scan_both(lab, sw)
         before = nft_all(lab)
         assert set(before) == {v4, v6}, before
         left_before = {b["addr"]: b["left"] for b in sw.status()["blocked"]}
@@ -595,10 +590,7 @@ def test_flushed_ruleset_and_deleted_table_come_back_within_a_second(lab, web, w
     v4, v6 = lab.scanner_ip4, lab.scanner_ip6
     sw = Sentry(lab, workdir)
     try:
-        nmap(lab, "-sS", "-p", "1-40")
-        nmap(lab, "-sS", "-p", "1-40", v6=True)
-        sw.wait_history(v4)
-        sw.wait_history(v6)
+        scan_both(lab, sw)
         rng = random.Random()
         times = []
         # Random phase against the daemon's checks, then "right after a check" (the worst
