@@ -895,7 +895,7 @@ class TestSpoofedFlood:
 
     def test_memory_and_maps_stay_bounded(self, flooded):
         r = flooded
-        assert r["hwm_kb"] < 128 * 1024
+        assert r["hwm_kb"] < 80 * 1024  # 57 MB measured; 126 MB when status copied whole maps
         assert r["sources_map"][0] <= r["sources_map"][1]
         assert r["blocked_map"][0] <= r["blocked_map"][1]
         assert r["sources_map"][0] > r["sources_map"][1] // 2, "the flood did not fill the map"
