@@ -8,7 +8,7 @@ from . import config as configmod
 from . import control, ignore, netinfo, records, status
 from .classic import ClassicListener
 from .errors import ConfigError, ScanwatchError
-from .firewall import Firewall
+from .firewall import Firewall, RulesetMonitor
 from .hostsdeny import HostsDeny
 from .kernel import Sentry, mono_now
 from .model import ScanEvent
@@ -75,6 +75,7 @@ class Daemon:
                                  command_timeout=cfg.COMMAND_TIMEOUT)
         self.server = control.Server(cfg.RUN_DIR, self.handle_request, cfg.CONTROL_GROUP)
         self.metrics = None
+        self.ruleset_monitor = None
         self.blocks_total = 0
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -127,6 +128,8 @@ class Daemon:
                 raise
             self.metrics.start()
         self.started = time.time()
+        if self.nft_on:
+            self._watch_ruleset()
         self._write_pid()
         ifs = ", ".join(f"{n} ({m})" for n, m in self.sentry.attached.items())
         self.log.info("adminalert: scanwatch %s is now active on %s%s",
@@ -233,6 +236,8 @@ class Daemon:
         self.budget.per_minute = cfg.BLOCK_RATE
 
     def shutdown(self):
+        if self.ruleset_monitor is not None:
+            self.ruleset_monitor.stop()
         if self.metrics is not None:
             self.metrics.stop()
             self.metrics = None
@@ -276,8 +281,29 @@ class Daemon:
         if own != self.own:
             self.own = own
             self._push_ignores()
-        if self.nft_on and self.started and not self.firewall.exists():
+        self._check_table()
+
+    def _check_table(self):
+        if self.nft_on and self.started and not self.firewall.intact():
             self._restore_table()
+
+    def _watch_ruleset(self):
+        """Put our table back the moment anyone removes part of it (nftables' netlink
+        notifications); the check every REFRESH_S stays as the fallback."""
+        def lost(err):
+            self.log.error("error: %s; checking every %.1fs instead", err, REFRESH_S)
+        try:
+            self.ruleset_monitor = RulesetMonitor()
+        except ScanwatchError as err:
+            return lost(err)
+        self.ruleset_monitor.start(self._on_ruleset_removal, lost)
+
+    def _on_ruleset_removal(self):
+        with self.lock:
+            try:
+                self._check_table()
+            except ScanwatchError as err:  # e.g. nft refused: the next check retries
+                self.log.error("error: %s", err)
 
     def listening(self):
         """Ports with a socket, for status only: the XDP program asks the socket table
@@ -418,13 +444,14 @@ class Daemon:
                 if e.level == 1 and (e.expires is None or e.expires > now)]
 
     def _restore_table(self):
-        """Another tool flushed the ruleset or deleted our table: put it back as it was."""
+        """Another tool flushed the ruleset or deleted (part of) our table: put it back
+        as it was."""
         live = self._live_blocks()
         self.firewall.setup()
         now = time.time()
         self.firewall.add_many(nft_items(live, now))
-        self.log.info("adminalert: table inet %s was removed by someone else; restored it "
-                      "with %d blocks", self.cfg.NFT_TABLE, len(live))
+        self.log.info("adminalert: table inet %s was removed or changed by someone else; "
+                      "restored it with %d blocks", self.cfg.NFT_TABLE, len(live))
 
     def _restore(self):
         """Blocks of earlier runs, re-applied with their remaining time in one nft

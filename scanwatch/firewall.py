@@ -7,11 +7,13 @@ text run through libnftables: one cmd() is one netlink transaction, which keeps 
 far below a millisecond and makes add_many() atomic. render_* are pure functions, so
 the exact commands are unit-tested without root or the bindings.
 """
+import errno
 import ipaddress
 import json
 import math
 import re
 import socket
+import struct
 import threading
 
 from .errors import FirewallError
@@ -276,5 +278,97 @@ class Firewall:
         objs = self._run("list tables inet", json_out=True)
         return any(o.get("table", {}).get("name") == self.table for o in objs)
 
+    def intact(self):
+        """Our table is there with both sets and the input chain's two drop rules (a
+        terse listing: set contents are not read)."""
+        try:
+            objs = self._run(f"list table inet {self.table}", json_out=True, terse=True)
+        except FirewallError as err:
+            if _ENOENT in str(err):
+                return False
+            raise
+        kinds = {}
+        for obj in objs:
+            for kind, body in obj.items():
+                kinds.setdefault(kind, []).append(body)
+        sets = {b.get("name") for b in kinds.get("set", ())}
+        chains = {b.get("name") for b in kinds.get("chain", ())}
+        rules = [b for b in kinds.get("rule", ()) if b.get("chain") == "input"]
+        return {SET4, SET6} <= sets and "input" in chains and len(rules) >= 2
+
     def delete_table(self):
         self._run(render_delete_table(self.table))
+
+
+# nftables' netlink notifications, the messages `nft monitor` prints.
+NETLINK_NETFILTER, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP = 12, 270, 1
+NFNLGRP_NFTABLES, NFNL_SUBSYS_NFTABLES = 7, 10
+# NFT_MSG_DELTABLE, DELCHAIN, DELRULE, DELSET: what takes a block away. Element changes
+# (our own adds, timeouts) are not among them, so blocking never wakes the monitor.
+_REMOVALS = frozenset(NFNL_SUBSYS_NFTABLES << 8 | m for m in (2, 5, 8, 11))
+
+
+class RulesetMonitor:
+    """A subscription to the ruleset's change notifications in this network namespace:
+    wait() says when any table, chain, rule or set was deleted, by anyone."""
+
+    def __init__(self):
+        try:
+            self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+                                      NETLINK_NETFILTER)
+            self.sock.bind((0, 0))
+            self.sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, NFNLGRP_NFTABLES)
+        except OSError as err:
+            raise FirewallError(f"cannot watch the nftables ruleset: {err.strerror}") from err
+
+    def wait(self, timeout):
+        """True when a removal was announced, or when notifications were lost (the
+        socket overflowed: anything may have happened); False after `timeout` seconds
+        or for other changes."""
+        self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(1 << 16)
+        except (socket.timeout, InterruptedError):
+            return False
+        except OSError as err:
+            if err.errno == errno.ENOBUFS:
+                return True
+            raise FirewallError(f"nftables monitor: {err.strerror}") from err
+        return removal_announced(data)
+
+    def start(self, on_removal, on_error):
+        """From a thread of its own until stop(): on_removal() after each announced
+        removal; on_error(FirewallError) if the subscription breaks (then it ends)."""
+        self._stopped = False
+        threading.Thread(target=self._loop, args=(on_removal, on_error), name="nft-monitor",
+                         daemon=True).start()
+
+    def stop(self):
+        self._stopped = True  # the thread sees it within wait()'s 1 s timeout
+
+    def _loop(self, on_removal, on_error):
+        try:
+            while not self._stopped:
+                try:
+                    removed = self.wait(1.0)
+                except FirewallError as err:
+                    if not self._stopped:
+                        on_error(err)
+                    return
+                if removed and not self._stopped:
+                    on_removal()
+        finally:
+            self.sock.close()
+
+
+def removal_announced(data):
+    """Whether a buffer of netlink messages holds a table/chain/rule/set deletion."""
+    off = 0
+    while off + 16 <= len(data):
+        length, kind = struct.unpack_from("=IH", data, off)
+        if kind in _REMOVALS:
+            return True
+        if length < 16:
+            break
+        off += (length + 3) & ~3
+    return False

@@ -237,13 +237,13 @@ def test_flushed_ruleset_is_restored_with_the_blocks(lab):
     with SentryProcess(lab) as sw:
         nmap(lab, "-sS", "-p", "1-40")
         sw.wait_block_event()
+        # No look at the empty set in between: the netlink monitor restores it in ~20 ms.
         assert lab.run(lab.target_ns, "nft", "flush", "ruleset").returncode == 0
-        assert sw.nft_set(4) == []
         deadline = time.monotonic() + 2.5
         while lab.scanner_ip4 not in sw.nft_set(4):
             assert time.monotonic() < deadline, sw.log()
             time.sleep(0.1)
-        assert "was removed by someone else; restored it with 1 blocks" in sw.log()
+        assert "was removed or changed by someone else; restored it with 1 blocks" in sw.log()
         rules = lab.run(lab.target_ns, "nft", "list", "chain", "inet", "scanwatch", "input").stdout
         assert "@blocked4" in rules and "@blocked6" in rules
 

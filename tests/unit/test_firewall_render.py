@@ -1,5 +1,6 @@
 """Exact nft commands rendered by scanwatch.firewall (no root, no bindings needed)."""
 import ipaddress
+import struct
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -220,3 +221,31 @@ def test_the_fast_address_path_agrees_with_ipaddress(text):
         packed = ipaddress.ip_address(want[1]).packed
         assert to_key(text.strip()) == (b"\0" * 10 + b"\xff\xff" + packed if len(packed) == 4
                                 else packed)
+
+
+def _nlmsg(kind, payload=b"\0" * 4):
+    length = 16 + len(payload)
+    return struct.pack("=IHHII", length, kind, 0, 1, 0) + payload + b"\0" * (-length % 4)
+
+
+NFT = 10 << 8  # NFNL_SUBSYS_NFTABLES
+
+
+@pytest.mark.parametrize("kinds, removed", [
+    ([NFT | 2], True),                 # NFT_MSG_DELTABLE
+    ([NFT | 0, NFT | 5], True),        # NEWTABLE, then DELCHAIN
+    ([NFT | 8], True),                 # DELRULE (`nft flush chain`)
+    ([NFT | 11], True),                # DELSET
+    ([NFT | 12, NFT | 14], False),     # NEWSETELEM, DELSETELEM: blocks come and go
+    ([NFT | 0, NFT | 3, NFT | 6], False),
+    ([2], False),                      # not an nftables message
+])
+def test_removal_announced(kinds, removed):
+    data = b"".join(_nlmsg(k, b"\0" * (4 + 3 * i)) for i, k in enumerate(kinds))
+    assert fw.removal_announced(data) is removed
+
+
+def test_removal_announced_stops_at_a_broken_length():
+    bad = struct.pack("=IHHII", 3, NFT | 0, 0, 1, 0)  # length below the header
+    assert not fw.removal_announced(bad + _nlmsg(NFT | 2))
+    assert not fw.removal_announced(b"") and not fw.removal_announced(b"\x01" * 10)
