@@ -142,6 +142,9 @@ def format_status(st, now=None):
     blocked = st["blocked"]
     lines.append(f"blocked:     {len(blocked)} host{'s' if len(blocked) != 1 else ''} "
                  f"in {st['nft_table']}")
+    if st.get("capped_total"):
+        lines.append(f"             + {st['capped_total']} in XDP only since the start: "
+                     "BLOCK_RATE was reached (a spoofed flood?)")
     lines += _host_table(blocked)
     logged = st.get("logged", [])
     if logged:

@@ -68,6 +68,7 @@ class Daemon:
         self.reload_wanted = False
         self.budget = BlockBudget(cfg.BLOCK_RATE)
         self.capped = 0  # sources blocked in XDP only since the last summary
+        self.capped_total = 0
         self.policy = Policy(is_ignored=self.is_ignored, modes=self.modes)
         self._apply_policy_settings()
         self.store = BlockStore(cfg.STATE_DIR)
@@ -375,6 +376,7 @@ class Daemon:
             secs = entry.seconds()
             self.sentry.block(entry.addr, mono_now() + secs if secs else None)
         self.capped += 1
+        self.capped_total += 1
         return True
 
     def _summarise_cap(self):

@@ -54,6 +54,9 @@ def render(snap):
     metric("blocks_active", "gauge", "Hosts blocked now.", [({}, snap["blocks_active"])])
     metric("blocks_total", "counter", "Blocks made since the daemon started.",
            [({}, snap["blocks_total"])])
+    metric("capped_blocks_total", "counter", "Sources blocked in XDP only, without a log "
+           "line or an nft element, because BLOCK_RATE was reached (a spoofed flood).",
+           [({}, snap["capped_total"])])
     metric("process_cpu_seconds_total", "counter", "CPU time of the daemon process.",
            [({}, round(snap["cpu_seconds"], 3))])
     metric("up", "gauge", "1 while the daemon runs.", [({}, 1)])

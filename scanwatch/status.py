@@ -42,6 +42,7 @@ def status(d):
         "packets": {k: counters[k] for k in ("SYN/Normal", "FIN", "NULL", "XMAS",
                                              "Unknown Type", "UDP")},
         "counters": counters, "sources_tracked": tracked, "blocked": blocks,
+        "capped_total": d.capped_total,  # blocked in XDP only: BLOCK_RATE was reached
         "logged": logged,  # reported under BLOCK_*=0 or 2: recorded, not blocked
         "protected": {k: sorted(map(str, v)) for k, v in d.protected.items()},
     }
@@ -67,6 +68,7 @@ def metrics(d):
     t = os.times()
     return {"counters": d.sentry.counters(), "map_fill": d.sentry.map_fill(),
             "blocks_active": active, "blocks_total": d.blocks_total,
+            "capped_total": d.capped_total,
             "queue_dropped": d.reporter.worker.dropped,
             "suppressed": d.reporter.suppressed_total,
             "cpu_seconds": t.user + t.system}

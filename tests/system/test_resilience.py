@@ -833,6 +833,7 @@ def flooded():
                 took, st = timed_status(sw, 10)
                 r["status_after_s"].append(took)
                 r["counters"] = st["counters"]
+                r["capped_total"] = st["capped_total"]
                 r["mid_scanner_listed"] = lab.scanner_ip6 in {b["addr"] for b in st["blocked"]}
                 r["hwm_kb"] = sw.vmhwm_kb()
                 r["log"] = sw.log().splitlines()
@@ -920,6 +921,7 @@ class TestSpoofedFlood:
         capped = [int(re.search(r"reached: (\d+) more", l).group(1))
                   for l in r["log"] if "block rate cap (BLOCK_RATE=120/min) reached" in l]
         assert capped and sum(capped) > 1000
+        assert sum(capped) == r["capped_total"], "status and the summaries disagree"
         assert len(r["log"]) < 8 * FLOOD_RATE + 100, "one log line per packet?"
 
     def test_a_real_scan_right_after_the_flood_is_still_blocked(self, flooded):

@@ -23,6 +23,7 @@ def test_metrics_endpoint_scraped_and_parsed(lab):
         assert samples[("scanwatch_probes_total", (("type", "SYN/Normal"),))] >= 1
         assert samples[("scanwatch_blocks_active", ())] == 1
         assert samples[("scanwatch_blocks_total", ())] == 1
+        assert samples[("scanwatch_capped_blocks_total", ())] == 0
         assert samples[("scanwatch_kernel_blocks_total", ())] == 1
         assert samples[("scanwatch_sources_tracked", ())] >= 1
         assert samples[("scanwatch_kernel_map_capacity", (("map", "sources"),))] == 65536

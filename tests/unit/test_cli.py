@@ -396,6 +396,14 @@ def test_format_status(utc):
     assert row4.index("XMAS") == header.index("TYPE") == row6.index("UDP ")
 
 
+def test_format_status_counts_the_sources_blocked_in_xdp_only(utc):
+    assert "XDP only" not in cli.format_status(status_dict(capped_total=0), now=NOW)
+    lines = cli.format_status(status_dict(capped_total=4711), now=NOW).splitlines()
+    at = lines.index("blocked:     2 hosts in inet scanwatch")
+    assert lines[at + 1] == ("             + 4711 in XDP only since the start: BLOCK_RATE was "
+                             "reached (a spoofed flood?)")
+
+
 def test_format_status_nothing_blocked(utc):
     text = cli.format_status(status_dict(blocked=[], interfaces={}, dry_run=True,
                                          sweep={"ports": 0, "window": 5}, modes=["stcp"]),
