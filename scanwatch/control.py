@@ -77,7 +77,7 @@ class Server:
             conn.settimeout(5)
             try:
                 line = conn.makefile("rb").readline(65536)
-                reply = self.handler(json.loads(line or b"{}"))
+                reply = self.handler(parse_request(line))
             except Exception as err:  # a bad request must never kill the daemon
                 reply = {"error": str(err)}
             try:
@@ -124,3 +124,16 @@ def request(run_dir, message, timeout=5.0):
     if "error" in reply:
         raise StateError(f"daemon: {reply['error']}")
     return reply
+
+
+def parse_request(line):
+    """One request line -> a dict with a string "cmd"; ValueError says what is wrong."""
+    try:
+        req = json.loads(line or b"{}")
+    except ValueError as err:
+        raise ValueError(f"not a JSON request ({err})") from err
+    if not isinstance(req, dict):
+        raise ValueError('a request is a JSON object such as {"cmd": "status"}')
+    if not isinstance(req.get("cmd"), str):
+        raise ValueError('a request needs "cmd": "status", "unblock" or "flush"')
+    return req

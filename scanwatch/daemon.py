@@ -498,6 +498,8 @@ class Daemon:
         if cmd == "status":
             return status.status(self)
         if cmd == "unblock":
+            if not isinstance(req.get("addr"), str):
+                return {"error": 'unblock needs "addr": an IPv4 or IPv6 address'}
             return {"ok": True, "was_blocked": self.unblock(req["addr"])}
         if cmd == "flush":
             return {"ok": True, "flushed": self.flush()}

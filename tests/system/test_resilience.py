@@ -1374,6 +1374,8 @@ class TestControlSocket:
         reply = raw_exchange(path, data)
         figure("malformed request", f"{data[:40]!r}{'...' if len(data) > 40 else ''} -> {reply[:120]!r}")
         assert reply.endswith(b"\n") and "error" in json.loads(reply), reply
+        err = json.loads(reply)["error"]
+        assert "has no attribute" not in err and err != "'addr'", "Python internals leak: " + err
         assert controlled.proc.poll() is None
         assert controlled.request({"cmd": "ping"})["ok"]
         assert controlled.request({"cmd": "status"})["running"]
