@@ -198,7 +198,7 @@ class _NoBatch(Exception):
 
 
 class RingBuffer:
-    """Consumer side of a BPF_MAP_TYPE_RINGBUF: mmap'd positions and data, epoll wakeups."""
+    """Consumer side of a BPF_MAP_TYPE_RINGBUF: mmap'd positions and data (RingSet waits)."""
 
     def __init__(self, fd, size, callback):
         page = mmap.PAGESIZE

@@ -406,6 +406,8 @@ class Daemon:
             self.store.remove(entry.addr)
             self.log.info("adminalert: block of %s expired", entry.addr)
             self.reporter.note({"type": "expire", "addr": entry.addr})
+        if self.store.journal_full():
+            self.store.compact(self.policy.blocks.values())
 
     def _lift(self, addr):
         """Undo a block everywhere; one failing place does not keep the others blocked."""

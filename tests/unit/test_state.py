@@ -154,3 +154,18 @@ def test_a_bad_journal_record_is_skipped_and_counted(tmp_path):
     store = BlockStore(tmp_path)
     assert sorted(e.addr for e in store.load()) == ["192.0.2.1", "192.0.2.2"]
     assert store.skipped == 1
+
+
+def test_the_journal_is_full_after_journal_max_records_until_compacted(tmp_path, monkeypatch):
+    from scanwatch import state
+    monkeypatch.setattr(state, "JOURNAL_MAX", 3)
+    store = BlockStore(tmp_path)
+    store.add(entry("192.0.2.1"))
+    store.add(entry("192.0.2.2"))
+    assert not store.journal_full()
+    store.remove("192.0.2.1")
+    assert store.journal_full()
+    kept = BlockStore(tmp_path).load()
+    store.compact(kept)
+    assert not store.journal_full() and (tmp_path / "blocks.journal").read_bytes() == b""
+    assert [e.addr for e in BlockStore(tmp_path).load()] == ["192.0.2.2"]
