@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 
 from . import net
+from .probes.payloads import port_list
 
 ETH_P_ARP = 0x0806
 ETH_P_IP = 0x0800
@@ -259,16 +260,7 @@ class Discovery:
 
 
 def _ports(spec: str | None, default: list[int]) -> list[int]:
-    if not spec:
-        return default
-    out = []
-    for part in spec.split(","):
-        if "-" in part:
-            a, _, b = part.partition("-")
-            out.extend(range(int(a), int(b) + 1))
-        elif part.isdigit():
-            out.append(int(part))
-    return out or default
+    return (port_list(spec) if spec else []) or default
 
 
 def _tcp(src: str, dst: str, sport: int, dport: int, flags: int, v4: bool) -> bytes:

@@ -1292,15 +1292,8 @@ def seeded_tmpfs_state(lab, workdir):
 
 def test_read_only_state_dir_is_refused_without_changing_anything(lab, workdir, seeded_tmpfs_state):
     subprocess.run(["mount", "-o", "remount,ro", str(seeded_tmpfs_state)], check=True)
-    baseline = installation(lab, workdir)
-    rc, out, err = refused_start(lab, workdir)
-    after = installation(lab, workdir)
-    figure("read-only state dir", f"exit {rc}, stderr {err.strip()!r}; changed: "
-           f"{sorted(k for k in baseline['files'] if baseline['files'][k] != after['files'].get(k))}"
-           f"{' + nft' if after['nft'] != baseline['nft'] else ''}")
-    assert rc not in (0, None) and out == "" and len(err.splitlines()) == 1, (rc, out, err)
-    assert err.startswith(f"error: {seeded_tmpfs_state}") and "Read-only file system" in err
-    assert after == baseline
+    assert_refused_unchanged(lab, workdir, seeded_tmpfs_state, "read-only state dir",
+                             "Read-only file system")
 
 
 def test_full_state_dir_is_refused_without_changing_anything(lab, workdir, seeded_tmpfs_state):
@@ -1312,14 +1305,21 @@ def test_full_state_dir_is_refused_without_changing_anything(lab, workdir, seede
         pass
     finally:
         os.close(fd)
+    assert_refused_unchanged(lab, workdir, seeded_tmpfs_state, "full state dir",
+                             "No space left on device")
+
+
+def assert_refused_unchanged(lab, workdir, state, label, reason):
+    """A start refused with one `error: STATE...: reason` line, and nothing changed."""
     baseline = installation(lab, workdir)
     rc, out, err = refused_start(lab, workdir)
     after = installation(lab, workdir)
-    figure("full state dir", f"exit {rc}, stderr {err.strip()!r}; changed: "
-           f"{sorted(k for k in set(baseline['files']) | set(after['files']) if baseline['files'].get(k) != after['files'].get(k))}"
+    files = set(baseline["files"]) | set(after["files"])
+    changed = sorted(k for k in files if baseline["files"].get(k) != after["files"].get(k))
+    figure(label, f"exit {rc}, stderr {err.strip()!r}; changed: {changed}"
            f"{' + nft' if after['nft'] != baseline['nft'] else ''}")
     assert rc not in (0, None) and out == "" and len(err.splitlines()) == 1, (rc, out, err)
-    assert err.startswith(f"error: {seeded_tmpfs_state}") and "No space left on device" in err
+    assert err.startswith(f"error: {state}") and reason in err
     assert after == baseline
 
 

@@ -164,3 +164,10 @@ def test_bad_targets(spec, message):
     with pytest.raises(TargetError) as exc:
         parse_target(spec)
     assert message in str(exc.value)
+
+
+def test_discovery_ping_ports_fall_back_to_the_default():
+    from scanwatch.scan.discovery import _ports
+    assert _ports("22,80-82", [443]) == [22, 80, 81, 82]
+    assert _ports(None, [443]) == [443] and _ports("", [80]) == [80]
+    assert _ports("x", [443]) == [443]  # nothing usable: the default, as nmap's -PS alone

@@ -35,7 +35,8 @@ def unescape(text: str) -> bytes:
     return bytes(out)
 
 
-def _ports(spec: str) -> list[int]:
+def port_list(spec: str) -> list[int]:
+    """'80,443,1000-1002' -> [80, 443, 1000, 1001, 1002]; other parts are skipped."""
     out = []
     for part in spec.split(","):
         if "-" in part:
@@ -60,7 +61,7 @@ def parse(text: str) -> dict[int, bytes]:
         kind, value = tokens[i]
         if kind == "word" and value == "udp" and i + 1 < len(tokens):
             try:
-                ports = _ports(tokens[i + 1][1])
+                ports = port_list(tokens[i + 1][1])
             except ValueError:
                 i += 1
                 continue
