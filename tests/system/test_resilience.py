@@ -581,6 +581,7 @@ class TestRestoreManyBlocks:
 
 # --- 4. someone else flushes the ruleset or deletes our table ---------------------------------
 RESTORE_WITHIN_S = 1.0  # the goal
+MONITOR_S = 0.25        # measured 0.015-0.034 s from the notification to the table back
 POLL_SLACK_S = 0.2      # should the netlink monitor miss it, the fallback check runs every
                         # REFRESH_S=0.5 s from a loop polling the ring buffer 200 ms at a time
 
@@ -626,6 +627,9 @@ def test_flushed_ruleset_and_deleted_table_come_back_within_a_second(lab, web, w
         figure("table restored after", ", ".join(f"{c}: {t:.3f} s" for c, t in times)
                + f"; worst {worst:.3f} s (goal {RESTORE_WITHIN_S} s)")
         assert worst <= RESTORE_WITHIN_S + POLL_SLACK_S
+        # The netlink monitor, not the 0.5 s fallback poll, did it: with the poll alone
+        # all six trials would fall under MONITOR_S about once in a hundred runs.
+        assert worst <= MONITOR_S, times
     finally:
         sw.stop()
 
