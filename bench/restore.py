@@ -7,7 +7,7 @@ Run as root from the repository, after `make setup`:
     .venv/bin/python bench/restore.py --n 20000 --n 100000 --max-blocked 131072
     .venv/bin/python bench/restore.py --json /tmp/restore.json
 
-For each N it writes a snapshot (STATE_DIR/blocks.json in scanwatch/state.py's format: a
+For each N it writes a snapshot (STATE_DIR/blocks.json in scanwatch/sentry/state.py's format: a
 JSON list of model.BlockEntry dicts; IPv4 and IPv6 alternately, expiring 10 min to 2 h
 from now, plus 100 expired entries that must not come back), starts a real
 `scanwatch run` in a fresh tests/system/lab.py Lab's target namespace and reports:
@@ -43,16 +43,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "system"))
 sys.path.insert(0, str(ROOT))
 from lab import Lab  # noqa: E402
-from test_resilience import (RESTORED_RE, Sentry, block_rows, daemon_map, nft_all,  # noqa: E402
-                             write_snapshot)
+from resilience import (RESTORED_RE, Sentry, block_rows, daemon_map, nft_all,  # noqa: E402
+                        write_snapshot)
 
 GOAL_N, GOAL_S = 100000, 2.0
 
 BREAKDOWN = r"""
 import json, sys, time
-from scanwatch.state import BlockStore
-from scanwatch.policy import Policy
-from scanwatch.firewall import Firewall, render_add_many
+from scanwatch.sentry.state import BlockStore
+from scanwatch.sentry.policy import Policy
+from scanwatch.sentry.respond.firewall import Firewall, render_add_many
 state = sys.argv[1]
 out = {}
 t = time.monotonic(); store = BlockStore(state); entries = store.load()

@@ -264,8 +264,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "system"))
 sys.path.insert(0, str(ROOT))
 from lab import Lab  # noqa: E402
-from scanwatch import defaults as swdefaults  # noqa: E402
-from scanwatch.config import parse_ports  # noqa: E402
+from scanwatch.sentry import defaults as swdefaults  # noqa: E402
+from scanwatch.sentry.config import parse_ports  # noqa: E402
 
 PYTHON = sys.executable
 SELF = str(Path(__file__).resolve())

@@ -11,7 +11,7 @@ import random
 import sys
 
 sys.path.insert(0, __import__("os").path.dirname(__file__) + "/..")
-from scanwatch import contract as K  # noqa: E402
+from scanwatch.sentry.kernel import contract as K  # noqa: E402
 
 
 def bloom_bits(proto, port, bits):

@@ -5,7 +5,7 @@ import time
 
 import click
 
-from . import config as configmod
+from .sentry import config as configmod
 from .errors import ScanwatchError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -90,8 +90,8 @@ def run(config_path, tcp_mode, udp_mode, interfaces, dry_run, state_dir, run_dir
     cfg = _load(config_path, STATE_DIR=state_dir, RUN_DIR=run_dir, HOSTS_DENY_FILE=hosts_deny,
                 IGNORE_FILE=ignore_file, HISTORY_FILE=history_file, BLOCKED_FILE=blocked_file,
                 NFT_TABLE=nft_table)
-    from .daemon import Daemon
-    from .records import make_logger
+    from .sentry.daemon import Daemon
+    from .sentry.respond.records import make_logger
     log = make_logger()
     for w in cfg.warnings:
         log.warning("warning: %s", w)
@@ -175,7 +175,7 @@ def status(config_path, run_dir, as_json):
     """Show whether the daemon runs, what it watches, what it saw and whom it blocked.
 
     Exit status 3 when no daemon is running."""
-    from . import control
+    from .sentry.admin import control
     from .errors import NotRunning
     cfg = _load(config_path, RUN_DIR=run_dir)
     try:
@@ -193,12 +193,12 @@ def status(config_path, run_dir, as_json):
 @click.argument("addr")
 def unblock(config_path, run_dir, state_dir, hosts_deny, nft_table, addr):
     """Lift the block of ADDR (nftables, XDP map, hosts.deny)."""
-    from .ignore import canonical
+    from .sentry.ignore import canonical
     try:
         addr = str(canonical(addr))
     except ValueError:
         raise ScanwatchError(f"{addr!r} is not an IPv4 or IPv6 address") from None
-    from . import offline
+    from .sentry.admin import offline
     cfg = _load(config_path, RUN_DIR=run_dir, STATE_DIR=state_dir, HOSTS_DENY_FILE=hosts_deny,
                 NFT_TABLE=nft_table)
     was = offline.unblock(cfg, addr)
@@ -213,7 +213,7 @@ def flush(config_path, run_dir, state_dir, hosts_deny, nft_table):
     """Lift every block: scanwatch's nft table and only the hosts.deny lines it wrote.
 
     With a daemon running, it empties the sets and keeps the table it needs."""
-    from . import offline
+    from .sentry.admin import offline
     cfg = _load(config_path, RUN_DIR=run_dir, STATE_DIR=state_dir, HOSTS_DENY_FILE=hosts_deny,
                 NFT_TABLE=nft_table)
     click.echo(offline.flush(cfg))
@@ -228,7 +228,7 @@ def config():
 @_config_option
 def config_check(config_path):
     """Validate a config file and the ignore file it names; exit 2 on the first error."""
-    from . import ignore
+    from .sentry import ignore
     cfg = _load(config_path)
     for w in cfg.warnings:
         click.echo(f"warning: {w}", err=True)
@@ -242,7 +242,7 @@ def config_check(config_path):
 @_config_option
 def config_show(config_path):
     """Print every setting with its value, default and meaning."""
-    from .defaults import SETTINGS
+    from .sentry.defaults import SETTINGS
     cfg = _load(config_path)
     for s in SETTINGS:
         value = cfg.values[s.name]
@@ -288,7 +288,7 @@ def help_topic(ctx, topic):
         click.echo(cli.get_help(ctx.parent))
         click.echo("\nTopics: config, " + ", ".join(TOPICS) + " (`scanwatch help TOPIC`)")
     elif topic == "config":
-        from .defaults import SETTINGS
+        from .sentry.defaults import SETTINGS
         for st in SETTINGS:
             click.echo(f"{st.name} ({st.kind}, default \"{st.default}\")")
             click.echo(f"    {st.doc}")

@@ -222,11 +222,11 @@ install_venv() {
         say "installed scanwatch $("$PREFIX/bin/scanwatch" --version | awk '{print $NF}') into $PREFIX"
     fi
     # The daemon compiles bpf/sentry.bpf.c at each start: it must be where the package
-    # looks for it (scanwatch/contract.py PROGRAM).
+    # looks for it (scanwatch/sentry/kernel/contract.py PROGRAM).
     # -I: the installed package, not a scanwatch/ in the current directory
-    "$VENV_PY" -I - <<'EOF' || die "the installed package does not find its BPF program (scanwatch/contract.py must look in scanwatch/bpf/, where install puts it)"
+    "$VENV_PY" -I - <<'EOF' || die "the installed package does not find its BPF program (scanwatch/sentry/kernel/contract.py must look in scanwatch/bpf/, where install puts it)"
 import sys
-from scanwatch import contract as K
+from scanwatch.sentry.kernel import contract as K
 sys.exit(0 if K.PROGRAM.is_file() and K.HEADER.is_file() else 1)
 EOF
 }

@@ -1,5 +1,8 @@
 """`scanwatch scan`: an nmap-style port scanner (nmap's options, port states and output).
 
+Entry point: main.main(argv), called by cli.py with the raw arguments (nmap's grammar, not
+click's). data/top-ports.tsv is the port table used when nmap-services is not installed.
+
 Modules:
     main        command line -> discovery -> per-host scans -> -sV / -O -> report
     options     nmap's option grammar;  targets: nmap's target forms

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 NMAP_SERVICES = "/usr/share/nmap/nmap-services"
-FALLBACK = Path(__file__).resolve().parent.parent / "data" / "top-ports.tsv"
+FALLBACK = Path(__file__).resolve().parent / "data" / "top-ports.tsv"
 PROTOS = ("tcp", "udp", "sctp")
 PREFIX = {"T": "tcp", "U": "udp", "S": "sctp"}
 ILLEGAL = ('Your port specifications are illegal.  Example of proper form: '

@@ -8,7 +8,10 @@ conftest skips system tests when not root or when `ip netns` does not work.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +20,7 @@ if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
 from lab import TARGET_SYSCTLS, Lab  # noqa: E402
+from sentryproc import listen  # noqa: E402
 
 
 def _read_root_sysctls() -> dict[str, str | None]:
@@ -51,3 +55,19 @@ def lab():
 def module_lab():
     with Lab() as the_lab:
         yield the_lab
+
+
+@pytest.fixture
+def workdir():
+    d = Path(tempfile.mkdtemp(prefix="swres-"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def web(lab):
+    """An open TCP port on the target, to tell a block (connect fails) from no block."""
+    p = listen(lab, 8080)
+    yield 8080
+    p.kill()
+    p.wait()

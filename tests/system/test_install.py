@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from sentry import connect, listen, nmap
+from sentryproc import connect, listen, nmap
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT_SRC = REPO / "packaging" / "scanwatch.service"
@@ -230,7 +230,7 @@ def _install_run_uninstall(lab, tmp, group_before):
     assert res.returncode == 0 and f"from {IGNORE}" in res.stdout, res.stdout + res.stderr
     # the installed package carries its BPF program (package data)
     res = sh(PREFIX / "bin" / "python3", "-I", "-c",
-             "from scanwatch import contract as K; print(K.PROGRAM)", cwd="/")
+             "from scanwatch.sentry.kernel import contract as K; print(K.PROGRAM)", cwd="/")
     assert res.stdout.strip().startswith(str(PREFIX / "lib")), res.stdout + res.stderr
 
     # idempotent: a second run changes nothing and says nothing but the systemd note

@@ -3,7 +3,7 @@ import os
 import stat
 import sys
 
-from sentry import SentryProcess, nmap
+from sentryproc import SentryProcess, nmap
 
 SCRAPE = ("import urllib.request\n"
           "print(urllib.request.urlopen('http://127.0.0.1:9877/metrics', timeout=5).read().decode())")

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from scanwatch import cli
-from scanwatch.config import parse
-from scanwatch.defaults import SETTINGS
+from scanwatch.sentry.config import parse
+from scanwatch.sentry.defaults import SETTINGS
 from scanwatch.errors import ConfigError
 
 DEBIAN_CONF = Path("/etc/portsentry/portsentry.conf")

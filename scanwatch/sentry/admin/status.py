@@ -1,0 +1,92 @@
+"""What a running daemon shows: `scanwatch status` over the control socket and the
+Prometheus /metrics numbers, read from its live state. The daemon's lock is held only
+to copy what is needed, so a status of 100,000 blocks never stalls detection."""
+import os
+import time
+
+from .. import ignore
+from ..kernel.program import mono_now
+
+LEVEL_NAMES = {0: "logged", 1: "blocked", 2: "command"}
+
+
+def status(d):
+    """The reply to {"cmd": "status"} for daemon d."""
+    now, mono = time.time(), mono_now()
+    counters = d.sentry.counters()
+    with d.lock:
+        entries = sorted(d.policy.blocks.values(), key=lambda b: b.since)
+        rows = {e.addr: d.policy.sources.rows.get(e.addr) for e in entries}
+        ports = {proto: watched(d, proto) for proto in d.modes}
+    keys = [ignore.to_key(e.addr) for e in entries]
+    # One walk of the kernel's sources gives both their count and each block's first packet.
+    tracked, firsts = d.sentry.source_walk(set(keys))
+    blocks, logged = [], []
+    for e, key in zip(entries, keys):
+        row = rows[e.addr] or {}
+        first_ns = firsts.get(key)
+        first = now - (mono - first_ns / 1e9) if first_ns else row.get("first", e.since)
+        (blocks if e.level == 1 else logged).append({
+            "addr": e.addr, "scan_type": e.scan_type, "proto": e.proto,
+            "port": e.port, "mode": e.mode, "reason": e.reason,
+            "ports": row.get("ports", e.ports), "first_seen": first, "since": e.since,
+            "expires": e.expires, "left": e.left(now), "evidence": e.evidence,
+            "action": LEVEL_NAMES[e.level], "offences": e.offences})
+    return {
+        "running": True, "pid": os.getpid(), "since": d.started,
+        "config": d.cfg.path or "(embedded defaults)",
+        "modes": list(d.modes.values()), "dry_run": d.dry_run,
+        "interfaces": dict(d.sentry.attached), "watched": ports,
+        "sweep": {"ports": d.cfg.SWEEP_PORTS, "window": d.cfg.SWEEP_WINDOW},
+        "scan_trigger": d.cfg.SCAN_TRIGGER, "nft_table": f"inet {d.cfg.NFT_TABLE}",
+        "packets": {k: counters[k] for k in ("SYN/Normal", "FIN", "NULL", "XMAS",
+                                             "Unknown Type", "UDP")},
+        "counters": counters, "sources_tracked": tracked, "blocked": blocks,
+        "capped_total": d.capped_total,  # blocked in XDP only: BLOCK_RATE was reached
+        "logged": logged,  # reported under BLOCK_*=0 or 2: recorded, not blocked
+        "protected": {k: sorted(map(str, v)) for k, v in d.protected.items()},
+    }
+
+
+def watched(d, proto):
+    """Port counts for status: configured traps, those a service holds, those watched."""
+    if d.kinds[proto] == "classic":
+        configured = d.cfg.TCP_PORTS if proto == "TCP" else d.cfg.UDP_PORTS
+        bound = d.trap_ports(proto)  # the ports our own sockets hold
+        return {"mode": d.modes[proto], "configured": len(configured),
+                "in_use": len(configured) - len(bound), "watched": len(bound)}
+    traps = set(d.trap_ports(proto))
+    in_use = len(traps & d.listening()[proto])
+    return {"mode": d.modes[proto], "configured": len(traps), "in_use": in_use,
+            "watched": len(traps) - in_use}
+
+
+def metrics(d):
+    """Numbers for metrics.py's /metrics."""
+    with d.lock:
+        active = sum(1 for e in d.policy.blocks.values() if e.level == 1)
+    t = os.times()
+    return {"counters": d.sentry.counters(), "map_fill": d.sentry.map_fill(),
+            "blocks_active": active, "blocks_total": d.blocks_total,
+            "capped_total": d.capped_total,
+            "queue_dropped": d.reporter.worker.dropped,
+            "suppressed": d.reporter.suppressed_total,
+            "cpu_seconds": t.user + t.system}
+
+
+def handle_request(daemon, req):
+    """One control-socket request (already parsed) -> the reply object."""
+    cmd = req.get("cmd")
+    if cmd == "ping":
+        return {"ok": True, "pid": os.getpid()}
+    if daemon.started is None:
+        return {"error": "scanwatch is still starting (compiling and attaching the XDP program)"}
+    if cmd == "status":
+        return status(daemon)
+    if cmd == "unblock":
+        if not isinstance(req.get("addr"), str):
+            return {"error": 'unblock needs "addr": an IPv4 or IPv6 address'}
+        return {"ok": True, "was_blocked": daemon.unblock(req["addr"])}
+    if cmd == "flush":
+        return {"ok": True, "flushed": daemon.flush()}
+    return {"error": f"unknown command {cmd!r}"}

@@ -1,0 +1,112 @@
+"""ctypes mirror of bpf/scanwatch.h, the kernel/user contract.
+
+tests/unit/test_contract.py compiles the header and checks every size and offset here.
+"""
+import ctypes as C
+from pathlib import Path
+
+_PKG = Path(__file__).resolve().parents[2]  # the scanwatch package
+# Installed (make install) the C sources ship inside the package; in a checkout they
+# live at the top, next to scanwatch/.
+BPF_DIR = _PKG / "bpf" if (_PKG / "bpf").is_dir() else _PKG.parent / "bpf"
+HEADER = BPF_DIR / "scanwatch.h"
+PROGRAM = BPF_DIR / "sentry.bpf.c"
+
+KIND_SYN, KIND_FIN, KIND_NULL, KIND_XMAS, KIND_UNKNOWN, KIND_UDP = range(6)
+NKINDS = 6
+KIND_NAMES = ("SYN/Normal", "FIN", "NULL", "XMAS", "Unknown Type", "UDP")
+
+PROTO_TCP, PROTO_UDP = 0, 1
+PROTO_NAMES = ("TCP", "UDP")
+PORT_WORDS = 1024
+BLOOM_WORDS = 16
+RECENT = 32
+
+CNT_DROPPED, CNT_IGNORED, CNT_LOST, CNT_MALFORMED = 6, 7, 8, 9
+CNT_TRIPWIRE, CNT_KBLOCKS, CNT_PACKETS = 10, 11, 12
+NCOUNTERS = 13
+COUNTER_NAMES = KIND_NAMES + ("dropped", "ignored", "events_lost", "malformed",
+                              "tripwire", "kernel_blocks", "packets")
+
+EV_HIT, EV_TRIGGER, EV_SWEEP, EV_PERSIST = 1, 2, 3, 4
+F_KBLOCKED, F_IPOPTS, F_FLAG_TCP, F_FLAG_UDP, F_BLOCKED = 0x01, 0x02, 0x04, 0x08, 0x10
+
+
+class Config(C.Structure):
+    _fields_ = [
+        ("sweep_window_ns", C.c_uint64),
+        ("block_timeout_ns", C.c_uint64),
+        ("scan_trigger", C.c_uint32),
+        ("sweep_ports", C.c_uint32),
+        ("watch", C.c_uint8 * 2),
+        ("kblock", C.c_uint8 * 2),
+        ("persist_probes", C.c_uint32),
+    ]
+
+
+class Addr(C.Structure):
+    _fields_ = [("a", C.c_uint8 * 16)]
+
+
+class LpmKey(C.Structure):
+    _fields_ = [("prefixlen", C.c_uint32), ("a", C.c_uint8 * 16)]
+
+
+class Block(C.Structure):
+    _fields_ = [("expires_ns", C.c_uint64)]
+
+
+class Source(C.Structure):
+    _fields_ = [
+        ("first_ns", C.c_uint64),
+        ("last_ns", C.c_uint64),
+        ("block_ns", C.c_uint64),
+        ("window_ns", C.c_uint64),
+        ("event_ns", C.c_uint64),
+        ("bloom", C.c_uint64 * BLOOM_WORDS),
+        ("hits", C.c_uint32 * NKINDS),
+        ("tripwire", C.c_uint32 * 2),
+        ("sweep", C.c_uint32),
+        ("sweep_open", C.c_uint32),
+        ("distinct", C.c_uint32),
+        ("recent", C.c_uint32 * RECENT),
+        ("last_port", C.c_uint16),
+        ("last_kind", C.c_uint8),
+        ("last_tcp_flags", C.c_uint8),
+        ("flags", C.c_uint8),
+        ("pad", C.c_uint8 * 3),
+        ("dropped", C.c_uint32),
+    ]
+
+
+class Event(C.Structure):
+    _fields_ = [
+        ("src", Addr),
+        ("ts_ns", C.c_uint64),
+        ("tripwire", C.c_uint32),
+        ("sweep", C.c_uint32),
+        ("port", C.c_uint16),
+        ("proto", C.c_uint8),
+        ("kind", C.c_uint8),
+        ("tcp_flags", C.c_uint8),
+        ("reason", C.c_uint8),
+        ("flags", C.c_uint8),
+        ("pad", C.c_uint8),
+        ("distinct", C.c_uint32),
+        ("recent", C.c_uint32 * RECENT),
+    ]
+
+
+STRUCTS = {"sw_config": Config, "sw_addr": Addr, "sw_lpm_key": LpmKey, "sw_block": Block,
+           "sw_source": Source, "sw_event": Event}
+
+
+def recent_ports(ring, distinct):
+    """The ring of recent distinct closed ports, oldest first, as (proto name, port)."""
+    n = min(distinct, RECENT)
+    start = distinct - n
+    out = []
+    for i in range(start, distinct):
+        v = ring[i % RECENT]
+        out.append((PROTO_NAMES[(v >> 16) & 1], v & 0xFFFF))
+    return out

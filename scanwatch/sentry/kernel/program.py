@@ -1,0 +1,217 @@
+"""The XDP sentry as the daemon sees it: program and maps by fd (no bcc here; see
+loader.py), XDP attachment over netlink, typed records out.
+"""
+import ctypes as C
+import os
+import struct
+import time
+
+from . import contract as K
+from . import loader
+from .bpfsys import Map, RingBuffer, RingSet
+from ...errors import KernelError
+from ..ignore import from_key, to_key, to_lpm
+from ..model import ScanEvent, SourceStats
+
+REASONS = {K.EV_HIT: "hit", K.EV_TRIGGER: "trigger", K.EV_SWEEP: "sweep",
+           K.EV_PERSIST: "persist"}
+XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE = 1 << 1, 1 << 2
+
+
+def mono_now():
+    return time.clock_gettime(time.CLOCK_MONOTONIC)
+
+
+def _u32(i):
+    return struct.pack("<I", i)
+
+
+class Sentry:
+    """The loaded XDP program and its maps."""
+
+    def __init__(self, max_sources=65536, max_blocked=65536, max_ignore=4096):
+        self.cflags = [f"-I{K.BPF_DIR}", f"-DSW_MAX_SOURCES={max_sources}",
+                       f"-DSW_MAX_BLOCKED={max_blocked}", f"-DSW_MAX_IGNORE={max_ignore}",
+                       "-Wno-unused-function"]
+        self.fds = {}
+        self.maps = {}
+        self.ring = None
+        self.attached = {}   # ifname -> "native" | "generic"
+
+    def load(self):
+        release = os.uname().release
+        if not os.path.isdir(f"/lib/modules/{release}/build"):
+            raise KernelError(f"no kernel headers at /lib/modules/{release}/build; "
+                              "run `make setup`")
+        self.fds = loader.load(self.cflags)
+        self.maps = {name: Map(fd) for name, fd in self.fds.items() if name != "prog"}
+
+    @property
+    def prog_fd(self):
+        return self.fds["prog"]
+
+    # --- attachment -----------------------------------------------------------------------
+    def attach(self, ifname):
+        """Attach natively where the driver can, else in generic mode. A program left by
+        a daemon that died is replaced: this one takes the interface over."""
+        last = None
+        for mode, flag in (("native", XDP_FLAGS_DRV_MODE), ("generic", XDP_FLAGS_SKB_MODE)):
+            try:
+                self._set_xdp(ifname, self.prog_fd, flag)
+            except Exception as err:  # netlink errors from pyroute2 come in several types
+                last = err
+                continue
+            self.attached[ifname] = mode
+            return mode
+        raise KernelError(f"cannot attach XDP to {ifname}: {last}") from last
+
+    @staticmethod
+    def _set_xdp(ifname, fd, flags):
+        from pyroute2 import IPRoute
+        with IPRoute() as ipr:
+            idx = ipr.link_lookup(ifname=ifname)
+            if not idx:
+                raise KernelError(f"no such interface: {ifname}")
+            ipr.link("set", index=idx[0],
+                     IFLA_XDP={"attrs": [("IFLA_XDP_FD", fd), ("IFLA_XDP_FLAGS", flags)]})
+
+    def detach(self):
+        for ifname, mode in list(self.attached.items()):
+            flag = XDP_FLAGS_DRV_MODE if mode == "native" else XDP_FLAGS_SKB_MODE
+            try:
+                self._set_xdp(ifname, -1, flag)
+            except Exception:  # the interface may be gone already; nothing left to detach
+                pass
+            del self.attached[ifname]
+
+    # --- parameters -----------------------------------------------------------------------
+    def configure(self, *, scan_trigger, sweep_ports, sweep_window, block_timeout,
+                  watch_tcp, watch_udp, kblock_tcp, kblock_udp, persist_probes=0):
+        cfg = K.Config()
+        cfg.sweep_window_ns = int(sweep_window * 1e9)
+        cfg.block_timeout_ns = int(block_timeout * 1e9)
+        cfg.scan_trigger = scan_trigger
+        cfg.sweep_ports = sweep_ports
+        cfg.watch[:] = (int(watch_tcp), int(watch_udp))
+        cfg.kblock[:] = (int(kblock_tcp), int(kblock_udp))
+        cfg.persist_probes = persist_probes
+        self.maps["config"].update(_u32(0), bytes(cfg))
+
+    def set_watched(self, proto, ports):
+        """Replace the watched-port bitmap of one protocol (TCP = 0, UDP = 1)."""
+        words = [0] * K.PORT_WORDS
+        for p in ports:
+            words[p >> 6] |= 1 << (p & 63)
+        base = proto * K.PORT_WORDS
+        self.maps["watched"].update_batch(
+            [(_u32(base + i), struct.pack("<Q", w)) for i, w in enumerate(words)])
+
+    def set_ignored(self, networks):
+        """Make the ignore trie hold exactly these networks."""
+        trie = self.maps["ignored"]
+        want = {struct.pack("<I", plen) + key for plen, key in map(to_lpm, networks)}
+        have = set(trie.keys())
+        for k in have - want:
+            trie.delete(k)
+        for k in want - have:
+            trie.update(k, b"\1")
+
+    # --- blocks and sources ---------------------------------------------------------------
+    def block(self, addr, expires_mono=None):
+        ns = int(expires_mono * 1e9) if expires_mono else 0
+        key = to_key(addr)
+        self.maps["blocked"].update(key, struct.pack("<Q", ns))
+        # The XDP program trusts a known source's own block flag (one hash lookup per
+        # packet), so the entry, where there is one, carries the same end.
+        raw = self.maps["sources"].lookup(key)
+        if raw is not None:
+            src = K.Source.from_buffer_copy(raw)
+            if not src.flags & K.F_BLOCKED:
+                src.dropped = 0  # a new block: count its drops afresh (EV_PERSIST)
+            src.flags |= K.F_BLOCKED
+            src.block_ns = ns
+            self.maps["sources"].update(key, bytes(src))
+
+    def block_many(self, items):
+        """[(addr, expires_mono or None)] in one batched map update where the kernel can
+        (at start, when the sources map is empty)."""
+        self.maps["blocked"].update_batch(
+            [(to_key(a), struct.pack("<Q", int(e * 1e9) if e else 0)) for a, e in items])
+
+    def unblock(self, addr):
+        """Lift a block and forget the source's counts, so it is judged afresh."""
+        key = to_key(addr)
+        self.maps["blocked"].delete(key)
+        self.maps["sources"].delete(key)
+
+    @staticmethod
+    def _source_stats(key, value):
+        s = K.Source.from_buffer_copy(value)
+        flagged = tuple(n for n, bit in (("TCP", K.F_FLAG_TCP), ("UDP", K.F_FLAG_UDP))
+                        if s.flags & bit)
+        return SourceStats(
+            addr=from_key(key), first_mono=s.first_ns / 1e9, last_mono=s.last_ns / 1e9,
+            hits={K.KIND_NAMES[i]: s.hits[i] for i in range(K.NKINDS) if s.hits[i]},
+            distinct=s.distinct, sweep=s.sweep, last_port=s.last_port,
+            last_kind=K.KIND_NAMES[min(s.last_kind, K.NKINDS - 1)], flagged=flagged,
+            ports=tuple(K.recent_ports(s.recent, s.distinct)))
+
+    def source(self, addr):
+        """One source's kernel row, or None."""
+        key = to_key(addr)
+        value = self.maps["sources"].lookup(key)
+        return None if value is None else self._source_stats(key, value)
+
+    def source_walk(self, wanted=()):
+        """(sources in the map, {key: first packet in CLOCK_MONOTONIC ns} for the keys
+        in `wanted`): one batched walk that holds one batch at a time, so status during
+        a flood that fills the map costs no memory spike."""
+        first, at = struct.Struct("<Q").unpack_from, K.Source.first_ns.offset
+        n, firsts = 0, {}
+        for key, value in self.maps["sources"].items():
+            n += 1
+            if key in wanted:
+                firsts[key] = first(value, at)[0]
+        return n, firsts
+
+    def map_fill(self):
+        """Entries in use per bounded map, for status and metrics."""
+        return {name: (self.maps[name].count(), self.maps[name].max_entries)
+                for name in ("sources", "blocked")}
+
+    def counters(self):
+        return dict(zip(K.COUNTER_NAMES, self.maps["counters"].percpu_sums()))
+
+    # --- events ---------------------------------------------------------------------------
+    def open_events(self, handler):
+        """Call handler(ScanEvent) for each ring-buffer record during poll(). `events`
+        first: a source's trigger there comes before its EV_PERSIST in `alerts`, unless
+        a flood queued or lost it."""
+        def ring(name):
+            m = self.maps[name]
+            return RingBuffer(m.fd, m.max_entries, lambda raw: handler(decode_event(raw)))
+        self.ring = RingSet([ring("events"), ring("alerts")])
+
+    def poll(self, timeout_ms):
+        self.ring.poll(timeout_ms)
+
+    def close(self):
+        self.detach()
+        if self.ring is not None:
+            self.ring.close()
+            self.ring = None
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds, self.maps = {}, {}
+
+
+def decode_event(raw):
+    ev = K.Event.from_buffer_copy(bytes(raw).ljust(C.sizeof(K.Event), b"\0"))
+    return ScanEvent(
+        addr=from_key(bytes(ev.src.a)), mono=ev.ts_ns / 1e9,
+        proto=K.PROTO_NAMES[ev.proto & 1], port=ev.port,
+        kind=K.KIND_NAMES[min(ev.kind, K.NKINDS - 1)],
+        reason=REASONS.get(ev.reason, "hit"), tcp_flags=ev.tcp_flags,
+        tripwire=ev.tripwire, sweep=ev.sweep,
+        kernel_blocked=bool(ev.flags & K.F_KBLOCKED), ip_options=bool(ev.flags & K.F_IPOPTS),
+        ports=tuple(K.recent_ports(ev.recent, ev.distinct)))

@@ -1,0 +1,129 @@
+"""Everything after the block itself: names, log lines, PortSentry's actions, records.
+
+The daemon blocks synchronously (nft set, XDP map); this runs on one worker thread, in
+order, so a slow resolver or a hung KILL_RUN_CMD delays a log line, never a block.
+"""
+import time
+
+from .actions import ActionWorker, action_order, run_steps
+from ..policy import ALERT, ALREADY, BLOCK, QUIET, RUN
+from .resolver import Resolver
+from . import records
+
+LEVEL = {BLOCK: 1, ALERT: 0, RUN: 2}
+
+
+class Reporter:
+    def __init__(self, cfg, log, recorder, hosts_deny, dry_run=False, command_timeout=30.0):
+        self.cfg, self.log, self.recorder, self.hosts_deny = cfg, log, recorder, hosts_deny
+        self.dry_run = dry_run
+        self.timeout = command_timeout
+        self.resolver = Resolver(bool(cfg.RESOLVE_HOST))
+        self.worker = ActionWorker(log, timeout=command_timeout)
+        self.window, self.in_window, self.suppressed = 0.0, 0, 0
+        self.suppressed_total = 0
+
+    def submit(self, ev, decision, extra=None):
+        # LOG_RATE: a flood of reports is summarised; blocks (capped by BLOCK_RATE) never are.
+        now = time.monotonic()
+        if now - self.window > 1.0:
+            self.window, self.in_window = now, 0
+        self.in_window += 1
+        if decision.action != BLOCK and self.in_window > self.cfg.LOG_RATE:
+            self.suppressed += 1
+            self.suppressed_total += 1
+            return
+        name = self.resolver.lookup(ev.addr)
+        self.worker.submit(lambda: self._report(ev, decision, name, extra or {}))
+
+    def summarise(self):
+        """Called once a second: one line for the reports LOG_RATE held back."""
+        if self.suppressed:
+            n, self.suppressed = self.suppressed, 0
+            self.log.info("attackalert: %d more scan reports suppressed (LOG_RATE=%d/s)", n,
+                          self.cfg.LOG_RATE)
+            self.note({"type": "summary", "suppressed_reports": n})
+
+    def note(self, record):
+        """A JSON event that needs no name (expiry, unblock), kept in order with the rest."""
+        self.worker.submit(lambda: self.recorder.event(record))
+
+    def close(self):
+        self.worker.close()
+        self.resolver.close()
+
+    def _report(self, ev, d, name, extra):
+        host = name.result()  # the resolver completes it by its own timeout
+        addr = str(ev.addr)
+        ok = None
+        if d.action == QUIET:
+            pass
+        elif d.action == ALREADY:
+            self.log.info(records.already_blocked_line(host, addr))
+        else:
+            ok = self._alert_and_act(ev, d, host, addr)
+        if self.cfg.LOG_FORMAT == "portsentry2" and d.action != QUIET:
+            self.log.info(records.portsentry2_scan_line(
+                addr, host, ev.proto, ev.port, ev.kind, ev.tcp_flags, ev.ip_options,
+                ignored=False, triggered=True, noblock=d.action == ALERT,
+                blocked=d.action in (BLOCK, ALREADY) and not self.dry_run))
+        self.recorder.event(dict(self.event_json(ev, d), host=host, actions_ok=ok, **extra))
+
+    def _alert_and_act(self, ev, d, host, addr):
+        cfg = self.cfg
+        if ev.ip_options:
+            self.log.info(records.ip_options_line(host, addr, ev.port, ev.proto))
+        self.log.info(records.scan_alert_line(ev.kind, host, addr, ev.proto, ev.port,
+                                              ev.tcp_flags))
+        if ev.reason == "sweep":
+            ports = ",".join(str(p) for _, p in ev.ports)
+            self.log.info("attackalert: Host %s probed %d closed ports within %ss (%s)",
+                          addr, ev.sweep, cfg.SWEEP_WINDOW, ports)
+        if self.dry_run:
+            self.log.info("attackalert: dry run: Host %s would be blocked", addr)
+            return None
+        level = LEVEL[d.action]
+        if level == 0:
+            self.log.info("attackalert: Ignoring %s response per configuration file setting.",
+                          ev.proto)
+        elif cfg.NFT_BLOCK and level == 1:
+            self.log.info("attackalert: Host %s has been blocked via nftables set inet %s %s%s",
+                          addr, cfg.NFT_TABLE, "blocked4" if ev.addr.version == 4 else "blocked6",
+                          f" for {cfg.BLOCK_TIMEOUT}s" if cfg.BLOCK_TIMEOUT else "")
+        ok = run_steps(action_order(level, cfg.KILL_RUN_CMD_FIRST), self.log, ev.addr, ev.port,
+                       d.mode, hosts_deny=lambda: self._hosts_deny(ev, d.mode),
+                       route=cfg.KILL_ROUTE, command=cfg.KILL_RUN_CMD, timeout=self.timeout)
+        if ok:
+            # PortSentry records the host even when BLOCK_* is 0 or 2 (fail2ban reads it).
+            self.recorder.block(d.block.since if d.block else None, host, addr, ev.port,
+                                ev.proto, d.mode)
+        else:
+            self.log.info("attackalert: ERROR: Could not block host %s/%s !!", host, addr)
+        return ok
+
+    def _hosts_deny(self, ev, mode):
+        line = self.cfg.KILL_HOSTS_DENY
+        if not line:
+            return True
+        if "$TARGET$" not in line:
+            self.log.info("adminalert: No target variable specified in KILL_HOSTS_DENY option. "
+                          "Skipping.")
+            return True
+        if ev.addr.version == 6:  # hosts_access(5) wants IPv6 addresses in brackets
+            line = line.replace("$TARGET$", "[$TARGET$]")
+        text = records.expand_macros(line, ev.addr, ev.port, mode)
+        if len(self.hosts_deny.owned()) >= self.cfg.HOSTS_DENY_MAX:
+            self.log.info("adminalert: hosts.deny holds HOSTS_DENY_MAX=%d scanwatch lines; "
+                          "%s is blocked in nftables only", self.cfg.HOSTS_DENY_MAX, ev.addr)
+            return True
+        self.hosts_deny.add(str(ev.addr), text)
+        self.log.info(records.blocked_wrappers_line(str(ev.addr), text))
+        return True
+
+    def event_json(self, ev, d):
+        return {"type": "scan", "action": d.action, "addr": str(ev.addr), "proto": ev.proto,
+                "port": ev.port, "scan_type": ev.kind, "reason": ev.reason,
+                "tcp_flags": ev.tcp_flags, "tripwire_hits": ev.tripwire, "sweep": ev.sweep,
+                "ports": [f"{p}/{proto.lower()}" for proto, p in ev.ports],
+                "kernel_blocked": ev.kernel_blocked, "ip_options": ev.ip_options,
+                "evidence": ev.evidence, "mode": d.mode, "dry_run": self.dry_run}
