@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -84,6 +85,7 @@ if role == "main":
 else:
     info.update(port=listener(socket.AF_INET, "127.0.0.1").getsockname()[1])
     udp(socket.AF_INET6, "::1")
+    keep.extend(socket.socketpair())           # so that -u 65534 -U lists something
     keep.append(open(os.path.join(where, "read.txt")))
     os.setuid(65534)
 print(json.dumps(info), flush=True)
@@ -158,8 +160,12 @@ def both(ns, *args):
 
 
 def assert_same(ns, *args, status=None):
+    """Byte-equal stdout and equal exit status; a listing that should find something (any
+    status but 1) must not be empty, or two empty outputs would pass as equal."""
     theirs, ours = both(ns, *args)
     assert "Traceback" not in ours.stderr, ours.stderr
+    if status != 1:
+        assert theirs.stdout, f"lsof {' '.join(args)} listed nothing: {theirs.stderr}"
     assert ours.stdout == theirs.stdout, (
         f"scanwatch lsof {' '.join(args)}\n--- lsof\n{theirs.stdout}--- ours\n{ours.stdout}")
     assert ours.returncode == theirs.returncode, (args, theirs.returncode, ours.returncode)
@@ -318,33 +324,53 @@ def test_processes_exiting_during_the_walk_are_skipped(ns):
 
 
 def test_a_process_that_dies_mid_listing(monkeypatch):
-    """In process, deterministically: the process is killed while its files are read."""
+    """In process, deterministically: the process is killed (and reaped) while its files
+    are read, and a process's descriptors vanish between the table read and its walk."""
     from scanwatch.lsof import files as F
     from scanwatch.lsof import select as S
     from scanwatch.lsof.options import parse
     victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         real_maps = F.proc.maps
+        killed = []
 
         def dying_maps(base):
             if base == f"/proc/{victim.pid}":
                 victim.kill()
                 victim.wait()
+                killed.append(base)
             return real_maps(base)
 
         monkeypatch.setattr(F.proc, "maps", dying_maps)
         listing = S.Selector(parse(["-p", str(victim.pid)])).run()
-        assert all(head[1] == str(victim.pid) for head, _ in listing.groups)
-        real_links = S.socket_links
-
-        def vanished(pid):
-            return None if pid == victim.pid else real_links(pid)
-
-        monkeypatch.setattr(S, "socket_links", vanished)
-        S.Selector(parse(["-i", "-U"])).run()
+        assert killed, "the victim's maps were never read: it did not die mid-listing"
+        assert not os.path.exists(f"/proc/{victim.pid}")
+        for head, rows in listing.groups:
+            assert head[1] == str(victim.pid)
+            assert not [r for r in rows if r[0] == "mem"], rows  # its maps went with it
     finally:
         victim.kill()
         victim.wait()
+    # Our own listener: listed, then not once its descriptors vanish; the rest still is.
+    me = str(os.getpid())
+    with socket.socket() as lsock:
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen()
+        port = lsock.getsockname()[1]
+        mine = f"127.0.0.1:{port} (LISTEN)"
+
+        def ours(listing):
+            return [r for head, rows in listing.groups if head[1] == me
+                    for r in rows if r[7] == mine]
+
+        before = S.Selector(parse(["-n", "-P", "-i", "-U"])).run()
+        assert ours(before), "our listener is not listed even before it vanishes"
+        real_links = S.socket_links
+        monkeypatch.setattr(S, "socket_links",
+                            lambda pid: None if pid == int(me) else real_links(pid))
+        after = S.Selector(parse(["-n", "-P", "-i", "-U"])).run()
+        assert not ours(after) and not [h for h, _ in after.groups if h[1] == me]
+        assert {h[1] for h, _ in before.groups} - {me} == {h[1] for h, _ in after.groups}
 
 
 NO_DIAG = ("import sys\n"
@@ -368,4 +394,5 @@ def test_listing_from_proc_net_when_sock_diag_is_unavailable(ns, holders):
     for args in (["-n", "-P", "-i"], ["-i"], ["-n", "-P", "-iTCP", "-sTCP:LISTEN"]):
         theirs = run(ns, ["lsof", *args])
         ours = run(ns, [sys.executable, "-c", NO_DIAG, *args])
-        assert ours.stdout == theirs.stdout and ours.returncode == theirs.returncode, args
+        assert theirs.stdout and ours.stdout == theirs.stdout, args
+        assert ours.returncode == theirs.returncode, args
