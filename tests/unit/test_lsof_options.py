@@ -1,7 +1,5 @@
 """scanwatch lsof's command line: lsof's grouping, optional values and address syntax."""
 import re
-import subprocess
-import sys
 
 import pytest
 
@@ -162,18 +160,6 @@ def test_help_and_errors_through_main(capsys):
     assert main(["-p", "x"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "illegal process ID: x" in err
-
-
-def test_import_is_light():
-    """Start-up: the command's modules pull in nothing heavy (no pyroute2, psutil, or
-    the socket.py wrapper) for an ordinary listing."""
-    code = ("import sys, io; from scanwatch.lsof import main; sys.stdout = io.StringIO(); "
-            "main.main(['-n', '-P', '-i', '-U']); main.main(['-h']); "
-            "print(sorted(m for m in ('pyroute2', 'psutil', 'socket', 'click', 'dataclasses') "
-            "if m in sys.modules), file=sys.stderr)")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60)
-    assert res.stderr.strip().splitlines()[-1] == "[]", res.stderr
 
 
 def test_pid_included_and_excluded():

@@ -50,7 +50,7 @@ def _heavy(mods: set[str], allowed: set[str] = frozenset()) -> set[str]:
 
 
 def test_lsof_listing_imports_nothing_heavy():
-    mods = _modules("lsof", "-n", "-P", "-i")
+    mods = _modules("lsof", "-n", "-P", "-i", "-U")
     assert "scanwatch.lsof.select" in mods          # it really listed
     assert _heavy(mods) == set()
     assert "dataclasses" not in mods and "socket" not in mods   # _socket is enough
