@@ -105,8 +105,8 @@ def test_pids_users_commands():
     (["-s", "TCP:NOPE"], "unknown TCP state name"),
     (["-T", "z"], "unsupported TCP/TPI info selection"),
     (["-p"], "not followed by a value"),
-    (["-F"], "unsupported option: -F"),
     (["-R"], "unsupported option: -R"),
+    (["-Fq"], "unknown field: q"),
     (["-K"], "unsupported option: -K"),
 ])
 def test_usage_errors(argv, message):
@@ -165,3 +165,28 @@ def test_help_and_errors_through_main(capsys):
 def test_pid_included_and_excluded():
     with pytest.raises(UsageError, match="PID 7 has been included and excluded"):
         parse(["-p", "7", "-p", "^7"])
+
+
+def test_field_option():
+    from scanwatch.lsof.fields import DEFAULT, help_text
+    o = parse(["-F"])
+    assert o.fields == (DEFAULT | {"p"}, False, False) and o.tcp_info == "qs"
+    assert parse(["-Fso"]).fields == (frozenset("pso"), False, True)   # offsets, no sizes
+    assert parse(["-Fpcn"]).fields == (frozenset("pcn"), False, False)
+    assert parse(["-F", "0n"]).fields == (frozenset("pn"), True, False)
+    assert parse(["-F0"]).fields[:2] == (DEFAULT | {"p"}, True)
+    assert parse(["-F", "-p", "1"]).pids == {1}          # -F does not take an option
+    assert parse(["-F", "T", "-T"]).tcp_info == ""        # a later -T rules
+    assert parse(["-Tq", "-F", "T"]).tcp_info == "qs"     # an earlier one does not
+    assert parse(["-F", "?"]).field_help
+    assert help_text().startswith("lsof:\tID    field description\n\t a    access")
+    with pytest.raises(UsageError, match="unknown field: x"):
+        parse(["-Fpx"])
+    with pytest.raises(UsageError, match="-F and -t are mutually exclusive"):
+        parse(["-F", "-t"])
+
+
+def test_bare_inet_after_a_version_lists_both():
+    assert parse(["-i6", "-i"]).inet_version is None
+    assert parse(["-i", "-i6"]).inet_version == 6
+    assert parse(["-i6", "-iTCP", "-i"]).inet_version == 6
