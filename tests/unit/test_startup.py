@@ -83,3 +83,17 @@ def test_status_loads_the_client_not_the_daemon():
                    or m.split(".")[-1] in {"daemon", "loader", "firewall", "program", "kernel",
                                             "policy", "state", "metrics"}}
     assert daemon_side == set()
+
+
+LAUNCH = [sys.executable, "-c", "from scanwatch.launch import main; main()"]
+CLICK = [sys.executable, "-c", "from scanwatch.cli import main; main()"]
+
+
+def test_direct_paths_answer_as_the_click_cli_does():
+    for args in (["lsof", "-h"], ["lsof", "-Q"], ["scan", "-h"], ["scan", "--bogus"],
+                 ["-h"], ["lsof", "-F", "?"], ["--debug", "lsof", "-h"]):
+        direct = subprocess.run(LAUNCH + args, capture_output=True, text=True, timeout=60)
+        click = subprocess.run(CLICK + args, capture_output=True, text=True, timeout=60)
+        assert (direct.returncode, direct.stdout, direct.stderr) == \
+            (click.returncode, click.stdout, click.stderr), args
+        assert direct.stdout or direct.stderr
