@@ -118,7 +118,7 @@ fi
 
 ARCH=$(dpkg --print-architecture)
 PKGS=(python3-bpfcc python3-nftables python3-venv nftables bpftool nmap hping3
-      iproute2 iputils-ping lsof make
+      iproute2 iputils-ping lsof make masscan   # masscan: bench/scan.py
       vagrant vagrant-libvirt shellcheck systemd   # CI checks: Vagrantfile, scripts, unit
       python3-setuptools python3-wheel)            # what `make install` builds with
 QUIET_PKGS=(portsentry fail2ban)   # their services must not start
