@@ -64,7 +64,8 @@ def _hexdev(text: str) -> str | None:
 
 class Writer:
     def __init__(self, opts, tables):
-        self.want, nul, self.offsets, self.tcp_info = opts.fields
+        self.want, nul, self.offsets = opts.fields
+        self.tcp_info = opts.field_tcp_info
         self.term = "\0" if nul else "\n"
         self.end = "\n" if nul else ""
         self.numeric_uid = opts.numeric_uid

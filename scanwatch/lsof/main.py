@@ -95,7 +95,7 @@ def main(argv: list[str]) -> int:
         return 0
     if opts.fields is not None:
         # names without the (STATE) suffix: the T field carries what -T asks for
-        opts.fields, opts.tcp_info = opts.fields + (opts.tcp_info,), ""
+        opts.field_tcp_info, opts.tcp_info = opts.tcp_info, ""
     if opts.version:
         sys.stderr.write(_version())
         return 0

@@ -60,7 +60,8 @@ class Options:
         self.repeat_until_empty = False
         self.repeat_marker: str | None = None   # strftime format of the marker line
         self.cmd_width = 9
-        self.fields: tuple | None = None   # -F: (field letters, NUL-terminated)
+        self.fields: tuple | None = None   # -F: (letters, NUL-terminated, offsets asked)
+        self.field_tcp_info = ""           # -T letters for the T field (set by main)
         self.field_help = False            # -F ?
 
     @property
