@@ -4,8 +4,8 @@ from __future__ import annotations
 import sys
 
 USAGE = """\
-usage: scanwatch lsof [-?abhlnPtUvVw] [+|-c c] [+|-d s] [+D D] [-i [i]] [-p s]
-                      [+|-r [t]] [-s [p:s]] [-T [t]] [-u s] [--] [names]
+usage: scanwatch lsof [-?abhlnPtUvVw] [+|-c c] [+|-d s] [+D D] [-F [f]] [-i [i]]
+                      [-p s] [+|-r [t]] [-s [p:s]] [-T [t]] [-u s] [--] [names]
 lsof's listing from /proc and netlink sock_diag; defaults in parentheses.
   -?|-h list help          -a AND selections (OR)     -t terse listing (PIDs only)
   -c c  cmd c ^c /c/[bix]  +c w  COMMAND width (9)    +d s  dir s files
@@ -13,6 +13,7 @@ lsof's listing from /proc and netlink sock_diag; defaults in parentheses.
   -n no host names         -P no port names           -U select Unix sockets
   -T disable TCP/TPI info  -T qs TCP/TPI Q,St (s) info
   -v list version info     -V verbose search          +|-w  Warnings (+)
+  -F [f] select fields; -F ? for help
   -- end option scan
   -i i   select by IPv[46] address: [46][proto][@host|addr][:svc_list|port_list]
   -p s   exclude(^)|select PIDs
@@ -69,6 +70,9 @@ def _listing(opts, warn):
 
 
 def _text(opts, listing) -> str:
+    if opts.fields is not None:
+        from .fields import Writer
+        return Writer(opts, listing.tables).render(listing.groups)
     if opts.terse:
         return "".join(f"{pid}\n" for pid in listing.pids)
     from .output import render
@@ -85,6 +89,13 @@ def main(argv: list[str]) -> int:
     if opts.help:
         sys.stdout.write(USAGE)
         return 0
+    if opts.field_help:
+        from .fields import help_text
+        sys.stderr.write(help_text())
+        return 0
+    if opts.fields is not None:
+        # names without the (STATE) suffix: the T field carries what -T asks for
+        opts.field_tcp_info, opts.tcp_info = opts.tcp_info, ""
     if opts.version:
         sys.stderr.write(_version())
         return 0
@@ -109,8 +120,8 @@ def main(argv: list[str]) -> int:
 
 def _repeat(opts, warn, out) -> int:
     """-r: list, mark the end, sleep, again; until interrupted (-r), until a listing is
-    empty (+r), or for the c<N> count. Exit status as lsof: +r 0 when anything was ever
-    listed, 1 otherwise; -r with a count 1."""
+    empty (+r), or for the c<N> count. Exit status as lsof: 0 when anything was ever
+    listed, 1 otherwise."""
     import time
     ever = False
     count = 0
@@ -123,11 +134,14 @@ def _repeat(opts, warn, out) -> int:
         marker = MARKER
         if opts.repeat_marker is not None:
             marker = time.strftime(opts.repeat_marker) + "\n"
+        if opts.fields is not None:
+            from .fields import Writer
+            marker = Writer(opts, None).marker(marker[:-1] if opts.repeat_marker else "")
         out.write(_text(opts, listing) + marker)
         out.flush()
         count += 1
         if opts.repeat_count is not None and count >= opts.repeat_count:
-            return (0 if ever else 1) if opts.repeat_until_empty else 1
+            return 0 if ever else 1
         time.sleep(opts.repeat)
 
 

@@ -60,6 +60,9 @@ class Options:
         self.repeat_until_empty = False
         self.repeat_marker: str | None = None   # strftime format of the marker line
         self.cmd_width = 9
+        self.fields: tuple | None = None   # -F: (letters, NUL-terminated, offsets asked)
+        self.field_tcp_info = ""           # -T letters for the T field (set by main)
+        self.field_help = False            # -F ?
 
     @property
     def inet_version(self) -> int | None:
@@ -77,9 +80,9 @@ class Options:
 
 
 MANDATORY = {"-": "cpud", "+": "cdD"}
-OPTIONAL = {"-": "iTsrS", "+": "r"}
+OPTIONAL = {"-": "iTsrSF", "+": "r"}
 FLAGS = {"-": "abhlnPtUvVwbCO?", "+": "w"}   # b, C, O: accepted, no effect here
-# Anything else (-F field output, -R, -K, -o, -g, -N, -X, -x, ...) is refused rather than
+# Anything else (-R, -K, -o, -g, -N, -X, -x, ...) is refused rather than
 # silently ignored, since it would change what lsof prints.
 
 
@@ -118,6 +121,8 @@ def parse(argv: list[str]) -> Options:
                 _flag(o, prefix, ch)
                 continue
             raise UsageError(f"unsupported option: {prefix}{ch}")
+    if o.fields is not None and o.terse:
+        raise UsageError("-F and -t are mutually exclusive")
     both = o.pids & o.xpids
     if both:
         raise UsageError(f"PID {min(both)} has been included and excluded.")
@@ -240,7 +245,10 @@ def _fd_list(o: Options, value: str) -> None:
 def _optional(o: Options, prefix: str, ch: str, value: str | None) -> None:
     if ch == "i":
         o.inet = True
-        if value is not None:
+        if value is None:
+            if not o.inet_specs:
+                o.inet_versions.clear()   # as lsof: -i6 -i lists both versions again
+        else:
             spec = parse_inet(value)
             if spec.proto is None and spec.host is None and not spec.ports:
                 if spec.version is not None:
@@ -269,6 +277,17 @@ def _optional(o: Options, prefix: str, ch: str, value: str | None) -> None:
                 o.repeat_count = int(m.group(2))
             if m.group(3) is not None:
                 o.repeat_marker = m.group(3)
+    elif ch == "F":
+        if value == "?":
+            o.field_help = True
+            return
+        from .fields import parse as parse_fields
+        try:
+            o.fields = parse_fields(value or "")
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if "T" in o.fields[0]:
+            o.tcp_info = "qs"   # as lsof: field T turns on all TCP info; a later -T rules
     # -S (stat timeout): accepted, no effect here
 
 

