@@ -4,7 +4,7 @@
 
 Builds a lab (tests/system/lab.py: a target and a scanner namespace on a veth
 pair) with TCP and UDP listeners and nft-filtered ports in the target (the lab
-of tests/system/test_scan.py), then for each case runs nmap and scanwatch
+of tests/system/scan/test_scan.py), then for each case runs nmap and scanwatch
 alternately, N times each (5 by default, 2 with --quick), from the scanner
 namespace. Every run's port states (from -oX: listed ports plus the ports of
 <extrareasons>) must equal nmap's. Times are wall-clock for the whole command
@@ -34,6 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "system"))
+sys.path.insert(0, str(ROOT / "tests" / "system" / "scan"))
 
 from lab import Lab  # noqa: E402
 from test_scan import SCAN, ScanLab, expand  # noqa: E402

@@ -1,7 +1,7 @@
 """Port selection with nmap's semantics: service table, top ports, `-p` specs.
 
 The service table is nmap's own `nmap-services` when it is installed (names and
-open-frequencies); otherwise the list shipped in scanwatch/data (the top ports of
+open-frequencies); otherwise the list shipped in scanwatch/scan/data (the top ports of
 each protocol, generated from nmap-services by `python -m scanwatch.scan.ports`).
 
 Top-N selection follows nmap: most frequent first, equal frequencies by port
