@@ -237,6 +237,13 @@ static __always_inline int blocked_drop(struct sw_addr *src)
 	return XDP_PASS;
 }
 
+static __always_inline int is_ignored(struct sw_addr *src)
+{
+	struct sw_lpm_key k = {.prefixlen = 128};
+	__builtin_memcpy(k.a, src->a, 16);
+	return ignored.lookup(&k) != 0;
+}
+
 static __always_inline int is_watched(__u8 proto, __u16 port)
 {
 	__u32 idx = proto * SW_PORT_WORDS + (port >> 6);
@@ -338,10 +345,8 @@ int xdp_sentry(struct xdp_md *ctx)
 		return XDP_PASS;
 	now = bpf_ktime_get_ns();
 	if (!s) {
-		/* Ignored sources never get an entry, so only new sources pay for the trie. */
-		struct sw_lpm_key k = {.prefixlen = 128};
-		__builtin_memcpy(k.a, p.src.a, 16);
-		if (ignored.lookup(&k)) {
+		/* Ignored sources get no entry, so only new sources (and triggers) pay for the trie. */
+		if (is_ignored(&p.src)) {
 			count(SW_CNT_IGNORED);
 			return XDP_PASS;
 		}
@@ -402,6 +407,12 @@ int xdp_sentry(struct xdp_md *ctx)
 		reason = SW_EV_SWEEP;
 	if (!reason)
 		return XDP_PASS;
+	/* The entry may predate the address's protection (an admin's first SSH SYN before the
+	 * SSH-peer check, an ignore file reloaded later): never judge an ignored source. */
+	if (reason != SW_EV_HIT && is_ignored(&p.src)) {
+		count(SW_CNT_IGNORED);
+		return XDP_PASS;
+	}
 	/* A source already caught (blocking off, or not yet dropped) sends at most one hit
 	 * event a second, for PortSentry's "already blocked" line; the counters keep counting
 	 * every probe, so a flood costs userspace nothing. */

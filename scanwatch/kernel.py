@@ -10,7 +10,7 @@ from . import contract as K
 from . import loader
 from .bpfsys import Map, RingBuffer, RingSet
 from .errors import KernelError
-from .ignore import from_key, to_key, to_lpm
+from .ignore import covered, from_key, to_key, to_lpm
 from .model import ScanEvent, SourceStats
 
 REASONS = {K.EV_HIT: "hit", K.EV_TRIGGER: "trigger", K.EV_SWEEP: "sweep",
@@ -115,6 +115,14 @@ class Sentry:
             trie.delete(k)
         for k in want - have:
             trie.update(k, b"\1")
+        # The kernel consults the trie when it creates a source's entry: an address that
+        # got one before it was ignored would keep counting. Forget those (after the trie
+        # is in place, so no new entry can slip in behind the walk).
+        added = [(int.from_bytes(k[:4], "little"), k[4:]) for k in want - have]
+        if added:
+            stale = [k for k in self.maps["sources"].keys() if covered(k, added)]
+            for k in stale:
+                self.maps["sources"].delete(k)
 
     # --- blocks and sources ---------------------------------------------------------------
     def block(self, addr, expires_mono=None):
