@@ -42,6 +42,7 @@ BPF_LPM_TRIE(ignored, struct sw_lpm_key, __u8, SW_MAX_IGNORE);
 BPF_TABLE("lru_hash", struct sw_addr, struct sw_source, sources, SW_MAX_SOURCES);
 BPF_TABLE("lru_hash", struct sw_addr, struct sw_block, blocked, SW_MAX_BLOCKED);
 BPF_RINGBUF_OUTPUT(events, SW_RINGBUF_PAGES);
+BPF_ARRAY(blank, struct sw_source, 1);  /* never written: the template of a new source */
 /* SW_EV_PERSIST only: a spoofed flood fills `events`, never this one, so a real scanner
  * that keeps probing through the flood is still heard. */
 BPF_RINGBUF_OUTPUT(alerts, SW_ALERT_PAGES);
@@ -69,12 +70,18 @@ static __always_inline void count(__u32 idx)
 		*c += 1;
 }
 
-/* PortSentry's classification; returns -1 for packets that are no probe (ACK or RST set). */
+/* PortSentry's classification, plus the ACK family (nmap -sA/-sW/-sM, --scanflags with ACK),
+ * which only counts when no socket owns the 4-tuple. -1 for anything with RST: no stack
+ * answers a RST (RFC 9293), so it reveals nothing, and counting it would let backscatter
+ * from a spoofed flood trip the sentry. */
 static __always_inline int tcp_kind(__u8 f)
 {
-	if (f & (TH_ACK | TH_RST))
+	if (f & TH_RST)
 		return -1;
+	int ack = f & TH_ACK;
 	f &= TH_FIN | TH_SYN | TH_PSH | TH_URG;
+	if (ack)
+		return f == 0 ? SW_KIND_ACK : f == TH_FIN ? SW_KIND_MAIMON : SW_KIND_UNKNOWN;
 	if (f == TH_SYN)
 		return SW_KIND_SYN;
 	if (f == TH_FIN)
@@ -299,12 +306,19 @@ int xdp_sentry(struct xdp_md *ctx)
 	if (p.tuple_len == 0)
 		return XDP_PASS;  /* neither IPv4 nor IPv6 */
 
-	/* Non-probes (ACK, RST, later fragments, other protocols) only need the block check. */
+	/* Non-probes (RST, later fragments, other protocols) only need the block check. */
 	if (rc > 0)
 		return blocked_drop(&p.src);
 
 	struct sw_config *cfg = config.lookup(&zero);
 	if (!cfg || !cfg->watch[p.proto & 1])
+		return blocked_drop(&p.src);
+
+	/* A packet with ACK is a probe only if no socket owns it. The full-tuple lookup finds
+	 * connections, request and timewait sockets, and falls back to a listener, so a late
+	 * or SYN-cookie ACK to a listening port belongs too. */
+	int acked = p.tcp_flags & TH_ACK;
+	if (acked && has_socket(ctx, &p))
 		return blocked_drop(&p.src);
 
 	/* Probes look up their source first: for a known source that one hash lookup also
@@ -345,20 +359,24 @@ int xdp_sentry(struct xdp_md *ctx)
 			count(SW_CNT_IGNORED);
 			return XDP_PASS;
 		}
-		struct sw_source fresh = {};
-		fresh.first_ns = now;
-		fresh.window_ns = now;
-		sources.update(&p.src, &fresh);
+		/* New entries are copied from an all-zero map value: a 360-byte struct on the
+		 * stack would not fit beside the rest in the 512-byte BPF stack. */
+		struct sw_source *zeroed = blank.lookup(&zero);
+		if (!zeroed)
+			return XDP_PASS;
+		sources.update(&p.src, zeroed);
 		s = sources.lookup(&p.src);
 		if (!s)
 			return XDP_PASS;
+		s->first_ns = now;
+		s->window_ns = now;
 	}
 	int need_sweep = cfg->sweep_ports && !(s->flags & flagbit);
 	s->last_ns = now;
 	if (!watched_port && !need_sweep)
 		return XDP_PASS;
 	/* PortSentry's smart verify: a port in use is no trap. */
-	int open = has_socket(ctx, &p);
+	int open = acked ? 0 : has_socket(ctx, &p);
 	if (open && !need_sweep)
 		return XDP_PASS;
 	if (need_sweep) {

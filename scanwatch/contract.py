@@ -12,9 +12,9 @@ BPF_DIR = _PKG / "bpf" if (_PKG / "bpf").is_dir() else _PKG.parent / "bpf"
 HEADER = BPF_DIR / "scanwatch.h"
 PROGRAM = BPF_DIR / "sentry.bpf.c"
 
-KIND_SYN, KIND_FIN, KIND_NULL, KIND_XMAS, KIND_UNKNOWN, KIND_UDP = range(6)
-NKINDS = 6
-KIND_NAMES = ("SYN/Normal", "FIN", "NULL", "XMAS", "Unknown Type", "UDP")
+KIND_SYN, KIND_FIN, KIND_NULL, KIND_XMAS, KIND_UNKNOWN, KIND_UDP, KIND_ACK, KIND_MAIMON = range(8)
+NKINDS = 8
+KIND_NAMES = ("SYN/Normal", "FIN", "NULL", "XMAS", "Unknown Type", "UDP", "ACK/Window", "Maimon")
 
 PROTO_TCP, PROTO_UDP = 0, 1
 PROTO_NAMES = ("TCP", "UDP")
@@ -22,9 +22,9 @@ PORT_WORDS = 1024
 BLOOM_WORDS = 16
 RECENT = 32
 
-CNT_DROPPED, CNT_IGNORED, CNT_LOST, CNT_MALFORMED = 6, 7, 8, 9
-CNT_TRIPWIRE, CNT_KBLOCKS, CNT_PACKETS = 10, 11, 12
-NCOUNTERS = 13
+CNT_DROPPED, CNT_IGNORED, CNT_LOST, CNT_MALFORMED = 8, 9, 10, 11
+CNT_TRIPWIRE, CNT_KBLOCKS, CNT_PACKETS = 12, 13, 14
+NCOUNTERS = 15
 COUNTER_NAMES = KIND_NAMES + ("dropped", "ignored", "events_lost", "malformed",
                               "tripwire", "kernel_blocks", "packets")
 

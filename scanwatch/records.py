@@ -28,7 +28,9 @@ _HOST_BAD = re.compile(r"[^A-Za-z0-9._:-]")
 # PortSentry 1.2's ReportPacketType; NULL really has a leading space in 1.2, giving
 # "attackalert:  TCP NULL scan" (two spaces). 2.0 dropped the space.
 _TYPES_12 = {"SYN/Normal": "TCP SYN/Normal scan", "FIN": "TCP FIN scan",
-             "NULL": " TCP NULL scan", "XMAS": "TCP XMAS scan"}
+             "NULL": " TCP NULL scan", "XMAS": "TCP XMAS scan",
+             # PortSentry has no ACK-family types; these follow its wording
+             "ACK/Window": "TCP ACK/Window scan", "Maimon": "TCP Maimon scan"}
 
 
 def _addr(addr):

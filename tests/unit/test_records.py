@@ -44,6 +44,10 @@ def tz():
     # 1.2 really prints " TCP NULL scan" (leading space) into "attackalert: %s from ..."
     ("NULL", "attackalert:  TCP NULL scan from host: h.example/192.0.2.7 to TCP port: 143"),
     ("XMAS", "attackalert: TCP XMAS scan from host: h.example/192.0.2.7 to TCP port: 143"),
+    # nmap -sA/-sW and -sM: not in PortSentry, named in its style
+    ("ACK/Window",
+     "attackalert: TCP ACK/Window scan from host: h.example/192.0.2.7 to TCP port: 143"),
+    ("Maimon", "attackalert: TCP Maimon scan from host: h.example/192.0.2.7 to TCP port: 143"),
 ])
 def test_tcp_scan_lines(kind, text):
     assert r.scan_alert_line(kind, "h.example", A4, "TCP", 143) == text
