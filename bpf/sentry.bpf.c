@@ -60,7 +60,7 @@ struct probe {
 	__u8 proto;   /* SW_PROTO_* */
 	__u8 kind;
 	__u8 tcp_flags;
-	__u8 flags;   /* SW_F_IPOPTS */
+	__u8 flags;   /* SW_F_IPOPTS, SW_F_FRAG */
 };
 
 static __always_inline void count(__u32 idx)
@@ -101,10 +101,23 @@ static __always_inline int parse_l4(void *l4, void *end, void *ip_end, __u8 next
 {
 	if (nexthdr == IPPROTO_TCP) {
 		struct tcphdr *th = l4;
-		if ((void *)(th + 1) > end || (void *)(th + 1) > ip_end)
-			return -1;
-		__u8 f = ((__u8 *)th)[13];
-		int kind = tcp_kind(f);
+		__u8 f = 0;
+		int kind = SW_KIND_TINYFRAG;
+		if ((void *)(th + 1) <= end && (void *)(th + 1) <= ip_end) {
+			f = ((__u8 *)th)[13];
+			kind = tcp_kind(f);
+		} else {
+			/* A first fragment cut inside the TCP header (nmap -f, --mtu 8/16) is
+			 * classified from what it holds: the ports are in any fragment (8 bytes at
+			 * least), the flags need 14. No reassembly, so no memory to exhaust; Linux
+			 * discards overlapping fragments, so a later one cannot rewrite them. */
+			if (!(p->flags & SW_F_FRAG) || (void *)th + 8 > end || (void *)th + 8 > ip_end)
+				return -1;
+			if ((void *)th + 14 <= end && (void *)th + 14 <= ip_end) {
+				f = ((__u8 *)th)[13];
+				kind = tcp_kind(f);
+			}
+		}
 		if (kind < 0)
 			return 1;
 		p->proto = SW_PROTO_TCP;
@@ -169,6 +182,8 @@ static __always_inline int parse(struct xdp_md *ctx, struct probe *p)
 			return -1;
 		if (ip->frag_off & bpf_htons(0x1fff))
 			return 1;  /* a later fragment carries no L4 header to classify */
+		if (ip->frag_off & bpf_htons(0x2000))
+			p->flags |= SW_F_FRAG;
 		if (ihl > sizeof(*ip))
 			p->flags |= SW_F_IPOPTS;
 		p->tuple_len = sizeof(p->tuple.ipv4);
@@ -198,6 +213,8 @@ static __always_inline int parse(struct xdp_md *ctx, struct probe *p)
 			if (nh == IPPROTO_FRAGMENT) {
 				if ((((__u16)eh[2] << 8 | eh[3]) & 0xfff8) != 0)
 					return 1;
+				if (eh[3] & 1)
+					p->flags |= SW_F_FRAG;
 				l4 = eh + 8;
 			} else {
 				l4 = eh + (eh[1] + 1) * 8;

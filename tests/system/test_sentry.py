@@ -69,6 +69,51 @@ def test_tripwire_scan_is_detected_and_blocked(lab, web, scan):
     assert "xdp" not in lab.run(lab.target_ns, "ip", "link", "show", "dev", lab.target_if).stdout
 
 
+@pytest.mark.parametrize("opts, scan_type, frag", [
+    (("-f",), "Tiny Fragment", "is a tiny fragment without the TCP flags (RFC 1858)"),
+    (("--mtu", "8"), "Tiny Fragment", "is a tiny fragment without the TCP flags (RFC 1858)"),
+    (("-ff",), "SYN/Normal", "came fragmented"),  # 16 bytes of TCP: the flags are there
+    (("--mtu", "16"), "SYN/Normal", "came fragmented"),
+    (("--mtu", "24"), "SYN/Normal", None),  # nmap's 24-byte SYN fits: not fragmented at all
+], ids=["f", "mtu8", "ff", "mtu16", "mtu24"])
+def test_fragmented_scan_is_classified_and_blocked(lab, web, opts, scan_type, frag):
+    """nmap -f and friends: classified from the first fragment, logged as evasion.
+    (nmap 7.93 refuses -f with -6; IPv6 fragments are in test_ipv6_fragments_...)"""
+    lab.wait_reachable()
+    addr = lab.scanner_ip4
+    with SentryProcess(lab) as sw:
+        nmap(lab, "-sS", *opts, "-p", "1-40")
+        sw.wait_block_event()
+        log = sw.log()
+        line = re.search(rf"attackalert: Packet from host: {addr}/{addr} to TCP port: \d+ "
+                         rf"(.*) \(detection avoidance technique\)\.$", log, re.M)
+        assert (line and line.group(1)) == frag, log
+        assert_blocked(sw, lab, addr, scan_type, "TCP")
+        ev = [e for e in sw.events() if e["action"] == "block"][0]
+        assert ev["fragmented"] == bool(frag) and ev["scan_type"] == scan_type, ev
+
+
+def test_ipv6_and_out_of_order_fragments_are_classified(lab, web):
+    """nmap cannot fragment IPv6: hand-built fragments, sent last first."""
+    lab.wait_reachable()
+    mac = lab.run(lab.target_ns, "cat", f"/sys/class/net/{lab.target_if}/address").stdout.strip()
+
+    def send(src, dst, flags, frag):
+        res = lab.run(lab.scanner_ns, sys.executable, RAWSEND, lab.scanner_if, mac, src, dst,
+                      "--ports", "1", "--flags", flags, "--frag", str(frag), "--reverse")
+        assert res.returncode == 0, res.stderr
+
+    with SentryProcess(lab) as sw:
+        send(lab.scanner_ip6, lab.target_ip6, "S", 8)
+        assert sw.wait_block_event()["scan_type"] == "Tiny Fragment"
+        assert_blocked(sw, lab, lab.scanner_ip6, "Tiny Fragment", "TCP", family=6)
+        send(lab.scanner_ip4, lab.target_ip4, "F", 16)
+        sw.wait_history(lab.scanner_ip4)
+        assert_blocked(sw, lab, lab.scanner_ip4, "FIN", "TCP")
+        assert (f"Packet from host: {lab.scanner_ip4}/{lab.scanner_ip4} to TCP port: 1 came "
+                "fragmented (detection avoidance technique).") in sw.log()
+
+
 def test_sweep_of_ports_without_tripwires_is_caught_at_the_threshold(lab):
     lab.wait_reachable()
     with SentryProcess(lab) as sw:
