@@ -42,6 +42,7 @@ BPF_LPM_TRIE(ignored, struct sw_lpm_key, __u8, SW_MAX_IGNORE);
 BPF_TABLE("lru_hash", struct sw_addr, struct sw_source, sources, SW_MAX_SOURCES);
 BPF_TABLE("lru_hash", struct sw_addr, struct sw_block, blocked, SW_MAX_BLOCKED);
 BPF_RINGBUF_OUTPUT(events, SW_RINGBUF_PAGES);
+BPF_ARRAY(blank, struct sw_source, 1);  /* never written: the template of a new source */
 /* SW_EV_PERSIST only: a spoofed flood fills `events`, never this one, so a real scanner
  * that keeps probing through the flood is still heard. */
 BPF_RINGBUF_OUTPUT(alerts, SW_ALERT_PAGES);
@@ -59,7 +60,7 @@ struct probe {
 	__u8 proto;   /* SW_PROTO_* */
 	__u8 kind;
 	__u8 tcp_flags;
-	__u8 flags;   /* SW_F_IPOPTS */
+	__u8 flags;   /* SW_F_IPOPTS, SW_F_FRAG */
 };
 
 static __always_inline void count(__u32 idx)
@@ -69,12 +70,18 @@ static __always_inline void count(__u32 idx)
 		*c += 1;
 }
 
-/* PortSentry's classification; returns -1 for packets that are no probe (ACK or RST set). */
+/* PortSentry's classification, plus the ACK family (nmap -sA/-sW/-sM, --scanflags with ACK),
+ * which only counts when no socket owns the 4-tuple. -1 for anything with RST: no stack
+ * answers a RST (RFC 9293), so it reveals nothing, and counting it would let backscatter
+ * from a spoofed flood trip the sentry. */
 static __always_inline int tcp_kind(__u8 f)
 {
-	if (f & (TH_ACK | TH_RST))
+	if (f & TH_RST)
 		return -1;
+	int ack = f & TH_ACK;
 	f &= TH_FIN | TH_SYN | TH_PSH | TH_URG;
+	if (ack)
+		return f == 0 ? SW_KIND_ACK : f == TH_FIN ? SW_KIND_MAIMON : SW_KIND_UNKNOWN;
 	if (f == TH_SYN)
 		return SW_KIND_SYN;
 	if (f == TH_FIN)
@@ -94,10 +101,23 @@ static __always_inline int parse_l4(void *l4, void *end, void *ip_end, __u8 next
 {
 	if (nexthdr == IPPROTO_TCP) {
 		struct tcphdr *th = l4;
-		if ((void *)(th + 1) > end || (void *)(th + 1) > ip_end)
-			return -1;
-		__u8 f = ((__u8 *)th)[13];
-		int kind = tcp_kind(f);
+		__u8 f = 0;
+		int kind = SW_KIND_TINYFRAG;
+		if ((void *)(th + 1) <= end && (void *)(th + 1) <= ip_end) {
+			f = ((__u8 *)th)[13];
+			kind = tcp_kind(f);
+		} else {
+			/* A first fragment cut inside the TCP header (nmap -f, --mtu 8/16) is
+			 * classified from what it holds: the ports are in any fragment (8 bytes at
+			 * least), the flags need 14. No reassembly, so no memory to exhaust; Linux
+			 * discards overlapping fragments, so a later one cannot rewrite them. */
+			if (!(p->flags & SW_F_FRAG) || (void *)th + 8 > end || (void *)th + 8 > ip_end)
+				return -1;
+			if ((void *)th + 14 <= end && (void *)th + 14 <= ip_end) {
+				f = ((__u8 *)th)[13];
+				kind = tcp_kind(f);
+			}
+		}
 		if (kind < 0)
 			return 1;
 		p->proto = SW_PROTO_TCP;
@@ -162,6 +182,8 @@ static __always_inline int parse(struct xdp_md *ctx, struct probe *p)
 			return -1;
 		if (ip->frag_off & bpf_htons(0x1fff))
 			return 1;  /* a later fragment carries no L4 header to classify */
+		if (ip->frag_off & bpf_htons(0x2000))
+			p->flags |= SW_F_FRAG;
 		if (ihl > sizeof(*ip))
 			p->flags |= SW_F_IPOPTS;
 		p->tuple_len = sizeof(p->tuple.ipv4);
@@ -191,6 +213,8 @@ static __always_inline int parse(struct xdp_md *ctx, struct probe *p)
 			if (nh == IPPROTO_FRAGMENT) {
 				if ((((__u16)eh[2] << 8 | eh[3]) & 0xfff8) != 0)
 					return 1;
+				if (eh[3] & 1)
+					p->flags |= SW_F_FRAG;
 				l4 = eh + 8;
 			} else {
 				l4 = eh + (eh[1] + 1) * 8;
@@ -306,12 +330,19 @@ int xdp_sentry(struct xdp_md *ctx)
 	if (p.tuple_len == 0)
 		return XDP_PASS;  /* neither IPv4 nor IPv6 */
 
-	/* Non-probes (ACK, RST, later fragments, other protocols) only need the block check. */
+	/* Non-probes (RST, later fragments, other protocols) only need the block check. */
 	if (rc > 0)
 		return blocked_drop(&p.src);
 
 	struct sw_config *cfg = config.lookup(&zero);
 	if (!cfg || !cfg->watch[p.proto & 1])
+		return blocked_drop(&p.src);
+
+	/* A packet with ACK is a probe only if no socket owns it. The full-tuple lookup finds
+	 * connections, request and timewait sockets, and falls back to a listener, so a late
+	 * or SYN-cookie ACK to a listening port belongs too. */
+	int acked = p.tcp_flags & TH_ACK;
+	if (acked && has_socket(ctx, &p))
 		return blocked_drop(&p.src);
 
 	/* Probes look up their source first: for a known source that one hash lookup also
@@ -350,20 +381,24 @@ int xdp_sentry(struct xdp_md *ctx)
 			count(SW_CNT_IGNORED);
 			return XDP_PASS;
 		}
-		struct sw_source fresh = {};
-		fresh.first_ns = now;
-		fresh.window_ns = now;
-		sources.update(&p.src, &fresh);
+		/* New entries are copied from an all-zero map value: a 360-byte struct on the
+		 * stack would not fit beside the rest in the 512-byte BPF stack. */
+		struct sw_source *zeroed = blank.lookup(&zero);
+		if (!zeroed)
+			return XDP_PASS;
+		sources.update(&p.src, zeroed);
 		s = sources.lookup(&p.src);
 		if (!s)
 			return XDP_PASS;
+		s->first_ns = now;
+		s->window_ns = now;
 	}
 	int need_sweep = cfg->sweep_ports && !(s->flags & flagbit);
 	s->last_ns = now;
 	if (!watched_port && !need_sweep)
 		return XDP_PASS;
 	/* PortSentry's smart verify: a port in use is no trap. */
-	int open = has_socket(ctx, &p);
+	int open = acked ? 0 : has_socket(ctx, &p);
 	if (open && !need_sweep)
 		return XDP_PASS;
 	if (need_sweep) {

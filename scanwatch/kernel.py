@@ -222,4 +222,5 @@ def decode_event(raw):
         reason=REASONS.get(ev.reason, "hit"), tcp_flags=ev.tcp_flags,
         tripwire=ev.tripwire, sweep=ev.sweep,
         kernel_blocked=bool(ev.flags & K.F_KBLOCKED), ip_options=bool(ev.flags & K.F_IPOPTS),
+        fragmented=bool(ev.flags & K.F_FRAG),
         ports=tuple(K.recent_ports(ev.recent, ev.distinct)))

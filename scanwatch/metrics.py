@@ -2,9 +2,8 @@
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from .contract import KIND_NAMES as KINDS
 from .errors import ConfigError
-
-KINDS = ("SYN/Normal", "FIN", "NULL", "XMAS", "Unknown Type", "UDP")
 
 
 def parse_listen(text):

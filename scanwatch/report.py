@@ -73,6 +73,9 @@ class Reporter:
         cfg = self.cfg
         if ev.ip_options:
             self.log.info(records.ip_options_line(host, addr, ev.port, ev.proto))
+        if ev.fragmented:
+            self.log.info(records.fragment_line(host, addr, ev.port, ev.proto,
+                                                tiny=ev.kind == "Tiny Fragment"))
         self.log.info(records.scan_alert_line(ev.kind, host, addr, ev.proto, ev.port,
                                               ev.tcp_flags))
         if ev.reason == "sweep":
@@ -126,4 +129,5 @@ class Reporter:
                 "tcp_flags": ev.tcp_flags, "tripwire_hits": ev.tripwire, "sweep": ev.sweep,
                 "ports": [f"{p}/{proto.lower()}" for proto, p in ev.ports],
                 "kernel_blocked": ev.kernel_blocked, "ip_options": ev.ip_options,
+                "fragmented": ev.fragmented,
                 "evidence": ev.evidence, "mode": d.mode, "dry_run": self.dry_run}
