@@ -288,15 +288,9 @@ static __always_inline int bloom_add(struct sw_source *s, __u8 proto, __u16 port
 	return fresh;
 }
 
-static __always_inline void emit(struct probe *p, struct sw_source *s, __u8 reason, __u8 flags,
-				 __u64 now)
+static __always_inline void fill(struct sw_event *ev, struct probe *p, struct sw_source *s,
+				 __u8 reason, __u8 flags, __u64 now)
 {
-	struct sw_event *ev = reason == SW_EV_PERSIST ? alerts.ringbuf_reserve(sizeof(*ev))
-						      : events.ringbuf_reserve(sizeof(*ev));
-	if (!ev) {
-		count(SW_CNT_LOST);
-		return;
-	}
 	__builtin_memcpy(&ev->src, &p->src, sizeof(ev->src));
 	ev->ts_ns = now;
 	ev->tripwire = s->tripwire[p->proto & 1];
@@ -310,10 +304,17 @@ static __always_inline void emit(struct probe *p, struct sw_source *s, __u8 reas
 	ev->pad = 0;
 	ev->distinct = s->distinct;
 	__builtin_memcpy(ev->recent, s->recent, sizeof(ev->recent));
-	if (reason == SW_EV_PERSIST)
-		alerts.ringbuf_submit(ev, 0);
-	else
-		events.ringbuf_submit(ev, 0);
+}
+
+static __always_inline void emit_persist(struct probe *p, struct sw_source *s, __u64 now)
+{
+	struct sw_event *ev = alerts.ringbuf_reserve(sizeof(*ev));
+	if (!ev) {
+		count(SW_CNT_LOST);
+		return;
+	}
+	fill(ev, p, s, SW_EV_PERSIST, SW_F_KBLOCKED, now);
+	alerts.ringbuf_submit(ev, 0);
 }
 
 int xdp_sentry(struct xdp_md *ctx)
@@ -357,7 +358,7 @@ int xdp_sentry(struct xdp_md *ctx)
 			 * drops, then at each power of two, in case a flood filled the ring. */
 			__u32 d = ++s->dropped, at = cfg->persist_probes;
 			if (at && (d == at || (d > at && !(d & (d - 1)))))
-				emit(&p, s, SW_EV_PERSIST, SW_F_KBLOCKED, bpf_ktime_get_ns());
+				emit_persist(&p, s, bpf_ktime_get_ns());
 			return XDP_DROP;
 		}
 		s->flags &= ~SW_F_BLOCKED;
@@ -457,6 +458,13 @@ int xdp_sentry(struct xdp_md *ctx)
 		s->event_ns = now;
 	}
 
+	/* The record first: with the ring full a block would exist that nobody hears of, so
+	 * the source is neither flagged nor blocked, and its next probe tries again. */
+	struct sw_event *ev = events.ringbuf_reserve(sizeof(*ev));
+	if (!ev) {
+		count(SW_CNT_LOST);
+		return XDP_PASS;
+	}
 	__u8 evflags = 0;
 	int drop = 0;
 	if (reason != SW_EV_HIT) {
@@ -473,6 +481,7 @@ int xdp_sentry(struct xdp_md *ctx)
 			drop = 1;  /* the triggering probe itself gets no answer */
 		}
 	}
-	emit(&p, s, reason, evflags, now);
+	fill(ev, &p, s, reason, evflags, now);
+	events.ringbuf_submit(ev, 0);
 	return drop ? XDP_DROP : XDP_PASS;
 }

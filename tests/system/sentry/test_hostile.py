@@ -1,6 +1,7 @@
 """Issue 14: the XDP program holds under hostile traffic (lockout, forged proof, corrupt state).
 
 Real daemon in a Lab's target namespace, hand-built frames from the scanner namespace."""
+import ipaddress
 import os
 import signal
 import time
@@ -48,5 +49,33 @@ def test_a_source_tracked_before_it_was_ignored_is_never_blocked(lab, workdir): 
         assert to_key(src) not in daemon_map(sw.pid, "sources")[2]
         assert src not in (sw.paths["history"].read_text() if sw.paths["history"].exists()
                            else "")
+    finally:
+        sw.stop()
+
+
+def test_no_kernel_block_without_its_record_when_the_events_ring_is_full(lab, workdir):  # noqa: F811
+    """The daemon is stopped (SIGSTOP), so nothing drains the events ring, and 6,000 spoofed
+    sources each trip the wire once: the kernel blocks exactly the sources whose record it
+    could reserve; the rest are counted lost and stay unblocked (they were blocked with no
+    record: a lockout nobody could see)."""
+    lab.wait_reachable()
+    tgt, mac = lab.target_ip4, target_mac(lab)
+    sw = Sentry(lab, workdir)
+    srcs = [str(ipaddress.IPv4Address("198.18.0.1") + i) for i in range(6000)]
+    frames = [ipv4(s, tgt, tcp(s, tgt, 1)) for s in srcs]
+    try:
+        c0 = sw.status()["counters"]
+        os.kill(sw.pid, signal.SIGSTOP)
+        try:
+            send_l3(lab, frames, mac)
+            blocked = kernel_blocked(sw.pid)
+        finally:
+            os.kill(sw.pid, signal.SIGCONT)
+        c1 = sw.status()["counters"]
+        d = {k: c1[k] - c0[k] for k in ("tripwire", "kernel_blocks", "events_lost")}
+        print(f"\nFIGURE ring full: {d}, {len(blocked)} in blocked", flush=True)
+        assert d["events_lost"] > 0, d  # the ring did fill
+        assert d["kernel_blocks"] + d["events_lost"] == d["tripwire"], d
+        assert len(blocked) == d["kernel_blocks"], (len(blocked), d)
     finally:
         sw.stop()
