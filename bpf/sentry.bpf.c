@@ -61,6 +61,7 @@ struct probe {
 	__u8 kind;
 	__u8 tcp_flags;
 	__u8 flags;   /* SW_F_IPOPTS, SW_F_FRAG */
+	__u8 has_src; /* src was parsed: whatever else the frame is, check `blocked` */
 };
 
 static __always_inline void count(__u32 idx)
@@ -104,6 +105,8 @@ static __always_inline int parse_l4(void *l4, void *end, void *ip_end, __u8 next
 		__u8 f = 0;
 		int kind = SW_KIND_TINYFRAG;
 		if ((void *)(th + 1) <= end && (void *)(th + 1) <= ip_end) {
+			if (th->doff < 5)
+				return 1;  /* the stack discards it: no probe, nothing answers */
 			f = ((__u8 *)th)[13];
 			kind = tcp_kind(f);
 		} else {
@@ -114,6 +117,8 @@ static __always_inline int parse_l4(void *l4, void *end, void *ip_end, __u8 next
 			if (!(p->flags & SW_F_FRAG) || (void *)th + 8 > end || (void *)th + 8 > ip_end)
 				return -1;
 			if ((void *)th + 14 <= end && (void *)th + 14 <= ip_end) {
+				if ((((__u8 *)th)[12] >> 4) < 5)
+					return 1;
 				f = ((__u8 *)th)[13];
 				kind = tcp_kind(f);
 			}
@@ -152,7 +157,8 @@ static __always_inline int parse_l4(void *l4, void *end, void *ip_end, __u8 next
 	return 1;
 }
 
-/* 0 = probe parsed, 1 = pass untouched (src may still be set), -1 = truncated. */
+/* 0 = probe parsed, 1 = pass untouched (src may still be set), -1 = truncated,
+ * -2 = an IPv6 header chain longer than we walk (dropped: it would hide a probe). */
 static __always_inline int parse(struct xdp_md *ctx, struct probe *p)
 {
 	void *data = (void *)(long)ctx->data;
@@ -162,7 +168,11 @@ static __always_inline int parse(struct xdp_md *ctx, struct probe *p)
 		return -1;
 	__u16 eproto = eth->h_proto;
 	void *l3 = eth + 1;
-	if (eproto == bpf_htons(ETH_P_8021Q) || eproto == bpf_htons(ETH_P_8021AD)) {
+	/* Up to two tags (802.1Q, or QinQ: 802.1ad outside 802.1Q). */
+#pragma unroll
+	for (int i = 0; i < 2; i++) {
+		if (eproto != bpf_htons(ETH_P_8021Q) && eproto != bpf_htons(ETH_P_8021AD))
+			break;
 		struct vlan_hdr_sw *vh = l3;
 		if ((void *)(vh + 1) > end)
 			return -1;
@@ -177,6 +187,9 @@ static __always_inline int parse(struct xdp_md *ctx, struct probe *p)
 		p->src.a[10] = 0xff;
 		p->src.a[11] = 0xff;
 		__builtin_memcpy(&p->src.a[12], &ip->saddr, 4);
+		p->has_src = 1;
+		if (ip->version != 4)
+			return 1;  /* the stack drops a version that contradicts the ethertype */
 		__u32 ihl = ip->ihl * 4;
 		if (ihl < sizeof(*ip))
 			return -1;
@@ -196,6 +209,9 @@ static __always_inline int parse(struct xdp_md *ctx, struct probe *p)
 		if ((void *)(ip6 + 1) > end)
 			return -1;
 		__builtin_memcpy(p->src.a, &ip6->saddr, 16);
+		p->has_src = 1;
+		if (ip6->version != 6)
+			return 1;
 		p->tuple_len = sizeof(p->tuple.ipv6);
 		__builtin_memcpy(p->tuple.ipv6.saddr, &ip6->saddr, 16);
 		__builtin_memcpy(p->tuple.ipv6.daddr, &ip6->daddr, 16);
@@ -223,7 +239,7 @@ static __always_inline int parse(struct xdp_md *ctx, struct probe *p)
 		}
 		if (nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING || nh == IPPROTO_DSTOPTS ||
 		    nh == IPPROTO_FRAGMENT)
-			return -1;  /* more extension headers than any sane packet: count, not hide */
+			return -2;  /* more extension headers than any sane packet: drop, not hide */
 		return parse_l4(l4, end, (void *)(ip6 + 1) + bpf_ntohs(ip6->payload_len), nh, p);
 	}
 	return 1;
@@ -324,12 +340,14 @@ int xdp_sentry(struct xdp_md *ctx)
 	__u64 now;
 	count(SW_CNT_PACKETS);
 	int rc = parse(ctx, &p);
-	if (rc < 0) {
+	if (rc < 0)
 		count(SW_CNT_MALFORMED);
-		return XDP_PASS;
-	}
-	if (p.tuple_len == 0)
+	if (rc == -2)
+		return XDP_DROP;
+	if (!p.has_src)
 		return XDP_PASS;  /* neither IPv4 nor IPv6 */
+	if (rc < 0 || p.tuple_len == 0)
+		return blocked_drop(&p.src);  /* truncated, a later fragment, a bad version */
 
 	/* Non-probes (RST, later fragments, other protocols) only need the block check. */
 	if (rc > 0)

@@ -4,10 +4,13 @@ Real daemon in a Lab's target namespace, hand-built frames from the scanner name
 import ipaddress
 import os
 import signal
+import struct
+import sys
 import time
 
 from scanwatch.ignore import to_key
-from test_resilience import (Sentry, daemon_map, kernel_blocked, send_l3, ipv4, tcp, target_mac,
+from test_resilience import (DSTOPTS, SENDER, Sentry, daemon_map, ext_opts, ipv4, ipv6,
+                             kernel_blocked, send_l3, tcp, target_mac,
                              workdir)  # noqa: F401 (workdir is a fixture)
 from sentry import wait_for
 
@@ -77,5 +80,77 @@ def test_no_kernel_block_without_its_record_when_the_events_ring_is_full(lab, wo
         assert d["events_lost"] > 0, d  # the ring did fill
         assert d["kernel_blocks"] + d["events_lost"] == d["tripwire"], d
         assert len(blocked) == d["kernel_blocks"], (len(blocked), d)
+    finally:
+        sw.stop()
+
+
+def send_frames(lab, frames, mac):
+    """(ethertype, bytes after it) frames from the scanner's veth end to the target's MAC."""
+    lines = "".join(f"{et:04x} {rest.hex()}\n" for et, rest in frames)
+    res = lab.run(lab.scanner_ns, sys.executable, "-c", SENDER, lab.scanner_if, mac,
+                  input=lines, timeout=60)
+    assert res.returncode == 0 and int(res.stdout) == len(frames), res.stderr
+
+
+def test_a_blocked_source_is_dropped_however_its_frames_are_wrapped(lab, workdir):  # noqa: F811
+    """Once blocked, a source's QinQ-tagged frames, later IPv4 fragments, truncated headers
+    and over-long IPv6 header chains are dropped too (they passed: only frames parsed as far
+    as a probe, or a non-probe with a full tuple, met the blocked-source check)."""
+    lab.wait_reachable()
+    t4, t6, mac = lab.target_ip4, lab.target_ip6, target_mac(lab)
+    a4, a6 = "198.18.2.1", "fd53:7761:ff::31"
+    sw = Sentry(lab, workdir)
+    try:
+        send_l3(lab, [ipv4(a4, t4, tcp(a4, t4, 1)), ipv6(a6, t6, 6, tcp(a6, t6, 1))], mac)
+        wait_for(lambda: {a4, a6} <= {b["addr"] for b in sw.status()["blocked"]}, 5,
+                 what="both sources blocked")
+        c0 = sw.status()["counters"]
+        qinq = struct.pack("!HHH", 100, 0x8100, 200) + struct.pack("!H", 0x0800)
+        chain = b"".join(ext_opts(DSTOPTS) for _ in range(9))
+        send_frames(lab, [
+            (0x88a8, qinq + ipv4(a4, t4, tcp(a4, t4, 8080))),       # QinQ SYN
+            (0x0800, ipv4(a4, t4, b"x" * 16, frag=0x0001)),         # later fragment
+            (0x0800, ipv4(a4, t4, tcp(a4, t4, 8080)[:10])),         # truncated TCP
+            (0x86dd, ipv6(a6, t6, 6, tcp(a6, t6, 8080)[:10])),      # truncated TCP
+            (0x86dd, ipv6(a6, t6, DSTOPTS, chain + tcp(a6, t6, 8080))),
+        ], mac)
+        time.sleep(0.3)
+        c1 = sw.status()["counters"]
+        d = {k: c1[k] - c0[k] for k in ("dropped", "malformed", "packets")}
+        print(f"\nFIGURE wrapped frames of blocked sources: {d}", flush=True)
+        assert d["packets"] >= 5, d
+        assert d["dropped"] == 4 and d["malformed"] == 3, d  # + the chain: dropped as malformed
+    finally:
+        sw.stop()
+
+
+def test_frames_the_stack_discards_are_never_counted(lab, workdir):  # noqa: F811
+    """An IP version that contradicts the ethertype, a TCP data offset below 5: Linux drops
+    them unanswered, so they are no probe of anything (they tripped the wire and swept)."""
+    lab.wait_reachable()
+    t4, t6, mac = lab.target_ip4, lab.target_ip6, target_mac(lab)
+    b4, c4, d6 = "198.18.3.1", "198.18.3.2", "fd53:7761:ff::32"
+
+    def doff4(seg):
+        return seg[:12] + bytes([0x40]) + seg[13:]
+
+    sw = Sentry(lab, workdir)
+    try:
+        c0 = sw.status()["counters"]
+        frames = [(0x0800, bytes([0x65]) + ipv4(b4, t4, tcp(b4, t4, p))[1:])
+                  for p in [1] + list(range(3000, 3030))]
+        frames += [(0x0800, ipv4(c4, t4, doff4(tcp(c4, t4, p)))) for p in [1] + list(range(3000, 3030))]
+        frames += [(0x86dd, bytes([0x46]) + ipv6(d6, t6, 6, tcp(d6, t6, 1))[1:])]
+        send_frames(lab, frames, mac)
+        time.sleep(0.3)
+        st = sw.status()
+        c1 = st["counters"]
+        d = {k: c1[k] - c0[k] for k in ("packets", "SYN/Normal", "tripwire", "malformed")}
+        print(f"\nFIGURE discarded frames: {d}", flush=True)
+        assert d["packets"] >= len(frames), d
+        assert d["SYN/Normal"] == 0 and d["tripwire"] == 0, d
+        keys = daemon_map(sw.pid, "sources")[2]
+        assert not {to_key(a) for a in (b4, c4, d6)} & set(keys)
+        assert not {b4, c4, d6} & {b["addr"] for b in st["blocked"]}
     finally:
         sw.stop()
