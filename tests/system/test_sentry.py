@@ -1,5 +1,6 @@
 """The sentry against real nmap from a scanner namespace: detect, block, record."""
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -67,6 +68,31 @@ def test_tripwire_scan_is_detected_and_blocked(lab, web, scan):
     assert "XDP programs detached" in sw.log()
     # After SIGTERM the XDP program is gone from the interface.
     assert "xdp" not in lab.run(lab.target_ns, "ip", "link", "show", "dev", lab.target_if).stdout
+
+
+@pytest.mark.parametrize("scan", ["-sA", "-sM"])
+def test_ack_family_over_ipv6_is_caught_and_an_established_peer_is_not(lab, scan):
+    """The ACK-family check over IPv6; a long-lived connection's ACKs meanwhile are no probe."""
+    lab.wait_reachable()
+    sink = lab.popen(lab.target_ns, sys.executable, "-c",
+                     "import socket\ns=socket.create_server(('0.0.0.0', 5001))\n"
+                     "print('ready', flush=True)\nc,_=s.accept()\nwhile c.recv(4096): pass\n",
+                     stdout=subprocess.PIPE, text=True)
+    assert sink.stdout.readline().strip() == "ready"
+    code = ("import socket,sys,time\n"
+            f"c=socket.create_connection(('{lab.target_ip4}', 5001))\n"
+            "end=time.monotonic()+3\n"
+            "while time.monotonic()<end: c.send(b'x'); time.sleep(0.01)\n")
+    with SentryProcess(lab) as sw:
+        peer = lab.popen(lab.scanner_ns, sys.executable, "-c", code)
+        time.sleep(0.5)
+        nmap(lab, scan, "-p", "1-40", v6=True)
+        sw.wait_history(lab.scanner_ip6)
+        assert re.search(ALERT[scan] + rf" from host: {lab.scanner_ip6}/{lab.scanner_ip6} to "
+                         rf"TCP port: \d+$", sw.log(), re.M), sw.log()
+        assert_blocked(sw, lab, lab.scanner_ip6, TYPE[scan], "TCP", family=6)
+        assert peer.wait(timeout=10) == 0  # the IPv4 connection kept going throughout
+        assert sw.nft_set(4) == []
 
 
 @pytest.mark.parametrize("opts, scan_type, frag", [
