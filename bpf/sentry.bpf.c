@@ -40,7 +40,10 @@ BPF_ARRAY(watched, __u64, 2 * SW_PORT_WORDS);
 BPF_PERCPU_ARRAY(counters, __u64, SW_NCOUNTERS);
 BPF_LPM_TRIE(ignored, struct sw_lpm_key, __u8, SW_MAX_IGNORE);
 BPF_TABLE("lru_hash", struct sw_addr, struct sw_source, sources, SW_MAX_SOURCES);
-BPF_TABLE("lru_hash", struct sw_addr, struct sw_block, blocked, SW_MAX_BLOCKED);
+/* Userspace's blocks never evict (a forged flood must not push them out: full = refused,
+ * and userspace says so); the kernel's own short blocks live apart, in an LRU. */
+BPF_HASH(blocked, struct sw_addr, struct sw_block, SW_MAX_BLOCKED);
+BPF_TABLE("lru_hash", struct sw_addr, struct sw_block, kblocked, SW_MAX_BLOCKED);
 BPF_RINGBUF_OUTPUT(events, SW_RINGBUF_PAGES);
 BPF_ARRAY(blank, struct sw_source, 1);  /* never written: the template of a new source */
 /* SW_EV_PERSIST only: a spoofed flood fills `events`, never this one, so a real scanner
@@ -263,10 +266,12 @@ static __always_inline int has_socket(struct xdp_md *ctx, struct probe *p)
 	return 1;
 }
 
-/* XDP_DROP if the source is in `blocked` and its block has not ended, else XDP_PASS. */
+/* XDP_DROP if the source is in `blocked` or `kblocked` and its block has not ended. */
 static __always_inline int blocked_drop(struct sw_addr *src)
 {
 	struct sw_block *blk = blocked.lookup(src);
+	if (!blk)
+		blk = kblocked.lookup(src);
 	if (!blk)
 		return XDP_PASS;
 	if (blk->expires_ns == 0 || bpf_ktime_get_ns() < blk->expires_ns) {
@@ -274,6 +279,7 @@ static __always_inline int blocked_drop(struct sw_addr *src)
 		return XDP_DROP;
 	}
 	blocked.delete(src);
+	kblocked.delete(src);
 	return XDP_PASS;
 }
 
@@ -381,6 +387,7 @@ int xdp_sentry(struct xdp_md *ctx)
 		}
 		s->flags &= ~SW_F_BLOCKED;
 		blocked.delete(&p.src);
+		kblocked.delete(&p.src);
 	} else if (!s && blocked_drop(&p.src) == XDP_DROP) {
 		return XDP_DROP;
 	}
@@ -490,7 +497,7 @@ int xdp_sentry(struct xdp_md *ctx)
 		if (cfg->kblock[proto]) {
 			struct sw_block b = {.expires_ns = cfg->block_timeout_ns ?
 							       now + cfg->block_timeout_ns : 0};
-			blocked.update(&p.src, &b);
+			kblocked.update(&p.src, &b);
 			s->flags |= SW_F_BLOCKED;
 			s->block_ns = b.expires_ns;
 			s->dropped = 0;

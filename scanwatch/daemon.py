@@ -7,7 +7,7 @@ import time
 from . import config as configmod
 from . import control, ignore, netinfo, records, status
 from .classic import ClassicListener
-from .errors import ConfigError, ScanwatchError
+from .errors import ConfigError, KernelError, ScanwatchError
 from .firewall import Firewall, RulesetMonitor
 from .hostsdeny import HostsDeny
 from .kernel import Sentry, mono_now
@@ -374,7 +374,7 @@ class Daemon:
         self.policy.withdraw(entry.addr)
         if entry.level == 1 and not self.dry_run:
             secs = entry.seconds()
-            self.sentry.block(entry.addr, mono_now() + secs if secs else None)
+            self.sentry.block(entry.addr, mono_now() + secs if secs else None, unreported=True)
         self.capped += 1
         self.capped_total += 1
         return True
@@ -396,7 +396,10 @@ class Daemon:
         latency = mono_now() - ev.mono
         # Always (re)write the kernel entry: a repeat offender's block is longer than the
         # kernel's own BLOCK_TIMEOUT.
-        self.sentry.block(entry.addr, mono_now() + secs if secs else None)
+        try:
+            self.sentry.block(entry.addr, mono_now() + secs if secs else None)
+        except KernelError as err:  # MAX_BLOCKED reached: say so, report the block anyway
+            self.log.error("error: %s", err)
         return latency
 
     # --- blocks -------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 loader.py), XDP attachment over netlink, typed records out.
 """
 import ctypes as C
+import errno
 import os
 import struct
 import time
@@ -125,10 +126,20 @@ class Sentry:
                 self.maps["sources"].delete(k)
 
     # --- blocks and sources ---------------------------------------------------------------
-    def block(self, addr, expires_mono=None):
+    def block(self, addr, expires_mono=None, unreported=False):
+        """A reported block goes into `blocked`, which never evicts (full: KernelError);
+        an unreported one (past BLOCK_RATE, likely spoofed) into the kernel's own LRU, so a
+        forged flood can never push a reported block out."""
         ns = int(expires_mono * 1e9) if expires_mono else 0
         key = to_key(addr)
-        self.maps["blocked"].update(key, struct.pack("<Q", ns))
+        blocked = self.maps["kblocked" if unreported else "blocked"]
+        try:
+            blocked.update(key, struct.pack("<Q", ns))
+        except OSError as err:
+            if err.errno != errno.E2BIG:
+                raise
+            raise KernelError(f"XDP blocked map full (MAX_BLOCKED={blocked.max_entries}): "
+                              f"{addr} not blocked in XDP") from None
         # The XDP program trusts a known source's own block flag (one hash lookup per
         # packet), so the entry, where there is one, carries the same end.
         raw = self.maps["sources"].lookup(key)
@@ -142,7 +153,9 @@ class Sentry:
 
     def block_many(self, items):
         """[(addr, expires_mono or None)] in one batched map update where the kernel can
-        (at start, when the sources map is empty)."""
+        (at start, when the sources map is empty). The map never evicts: beyond its
+        capacity the last (most recent) items are kept."""
+        items = items[-self.maps["blocked"].max_entries:]
         self.maps["blocked"].update_batch(
             [(to_key(a), struct.pack("<Q", int(e * 1e9) if e else 0)) for a, e in items])
 
@@ -150,6 +163,7 @@ class Sentry:
         """Lift a block and forget the source's counts, so it is judged afresh."""
         key = to_key(addr)
         self.maps["blocked"].delete(key)
+        self.maps["kblocked"].delete(key)
         self.maps["sources"].delete(key)
 
     @staticmethod
@@ -185,7 +199,7 @@ class Sentry:
     def map_fill(self):
         """Entries in use per bounded map, for status and metrics."""
         return {name: (self.maps[name].count(), self.maps[name].max_entries)
-                for name in ("sources", "blocked")}
+                for name in ("sources", "blocked", "kblocked")}
 
     def counters(self):
         return dict(zip(K.COUNTER_NAMES, self.maps["counters"].percpu_sums()))

@@ -3,19 +3,30 @@
 Real daemon in a Lab's target namespace, hand-built frames from the scanner namespace."""
 import ipaddress
 import os
+import shutil
 import signal
 import struct
 import sys
+import tempfile
 import time
+from pathlib import Path
+
+import pytest
 
 from scanwatch.ignore import to_key
 from test_resilience import (DSTOPTS, SENDER, Sentry, daemon_map, ext_opts, ipv4, ipv6,
-                             kernel_blocked, send_l3, tcp, target_mac,
-                             workdir)  # noqa: F401 (workdir is a fixture)
+                             kernel_blocked, send_l3, tcp, target_mac)
 from sentry import wait_for
 
 
-def test_a_source_tracked_before_it_was_ignored_is_never_blocked(lab, workdir):  # noqa: F811
+@pytest.fixture
+def workdir():
+    d = Path(tempfile.mkdtemp(prefix="swhostile-"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_a_source_tracked_before_it_was_ignored_is_never_blocked(lab, workdir):
     """An address with a kernel entry is added to the ignore file and SIGHUP'd, then trips
     the wire and sweeps: the kernel never blocks it (it did: the trie was only consulted
     when an entry was created, and the daemon undid the block afterwards)."""
@@ -56,7 +67,7 @@ def test_a_source_tracked_before_it_was_ignored_is_never_blocked(lab, workdir): 
         sw.stop()
 
 
-def test_no_kernel_block_without_its_record_when_the_events_ring_is_full(lab, workdir):  # noqa: F811
+def test_no_kernel_block_without_its_record_when_the_events_ring_is_full(lab, workdir):
     """The daemon is stopped (SIGSTOP), so nothing drains the events ring, and 6,000 spoofed
     sources each trip the wire once: the kernel blocks exactly the sources whose record it
     could reserve; the rest are counted lost and stay unblocked (they were blocked with no
@@ -92,7 +103,7 @@ def send_frames(lab, frames, mac):
     assert res.returncode == 0 and int(res.stdout) == len(frames), res.stderr
 
 
-def test_a_blocked_source_is_dropped_however_its_frames_are_wrapped(lab, workdir):  # noqa: F811
+def test_a_blocked_source_is_dropped_however_its_frames_are_wrapped(lab, workdir):
     """Once blocked, a source's QinQ-tagged frames, later IPv4 fragments, truncated headers
     and over-long IPv6 header chains are dropped too (they passed: only frames parsed as far
     as a probe, or a non-probe with a full tuple, met the blocked-source check)."""
@@ -124,7 +135,7 @@ def test_a_blocked_source_is_dropped_however_its_frames_are_wrapped(lab, workdir
         sw.stop()
 
 
-def test_frames_the_stack_discards_are_never_counted(lab, workdir):  # noqa: F811
+def test_frames_the_stack_discards_are_never_counted(lab, workdir):
     """An IP version that contradicts the ethertype, a TCP data offset below 5: Linux drops
     them unanswered, so they are no probe of anything (they tripped the wire and swept)."""
     lab.wait_reachable()
@@ -152,5 +163,35 @@ def test_frames_the_stack_discards_are_never_counted(lab, workdir):  # noqa: F81
         keys = daemon_map(sw.pid, "sources")[2]
         assert not {to_key(a) for a in (b4, c4, d6)} & set(keys)
         assert not {b4, c4, d6} & {b["addr"] for b in st["blocked"]}
+    finally:
+        sw.stop()
+
+
+def test_a_forged_flood_cannot_evict_a_reported_block(lab, workdir):
+    """MAX_BLOCKED=64. One source is blocked and reported, then 5,000 forged sources trip the
+    wire: the first block stays in the XDP map, which no longer shares an LRU with them; once
+    it is full a further reported block is refused in XDP (still in nftables), and the log says
+    so (before: nothing said; this kernel's LRU happened to keep the first block here)."""
+    lab.wait_reachable()
+    t4, mac = lab.target_ip4, target_mac(lab)
+    first = "198.18.4.1"
+    sw = Sentry(lab, workdir, conf='MAX_BLOCKED="64"\nBLOCK_RATE="100"\n')
+    try:
+        send_l3(lab, [ipv4(first, t4, tcp(first, t4, 1))], mac)
+        sw.wait_history(first)
+        assert to_key(first) in daemon_map(sw.pid, "blocked")[2]
+        forged = [str(ipaddress.IPv4Address("198.18.5.1") + i) for i in range(5000)]
+        tw = sw.status()["counters"]["tripwire"]
+        send_l3(lab, [ipv4(a, t4, tcp(a, t4, 1)) for a in forged], mac)
+        time.sleep(1.5)
+        hits = sw.status()["counters"]["tripwire"] - tw
+        n, cap, keys = daemon_map(sw.pid, "blocked")
+        print(f"\nFIGURE forged flood vs MAX_BLOCKED=64: {hits} hits, blocked {n}/{cap}, "
+              f"first block kept {to_key(first) in keys}", flush=True)
+        assert hits > 1000, hits
+        assert to_key(first) in keys, "a forged flood evicted a reported block"
+        wait_for(lambda: "XDP blocked map full (MAX_BLOCKED=64)" in sw.log(), 5,
+                 what="the refusal logged")
+        assert sw.proc.poll() is None
     finally:
         sw.stop()
