@@ -265,6 +265,22 @@ def test_dry_run_detects_but_blocks_nothing(lab):
         assert st["counters"]["dropped"] == 0
 
 
+def test_slow_scan_is_caught_by_the_slow_tier(lab):
+    """nmap -T2 paces 0.4 s a probe: 12 ports in SWEEP_WINDOW, never 20; SLOW_PORTS (40)
+    closed ports within SLOW_WINDOW cut it off."""
+    lab.wait_reachable()
+    with SentryProcess(lab) as sw:
+        out = nmap(lab, "-sS", "-T2", "-p", "3000-3060")  # no tripwire in this range
+        ev = sw.wait_block_event()
+        assert ev["reason"] == "sweep" and ev["slow_sweep"] and ev["kernel_blocked"], ev
+        m = re.search(r"Ignored State: closed \((\d+)\)", out)
+        closed = int(m.group(1)) if m else len(re.findall(r"\d+/closed/tcp", out))
+        assert 38 <= closed <= 40, out  # the 40th is dropped; the Bloom filter may miss one
+        assert re.search(rf"attackalert: Host {lab.scanner_ip4} probed 40 closed ports within "
+                         rf"600s \(.*\) \(slow scan\)$", sw.log(), re.M), sw.log()
+        assert_blocked(sw, lab, lab.scanner_ip4, "SYN/Normal", "TCP")
+
+
 def test_flag_classification_unknown_type_and_non_probes(lab, web):
     """RST packets are no probes (nothing answers them); ACK packets are probes only when no
     socket owns them; other odd patterns are "Unknown Type" with raw flags."""
