@@ -265,6 +265,24 @@ def test_dry_run_detects_but_blocks_nothing(lab):
         assert st["counters"]["dropped"] == 0
 
 
+@pytest.mark.parametrize("opts, scan_type", [
+    (("-sS", "-g", "53"), "SYN/Normal"),
+    (("-sS", "--source-port", "88"), "SYN/Normal"),
+    (("-sS", "--data-length", "40"), "SYN/Normal"),
+    (("-sA", "--data-length", "40"), "ACK/Window"),
+    (("-sS", "--ttl", "3"), "SYN/Normal"),
+    (("-sS", "--spoof-mac", "0"), "SYN/Normal"),
+    (("-sS", "--randomize-hosts"), "SYN/Normal"),
+], ids=["g53", "sport88", "data-length", "ack-data-length", "ttl", "spoof-mac", "randomize"])
+def test_evasion_options_do_not_hide_a_scan(lab, opts, scan_type):
+    """Options that change what a probe looks like but not what it is."""
+    lab.wait_reachable()
+    with SentryProcess(lab) as sw:
+        nmap(lab, *opts, "-p", "1-40")
+        assert sw.wait_block_event()["scan_type"] == scan_type
+        assert_blocked(sw, lab, lab.scanner_ip4, scan_type, "TCP")
+
+
 def test_slow_scan_is_caught_by_the_slow_tier(lab):
     """nmap -T2 paces 0.4 s a probe: 12 ports in SWEEP_WINDOW, never 20; SLOW_PORTS (40)
     closed ports within SLOW_WINDOW cut it off."""
