@@ -58,6 +58,7 @@
 #define SW_F_FLAG_UDP   0x08  /* source: a UDP trigger already fired */
 #define SW_F_BLOCKED    0x10  /* source: the kernel blocked it itself, until block_ns */
 #define SW_F_FRAG       0x20  /* the probe came as the first fragment of a fragmented packet */
+#define SW_F_SLOW       0x40  /* event: a SW_EV_SWEEP of the slow tier (sweep = its count) */
 
 /* Parameters userspace writes into the one-element `config` array. */
 struct sw_config {
@@ -68,6 +69,9 @@ struct sw_config {
 	__u8 watch[2];           /* per protocol: a mode is running */
 	__u8 kblock[2];          /* per protocol: the kernel blocks a triggering source itself */
 	__u32 persist_probes;    /* SW_EV_PERSIST at this many probes dropped in one block; 0 = off */
+	__u64 slow_window_ns;    /* second, slower sweep tier (nmap -T2, --scan-delay) */
+	__u32 slow_ports;        /* 0: slow tier off */
+	__u32 pad;
 };
 
 /* Source addresses are 16 bytes; IPv4 is stored mapped (::ffff:a.b.c.d). */
@@ -105,6 +109,10 @@ struct sw_source {
 	__u8 flags;                      /* SW_F_FLAG_*, SW_F_BLOCKED */
 	__u8 pad[3];
 	__u32 dropped;                   /* probes dropped since the current block began */
+	__u64 slow_ns;                   /* start of the current slow-tier window */
+	__u64 slow_bloom[SW_BLOOM_WORDS];/* distinct closed ports over slow_window_ns */
+	__u32 slow;                      /* distinct closed ports in the slow window */
+	__u32 pad2;
 };
 
 struct sw_event {

@@ -297,16 +297,16 @@ static __always_inline int is_watched(__u8 proto, __u16 port)
 	return w && (*w >> (port & 63)) & 1;
 }
 
-/* Insert (proto, port) into the source's Bloom filter; 1 if it was not there before. */
-static __always_inline int bloom_add(struct sw_source *s, __u8 proto, __u16 port)
+/* Insert (proto, port) into a source's Bloom filter; 1 if it was not there before. */
+static __always_inline int bloom_add(__u64 *bloom, __u8 proto, __u16 port)
 {
 	__u32 h = ((__u32)proto << 16 | port) * 2654435761u;
 	__u32 b1 = h >> 22, b2 = (h >> 12) & 1023;
 	__u64 m1 = 1ULL << (b1 & 63), m2 = 1ULL << (b2 & 63);
 	__u32 w1 = (b1 >> 6) & (SW_BLOOM_WORDS - 1), w2 = (b2 >> 6) & (SW_BLOOM_WORDS - 1);
-	int fresh = !(s->bloom[w1] & m1) || !(s->bloom[w2] & m2);
-	s->bloom[w1] |= m1;
-	s->bloom[w2] |= m2;
+	int fresh = !(bloom[w1] & m1) || !(bloom[w2] & m2);
+	bloom[w1] |= m1;
+	bloom[w2] |= m2;
 	return fresh;
 }
 
@@ -316,7 +316,7 @@ static __always_inline void fill(struct sw_event *ev, struct probe *p, struct sw
 	__builtin_memcpy(&ev->src, &p->src, sizeof(ev->src));
 	ev->ts_ns = now;
 	ev->tripwire = s->tripwire[p->proto & 1];
-	ev->sweep = s->sweep;
+	ev->sweep = (flags & SW_F_SLOW) ? s->slow : s->sweep;
 	ev->port = p->dport;
 	ev->proto = p->proto;
 	ev->kind = p->kind;
@@ -418,6 +418,7 @@ int xdp_sentry(struct xdp_md *ctx)
 			return XDP_PASS;
 		s->first_ns = now;
 		s->window_ns = now;
+		s->slow_ns = now;
 	}
 	int need_sweep = cfg->sweep_ports && !(s->flags & flagbit);
 	s->last_ns = now;
@@ -434,7 +435,7 @@ int xdp_sentry(struct xdp_md *ctx)
 			s->sweep_open = 0;
 			__builtin_memset(s->bloom, 0, sizeof(s->bloom));
 		}
-		if (bloom_add(s, proto, p.dport)) {
+		if (bloom_add(s->bloom, proto, p.dport)) {
 			s->recent[s->distinct & (SW_RECENT - 1)] = (__u32)proto << 16 | p.dport;
 			s->distinct++;
 			if (open)
@@ -449,6 +450,22 @@ int xdp_sentry(struct xdp_md *ctx)
 	int swept = need_sweep && (s->sweep >= cfg->sweep_ports ||
 				   (s->sweep * 2 >= cfg->sweep_ports &&
 				    s->sweep + s->sweep_open >= cfg->sweep_ports));
+	/* The slow tier: distinct closed ports over a long window, for scans paced below
+	 * SWEEP_PORTS per SWEEP_WINDOW. Same 128 bytes a source, so memory stays bounded. */
+	__u8 slowflag = 0;
+	if (need_sweep && !open && cfg->slow_ports) {
+		if (now - s->slow_ns > cfg->slow_window_ns) {
+			s->slow_ns = now;
+			s->slow = 0;
+			__builtin_memset(s->slow_bloom, 0, sizeof(s->slow_bloom));
+		}
+		if (bloom_add(s->slow_bloom, proto, p.dport))
+			s->slow++;
+		if (!swept && s->slow >= cfg->slow_ports) {
+			swept = 1;
+			slowflag = SW_F_SLOW;
+		}
+	}
 	if (open && !swept)
 		return XDP_PASS;
 
@@ -490,7 +507,7 @@ int xdp_sentry(struct xdp_md *ctx)
 		count(SW_CNT_LOST);
 		return XDP_PASS;
 	}
-	__u8 evflags = 0;
+	__u8 evflags = reason == SW_EV_SWEEP ? slowflag : 0;
 	int drop = 0;
 	if (reason != SW_EV_HIT) {
 		s->flags |= flagbit;
@@ -502,7 +519,7 @@ int xdp_sentry(struct xdp_md *ctx)
 			s->block_ns = b.expires_ns;
 			s->dropped = 0;
 			count(SW_CNT_KBLOCKS);
-			evflags = SW_F_KBLOCKED;
+			evflags |= SW_F_KBLOCKED;
 			drop = 1;  /* the triggering probe itself gets no answer */
 		}
 	}

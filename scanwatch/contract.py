@@ -31,7 +31,8 @@ COUNTER_NAMES = KIND_NAMES + ("dropped", "ignored", "events_lost", "malformed",
                               "tripwire", "kernel_blocks", "packets")
 
 EV_HIT, EV_TRIGGER, EV_SWEEP, EV_PERSIST = 1, 2, 3, 4
-F_KBLOCKED, F_IPOPTS, F_FLAG_TCP, F_FLAG_UDP, F_BLOCKED, F_FRAG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+F_KBLOCKED, F_IPOPTS, F_FLAG_TCP, F_FLAG_UDP, F_BLOCKED = 0x01, 0x02, 0x04, 0x08, 0x10
+F_FRAG, F_SLOW = 0x20, 0x40
 
 
 class Config(C.Structure):
@@ -43,6 +44,9 @@ class Config(C.Structure):
         ("watch", C.c_uint8 * 2),
         ("kblock", C.c_uint8 * 2),
         ("persist_probes", C.c_uint32),
+        ("slow_window_ns", C.c_uint64),
+        ("slow_ports", C.c_uint32),
+        ("pad", C.c_uint32),
     ]
 
 
@@ -78,6 +82,10 @@ class Source(C.Structure):
         ("flags", C.c_uint8),
         ("pad", C.c_uint8 * 3),
         ("dropped", C.c_uint32),
+        ("slow_ns", C.c_uint64),
+        ("slow_bloom", C.c_uint64 * BLOOM_WORDS),
+        ("slow", C.c_uint32),
+        ("pad2", C.c_uint32),
     ]
 
 

@@ -166,7 +166,7 @@ class Daemon:
             sweep_window=cfg.SWEEP_WINDOW, block_timeout=cfg.BLOCK_TIMEOUT,
             watch_tcp=self.raw("TCP"), watch_udp=self.raw("UDP"),
             kblock_tcp=kblock and cfg.BLOCK_TCP == 1, kblock_udp=kblock and cfg.BLOCK_UDP == 1,
-            persist_probes=PERSIST_PROBES)
+            persist_probes=PERSIST_PROBES, slow_ports=cfg.SLOW_PORTS, slow_window=cfg.SLOW_WINDOW)
 
     def run(self):
         """Poll the ring buffer until SIGTERM/SIGINT; returns the exit status."""

@@ -87,9 +87,12 @@ class Sentry:
 
     # --- parameters -----------------------------------------------------------------------
     def configure(self, *, scan_trigger, sweep_ports, sweep_window, block_timeout,
-                  watch_tcp, watch_udp, kblock_tcp, kblock_udp, persist_probes=0):
+                  watch_tcp, watch_udp, kblock_tcp, kblock_udp, persist_probes=0,
+                  slow_ports=0, slow_window=0):
         cfg = K.Config()
         cfg.sweep_window_ns = int(sweep_window * 1e9)
+        cfg.slow_window_ns = int(slow_window * 1e9)
+        cfg.slow_ports = slow_ports
         cfg.block_timeout_ns = int(block_timeout * 1e9)
         cfg.scan_trigger = scan_trigger
         cfg.sweep_ports = sweep_ports
@@ -236,5 +239,5 @@ def decode_event(raw):
         reason=REASONS.get(ev.reason, "hit"), tcp_flags=ev.tcp_flags,
         tripwire=ev.tripwire, sweep=ev.sweep,
         kernel_blocked=bool(ev.flags & K.F_KBLOCKED), ip_options=bool(ev.flags & K.F_IPOPTS),
-        fragmented=bool(ev.flags & K.F_FRAG),
+        fragmented=bool(ev.flags & K.F_FRAG), slow=bool(ev.flags & K.F_SLOW),
         ports=tuple(K.recent_ports(ev.recent, ev.distinct)))

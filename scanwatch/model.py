@@ -19,6 +19,7 @@ class ScanEvent:
     kernel_blocked: bool = False
     ip_options: bool = False
     fragmented: bool = False    # came as a first fragment (nmap -f, --mtu)
+    slow: bool = False          # a sweep of the slow tier: `sweep` counts SLOW_WINDOW
     ports: tuple = ()           # recent distinct closed ports: ((proto, port), ...)
     evidence: str = "stealth"   # "stealth" raw probe, "connect" handshake done, "datagram"
 

@@ -265,6 +265,40 @@ def test_dry_run_detects_but_blocks_nothing(lab):
         assert st["counters"]["dropped"] == 0
 
 
+@pytest.mark.parametrize("opts, scan_type", [
+    (("-sS", "-g", "53"), "SYN/Normal"),
+    (("-sS", "--source-port", "88"), "SYN/Normal"),
+    (("-sS", "--data-length", "40"), "SYN/Normal"),
+    (("-sA", "--data-length", "40"), "ACK/Window"),
+    (("-sS", "--ttl", "3"), "SYN/Normal"),
+    (("-sS", "--spoof-mac", "0"), "SYN/Normal"),
+    (("-sS", "--randomize-hosts"), "SYN/Normal"),
+], ids=["g53", "sport88", "data-length", "ack-data-length", "ttl", "spoof-mac", "randomize"])
+def test_evasion_options_do_not_hide_a_scan(lab, opts, scan_type):
+    """Options that change what a probe looks like but not what it is."""
+    lab.wait_reachable()
+    with SentryProcess(lab) as sw:
+        nmap(lab, *opts, "-p", "1-40")
+        assert sw.wait_block_event()["scan_type"] == scan_type
+        assert_blocked(sw, lab, lab.scanner_ip4, scan_type, "TCP")
+
+
+def test_slow_scan_is_caught_by_the_slow_tier(lab):
+    """nmap -T2 paces 0.4 s a probe: 12 ports in SWEEP_WINDOW, never 20; SLOW_PORTS (40)
+    closed ports within SLOW_WINDOW cut it off."""
+    lab.wait_reachable()
+    with SentryProcess(lab) as sw:
+        out = nmap(lab, "-sS", "-T2", "-p", "3000-3060")  # no tripwire in this range
+        ev = sw.wait_block_event()
+        assert ev["reason"] == "sweep" and ev["slow_sweep"] and ev["kernel_blocked"], ev
+        m = re.search(r"Ignored State: closed \((\d+)\)", out)
+        closed = int(m.group(1)) if m else len(re.findall(r"\d+/closed/tcp", out))
+        assert 38 <= closed <= 40, out  # the 40th is dropped; the Bloom filter may miss one
+        assert re.search(rf"attackalert: Host {lab.scanner_ip4} probed 40 closed ports within "
+                         rf"600s \(.*\) \(slow scan\)$", sw.log(), re.M), sw.log()
+        assert_blocked(sw, lab, lab.scanner_ip4, "SYN/Normal", "TCP")
+
+
 def test_flag_classification_unknown_type_and_non_probes(lab, web):
     """RST packets are no probes (nothing answers them); ACK packets are probes only when no
     socket owns them; other odd patterns are "Unknown Type" with raw flags."""
