@@ -24,6 +24,9 @@
 #ifndef SW_RINGBUF_PAGES
 #define SW_RINGBUF_PAGES 64
 #endif
+#ifndef SW_UNREPORTED_BLOCK_NS
+#define SW_UNREPORTED_BLOCK_NS 5000000000ULL  /* a kernel block whose report was lost */
+#endif
 #ifndef SW_ALERT_PAGES
 #define SW_ALERT_PAGES 8
 #endif
@@ -500,20 +503,26 @@ int xdp_sentry(struct xdp_md *ctx)
 		s->event_ns = now;
 	}
 
-	/* The record first: with the ring full a block would exist that nobody hears of, so
-	 * the source is neither flagged nor blocked, and its next probe tries again. */
+	/* The record first. With the ring full (a flood, a stalled daemon) nobody would hear
+	 * of the block: it lasts SW_UNREPORTED_BLOCK_NS only and the source stays unflagged,
+	 * so it is judged again after; meanwhile its dropped probes reach userspace on the
+	 * alerts ring (EV_PERSIST), which a flood cannot fill. */
 	struct sw_event *ev = events.ringbuf_reserve(sizeof(*ev));
 	if (!ev) {
 		count(SW_CNT_LOST);
-		return XDP_PASS;
+		if (reason == SW_EV_HIT || !cfg->kblock[proto])
+			return XDP_PASS;
 	}
 	__u8 evflags = reason == SW_EV_SWEEP ? slowflag : 0;
 	int drop = 0;
 	if (reason != SW_EV_HIT) {
-		s->flags |= flagbit;
+		if (ev)
+			s->flags |= flagbit;
 		if (cfg->kblock[proto]) {
-			struct sw_block b = {.expires_ns = cfg->block_timeout_ns ?
-							       now + cfg->block_timeout_ns : 0};
+			__u64 t = cfg->block_timeout_ns;
+			if (!ev && (!t || t > SW_UNREPORTED_BLOCK_NS))
+				t = SW_UNREPORTED_BLOCK_NS;
+			struct sw_block b = {.expires_ns = t ? now + t : 0};
 			kblocked.update(&p.src, &b);
 			s->flags |= SW_F_BLOCKED;
 			s->block_ns = b.expires_ns;
@@ -523,7 +532,9 @@ int xdp_sentry(struct xdp_md *ctx)
 			drop = 1;  /* the triggering probe itself gets no answer */
 		}
 	}
-	fill(ev, &p, s, reason, evflags, now);
-	events.ringbuf_submit(ev, 0);
+	if (ev) {
+		fill(ev, &p, s, reason, evflags, now);
+		events.ringbuf_submit(ev, 0);
+	}
 	return drop ? XDP_DROP : XDP_PASS;
 }
