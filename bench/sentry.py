@@ -450,8 +450,8 @@ def xdp_prog_id(trial):
     raise BenchError("no XDP program on the target interface")
 
 
-def flood(trial, seconds, prog=None):
-    """hping3 -S --flood -p ++1 from the scanner for `seconds`; with prog, the XDP program's
+def flood(trial, seconds, prog=None, probe=("-S", "-p", "++1")):
+    """hping3 --flood (default -S -p ++1) from the scanner for `seconds`; with prog, the XDP program's
     (run_time_ns, run_cnt) delta over the flood, bpf_stats_enabled=1 only meanwhile.
     Returns (packets sent, ns delta, run delta)."""
     stats = Bpfstats()
@@ -461,8 +461,8 @@ def flood(trial, seconds, prog=None):
         if prog is not None:
             stats.enable()
             r0 = prog_stats(prog)
-        hp = trial.lab.popen("scanner", "hping3", "-S", "--flood", "-p", "++1",
-                             trial.lab.target_ip4, stdout=out, stderr=subprocess.STDOUT)
+        hp = trial.lab.popen("scanner", "hping3", *probe, "--flood", trial.lab.target_ip4,
+                             stdout=out, stderr=subprocess.STDOUT)
         time.sleep(seconds)
         hp.send_signal(signal.SIGINT)
         hp.wait(timeout=15)
@@ -473,6 +473,33 @@ def flood(trial, seconds, prog=None):
         out.close()
     m = re.search(r"(\d+) packets transmitted", (trial.dir / "hping3.txt").read_text())
     return (int(m.group(1)) if m else None), r1[0] - r0[0], r1[1] - r0[1]
+
+
+STREAM_PORT = 5001
+_SINK = (f"import socket\ns=socket.create_server(('0.0.0.0', {STREAM_PORT}))\nprint('ready', flush=True)\n"
+         "c,_=s.accept()\nwhile c.recv(1<<20): pass\n")
+_SEND = ("import socket,sys,time\nc=socket.create_connection((sys.argv[1], %d))\n"
+         "end=time.monotonic()+float(sys.argv[2]); b=bytes(1<<16); n=0\n"
+         "while time.monotonic()<end: n+=c.send(b)\nprint(n)\n" % STREAM_PORT)
+
+
+def stream(trial, seconds, prog):
+    """One established TCP connection streaming from the scanner for `seconds`: the XDP
+    program's (run_time_ns, run_cnt) delta over it. Returns (bytes sent, ns, runs)."""
+    sink = trial.lab.popen("target", sys.executable, "-c", _SINK, stdout=subprocess.PIPE, text=True)
+    assert sink.stdout.readline().strip() == "ready"
+    stats = Bpfstats()
+    try:
+        stats.enable()
+        r0 = prog_stats(prog)
+        res = trial.lab.run("scanner", sys.executable, "-c", _SEND, trial.lab.target_ip4,
+                            str(seconds))
+        r1 = prog_stats(prog)
+    finally:
+        stats.restore()
+        sink.kill()
+        sink.wait()
+    return int(res.stdout or 0), r1[0] - r0[0], r1[1] - r0[1]
 
 
 # --- the environment of one trial -------------------------------------------------------------
@@ -848,17 +875,26 @@ def flood_trial(workroot, tool, mode, seconds, idle_s=IDLE_SAMPLE_S):
 def xdp_cost_trial(workroot, variant, seconds):
     """ns/packet of an XDP program under the same flood: `drop` = scanwatch with blocking
     on (the scanner is blocked after its first probes, the rest is the drop path);
-    `null` = a program that only returns XDP_PASS (the floor: bpf_stats' own cost)."""
+    `ack` = scanwatch, blocking off, ACK segments to a listening port (what every packet of
+    an established connection costs: the socket lookup that tells it from an ACK probe);
+    `stream` = scanwatch, one established connection streaming data (bytes, not packets,
+    in `sent`); `null` = a program that only returns XDP_PASS (the floor)."""
     with Trial(workroot, f"xdp-{variant}") as t:
-        if variant == "drop":
-            det = Scanwatch(t, "stcp", block=True)
+        probe = ("-S", "-p", "++1")
+        if variant in ("drop", "ack", "stream"):
+            det = Scanwatch(t, "stcp", block=variant == "drop")
             det.start()
             time.sleep(0.5)
+            if variant == "ack":
+                probe = ("-A", "-p", str(LISTEN_PORTS[0]))
         else:
             det = None
             t.helper("xdpnull", "target", t.lab.target_if)
         prog = xdp_prog_id(t)
-        sent, dns, druns = flood(t, seconds, prog)
+        if variant == "stream":
+            sent, dns, druns = stream(t, seconds, prog)
+        else:
+            sent, dns, druns = flood(t, seconds, prog, probe)
         out = {"variant": variant, "seconds": seconds, "sent": sent, "xdp_runs": druns,
                "xdp_ns": dns, "ns_per_pkt": dns / max(1, druns)}
         if det:
@@ -1089,6 +1125,14 @@ def report(scans, floods, xdp, args):
                 w(f"| scanwatch -stcp, scanner blocked (drop path) | {x['sent']} | {x['xdp_runs']} | "
                   f"{fmt(x['ns_per_pkt'], 0)} | kernel blocks {x.get('kernel_blocks')}, "
                   f"dropped {x.get('dropped')} |")
+            elif x["variant"] == "stream":
+                w(f"| scanwatch -stcp, one established connection streaming (connection path) | "
+                  f"{x['sent']} bytes | {x['xdp_runs']} | {fmt(x['ns_per_pkt'], 0)} | every "
+                  f"segment carries ACK: socket lookup finds the connection |")
+            elif x["variant"] == "ack":
+                w(f"| scanwatch -stcp, ACK flood to listener {LISTEN_PORTS[0]} (connection path) | "
+                  f"{x['sent']} | {x['xdp_runs']} | {fmt(x['ns_per_pkt'], 0)} | one socket "
+                  f"lookup and the block check a packet; kernel blocks {x.get('kernel_blocks')} |")
             else:
                 w(f"| empty program (`return XDP_PASS`) | {x['sent']} | {x['xdp_runs']} | "
                   f"{fmt(x['ns_per_pkt'], 0)} | the floor on this machine: bpf_stats' own "
@@ -1098,14 +1142,14 @@ def report(scans, floods, xdp, args):
 
 # --- main -----------------------------------------------------------------------------------------
 
-def preflight():
+def preflight(xdp_only=False):
     if os.geteuid() != 0:
         raise SystemExit("bench/sentry.py must run as root (network namespaces, XDP, nft)")
     for exe in (SCANWATCH, PORTSENTRY, "/usr/bin/nmap", "/usr/sbin/hping3", "/usr/sbin/bpftool",
                 "/usr/sbin/nft", "/usr/bin/unshare"):
         if not os.access(exe, os.X_OK):
             raise SystemExit(f"missing {exe} (run `make setup`)")
-    for path in (PS_CONF, PS_HOSTS_DENY):
+    for path in () if xdp_only else (PS_CONF, PS_HOSTS_DENY):  # portsentry is not run then
         if not os.path.isfile(path):
             raise SystemExit(f"{path} must exist: the bench bind-mounts its own copy over it")
 
@@ -1116,10 +1160,12 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="1 run each and 5 s floods (~2-3 min)")
     ap.add_argument("--flood", type=float, help="flood seconds (default 10, --quick 5)")
     ap.add_argument("--json", help="also write every raw result to this file")
+    ap.add_argument("--xdp-only", action="store_true",
+                    help="only the XDP ns/packet runs (drop, ACK to a listener, a stream, empty)")
     args = ap.parse_args(argv)
     args.runs = args.runs or (1 if args.quick else 3)
     args.flood = args.flood or (5.0 if args.quick else 10.0)
-    preflight()
+    preflight(args.xdp_only)
 
     def on_term(_sig, _frame):
         raise KeyboardInterrupt
@@ -1136,7 +1182,7 @@ def main(argv=None):
     scans, floods, xdp = [], [], []
     t0 = time.monotonic()
     try:
-        for run in range(args.runs):
+        for run in range(0 if args.xdp_only else args.runs):
             for timing in ("T4", "T5"):
                 for tool, mode in tools:
                     log(f"scan run {run + 1}/{args.runs}: {tool} -{mode}, nmap -{timing}")
@@ -1144,13 +1190,13 @@ def main(argv=None):
                     log(f"  revealed {r['revealed']} ({r['open']} open, {r['closed']} closed), "
                         f"trigger→nft {fmt(r.get('trigger_to_nft_ms'), 2)} ms")
                     scans.append(r)
-        for tool, mode in tools:
+        for tool, mode in [] if args.xdp_only else tools:
             log(f"flood {args.flood:g}s: {tool} -{mode}, blocking off")
             f = flood_trial(workroot, tool, mode, args.flood, 1.5 if args.quick else IDLE_SAMPLE_S)
             log(f"  truth {f['truth']} seen {f['seen']} cpu {f['cpu_s']:.2f}s")
             floods.append(f)
         xdp_s = min(args.flood, 3 if args.quick else 5)
-        for variant in ("drop", "null"):
+        for variant in ("drop", "ack", "stream", "null"):
             log(f"XDP cost {xdp_s:g}s flood: {variant}")
             x = xdp_cost_trial(workroot, variant, xdp_s)
             log(f"  {x['ns_per_pkt']:.0f} ns/packet over {x['xdp_runs']} runs")

@@ -11,9 +11,16 @@
 #define SW_KIND_FIN     1   /* "FIN" */
 #define SW_KIND_NULL    2   /* "NULL": no flags */
 #define SW_KIND_XMAS    3   /* "XMAS": FIN+PSH+URG */
-#define SW_KIND_UNKNOWN 4   /* "Unknown Type": any other pattern without ACK or RST */
+#define SW_KIND_UNKNOWN 4   /* "Unknown Type": any other pattern */
 #define SW_KIND_UDP     5
-#define SW_NKINDS       6
+/* Patterns with ACK count only when no socket (listener, connection, timewait) owns the
+ * 4-tuple: nmap -sA and -sW send the same packet; -sM is FIN+ACK. */
+#define SW_KIND_ACK     6   /* "ACK/Window": ACK alone */
+#define SW_KIND_MAIMON  7   /* "Maimon": FIN+ACK */
+/* A first fragment too short to hold the TCP flags (RFC 1858): nmap -f. No honest stack
+ * sends one, so it is a probe of its own, whatever the later fragments say. */
+#define SW_KIND_TINYFRAG 8  /* "Tiny Fragment" */
+#define SW_NKINDS       9
 
 #define SW_PROTO_TCP 0
 #define SW_PROTO_UDP 1
@@ -28,14 +35,14 @@
 #define SW_RECENT      32
 
 /* Global per-CPU counters (index into the `counters` array). */
-#define SW_CNT_DROPPED   6   /* packets dropped because their source is blocked */
-#define SW_CNT_IGNORED   7   /* probes from ignored sources */
-#define SW_CNT_LOST      8   /* events lost: ring buffer full */
-#define SW_CNT_MALFORMED 9   /* truncated headers */
-#define SW_CNT_TRIPWIRE  10  /* probes to a watched port without a listener */
-#define SW_CNT_KBLOCKS   11  /* sources the kernel blocked itself */
-#define SW_CNT_PACKETS   12  /* every packet the program saw */
-#define SW_NCOUNTERS     13
+#define SW_CNT_DROPPED   9   /* packets dropped because their source is blocked */
+#define SW_CNT_IGNORED   10  /* probes from ignored sources */
+#define SW_CNT_LOST      11  /* events lost: ring buffer full */
+#define SW_CNT_MALFORMED 12  /* truncated headers */
+#define SW_CNT_TRIPWIRE  13  /* probes to a watched port without a listener */
+#define SW_CNT_KBLOCKS   14  /* sources the kernel blocked itself */
+#define SW_CNT_PACKETS   15  /* every packet the program saw */
+#define SW_NCOUNTERS     16
 
 /* Event reasons. */
 #define SW_EV_HIT     1  /* a tripwire port was probed, below the trigger or with blocking off */
@@ -50,6 +57,8 @@
 #define SW_F_FLAG_TCP   0x04  /* source: a TCP trigger already fired */
 #define SW_F_FLAG_UDP   0x08  /* source: a UDP trigger already fired */
 #define SW_F_BLOCKED    0x10  /* source: the kernel blocked it itself, until block_ns */
+#define SW_F_FRAG       0x20  /* the probe came as the first fragment of a fragmented packet */
+#define SW_F_SLOW       0x40  /* event: a SW_EV_SWEEP of the slow tier (sweep = its count) */
 
 /* Parameters userspace writes into the one-element `config` array. */
 struct sw_config {
@@ -60,6 +69,9 @@ struct sw_config {
 	__u8 watch[2];           /* per protocol: a mode is running */
 	__u8 kblock[2];          /* per protocol: the kernel blocks a triggering source itself */
 	__u32 persist_probes;    /* SW_EV_PERSIST at this many probes dropped in one block; 0 = off */
+	__u64 slow_window_ns;    /* second, slower sweep tier (nmap -T2, --scan-delay) */
+	__u32 slow_ports;        /* 0: slow tier off */
+	__u32 pad;
 };
 
 /* Source addresses are 16 bytes; IPv4 is stored mapped (::ffff:a.b.c.d). */
@@ -97,6 +109,10 @@ struct sw_source {
 	__u8 flags;                      /* SW_F_FLAG_*, SW_F_BLOCKED */
 	__u8 pad[3];
 	__u32 dropped;                   /* probes dropped since the current block began */
+	__u64 slow_ns;                   /* start of the current slow-tier window */
+	__u64 slow_bloom[SW_BLOOM_WORDS];/* distinct closed ports over slow_window_ns */
+	__u32 slow;                      /* distinct closed ports in the slow window */
+	__u32 pad2;
 };
 
 struct sw_event {

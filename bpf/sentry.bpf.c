@@ -24,6 +24,9 @@
 #ifndef SW_RINGBUF_PAGES
 #define SW_RINGBUF_PAGES 64
 #endif
+#ifndef SW_UNREPORTED_BLOCK_NS
+#define SW_UNREPORTED_BLOCK_NS 5000000000ULL  /* a kernel block whose report was lost */
+#endif
 #ifndef SW_ALERT_PAGES
 #define SW_ALERT_PAGES 8
 #endif
@@ -40,8 +43,12 @@ BPF_ARRAY(watched, __u64, 2 * SW_PORT_WORDS);
 BPF_PERCPU_ARRAY(counters, __u64, SW_NCOUNTERS);
 BPF_LPM_TRIE(ignored, struct sw_lpm_key, __u8, SW_MAX_IGNORE);
 BPF_TABLE("lru_hash", struct sw_addr, struct sw_source, sources, SW_MAX_SOURCES);
-BPF_TABLE("lru_hash", struct sw_addr, struct sw_block, blocked, SW_MAX_BLOCKED);
+/* Userspace's blocks never evict (a forged flood must not push them out: full = refused,
+ * and userspace says so); the kernel's own short blocks live apart, in an LRU. */
+BPF_HASH(blocked, struct sw_addr, struct sw_block, SW_MAX_BLOCKED);
+BPF_TABLE("lru_hash", struct sw_addr, struct sw_block, kblocked, SW_MAX_BLOCKED);
 BPF_RINGBUF_OUTPUT(events, SW_RINGBUF_PAGES);
+BPF_ARRAY(blank, struct sw_source, 1);  /* never written: the template of a new source */
 /* SW_EV_PERSIST only: a spoofed flood fills `events`, never this one, so a real scanner
  * that keeps probing through the flood is still heard. */
 BPF_RINGBUF_OUTPUT(alerts, SW_ALERT_PAGES);
@@ -59,7 +66,8 @@ struct probe {
 	__u8 proto;   /* SW_PROTO_* */
 	__u8 kind;
 	__u8 tcp_flags;
-	__u8 flags;   /* SW_F_IPOPTS */
+	__u8 flags;   /* SW_F_IPOPTS, SW_F_FRAG */
+	__u8 has_src; /* src was parsed: whatever else the frame is, check `blocked` */
 };
 
 static __always_inline void count(__u32 idx)
@@ -69,12 +77,18 @@ static __always_inline void count(__u32 idx)
 		*c += 1;
 }
 
-/* PortSentry's classification; returns -1 for packets that are no probe (ACK or RST set). */
+/* PortSentry's classification, plus the ACK family (nmap -sA/-sW/-sM, --scanflags with ACK),
+ * which only counts when no socket owns the 4-tuple. -1 for anything with RST: no stack
+ * answers a RST (RFC 9293), so it reveals nothing, and counting it would let backscatter
+ * from a spoofed flood trip the sentry. */
 static __always_inline int tcp_kind(__u8 f)
 {
-	if (f & (TH_ACK | TH_RST))
+	if (f & TH_RST)
 		return -1;
+	int ack = f & TH_ACK;
 	f &= TH_FIN | TH_SYN | TH_PSH | TH_URG;
+	if (ack)
+		return f == 0 ? SW_KIND_ACK : f == TH_FIN ? SW_KIND_MAIMON : SW_KIND_UNKNOWN;
 	if (f == TH_SYN)
 		return SW_KIND_SYN;
 	if (f == TH_FIN)
@@ -94,10 +108,27 @@ static __always_inline int parse_l4(void *l4, void *end, void *ip_end, __u8 next
 {
 	if (nexthdr == IPPROTO_TCP) {
 		struct tcphdr *th = l4;
-		if ((void *)(th + 1) > end || (void *)(th + 1) > ip_end)
-			return -1;
-		__u8 f = ((__u8 *)th)[13];
-		int kind = tcp_kind(f);
+		__u8 f = 0;
+		int kind = SW_KIND_TINYFRAG;
+		if ((void *)(th + 1) <= end && (void *)(th + 1) <= ip_end) {
+			if (th->doff < 5)
+				return 1;  /* the stack discards it: no probe, nothing answers */
+			f = ((__u8 *)th)[13];
+			kind = tcp_kind(f);
+		} else {
+			/* A first fragment cut inside the TCP header (nmap -f, --mtu 8/16) is
+			 * classified from what it holds: the ports are in any fragment (8 bytes at
+			 * least), the flags need 14. No reassembly, so no memory to exhaust; Linux
+			 * discards overlapping fragments, so a later one cannot rewrite them. */
+			if (!(p->flags & SW_F_FRAG) || (void *)th + 8 > end || (void *)th + 8 > ip_end)
+				return -1;
+			if ((void *)th + 14 <= end && (void *)th + 14 <= ip_end) {
+				if ((((__u8 *)th)[12] >> 4) < 5)
+					return 1;
+				f = ((__u8 *)th)[13];
+				kind = tcp_kind(f);
+			}
+		}
 		if (kind < 0)
 			return 1;
 		p->proto = SW_PROTO_TCP;
@@ -132,7 +163,8 @@ static __always_inline int parse_l4(void *l4, void *end, void *ip_end, __u8 next
 	return 1;
 }
 
-/* 0 = probe parsed, 1 = pass untouched (src may still be set), -1 = truncated. */
+/* 0 = probe parsed, 1 = pass untouched (src may still be set), -1 = truncated,
+ * -2 = an IPv6 header chain longer than we walk (dropped: it would hide a probe). */
 static __always_inline int parse(struct xdp_md *ctx, struct probe *p)
 {
 	void *data = (void *)(long)ctx->data;
@@ -142,7 +174,11 @@ static __always_inline int parse(struct xdp_md *ctx, struct probe *p)
 		return -1;
 	__u16 eproto = eth->h_proto;
 	void *l3 = eth + 1;
-	if (eproto == bpf_htons(ETH_P_8021Q) || eproto == bpf_htons(ETH_P_8021AD)) {
+	/* Up to two tags (802.1Q, or QinQ: 802.1ad outside 802.1Q). */
+#pragma unroll
+	for (int i = 0; i < 2; i++) {
+		if (eproto != bpf_htons(ETH_P_8021Q) && eproto != bpf_htons(ETH_P_8021AD))
+			break;
 		struct vlan_hdr_sw *vh = l3;
 		if ((void *)(vh + 1) > end)
 			return -1;
@@ -157,11 +193,16 @@ static __always_inline int parse(struct xdp_md *ctx, struct probe *p)
 		p->src.a[10] = 0xff;
 		p->src.a[11] = 0xff;
 		__builtin_memcpy(&p->src.a[12], &ip->saddr, 4);
+		p->has_src = 1;
+		if (ip->version != 4)
+			return 1;  /* the stack drops a version that contradicts the ethertype */
 		__u32 ihl = ip->ihl * 4;
 		if (ihl < sizeof(*ip))
 			return -1;
 		if (ip->frag_off & bpf_htons(0x1fff))
 			return 1;  /* a later fragment carries no L4 header to classify */
+		if (ip->frag_off & bpf_htons(0x2000))
+			p->flags |= SW_F_FRAG;
 		if (ihl > sizeof(*ip))
 			p->flags |= SW_F_IPOPTS;
 		p->tuple_len = sizeof(p->tuple.ipv4);
@@ -174,6 +215,9 @@ static __always_inline int parse(struct xdp_md *ctx, struct probe *p)
 		if ((void *)(ip6 + 1) > end)
 			return -1;
 		__builtin_memcpy(p->src.a, &ip6->saddr, 16);
+		p->has_src = 1;
+		if (ip6->version != 6)
+			return 1;
 		p->tuple_len = sizeof(p->tuple.ipv6);
 		__builtin_memcpy(p->tuple.ipv6.saddr, &ip6->saddr, 16);
 		__builtin_memcpy(p->tuple.ipv6.daddr, &ip6->daddr, 16);
@@ -191,6 +235,8 @@ static __always_inline int parse(struct xdp_md *ctx, struct probe *p)
 			if (nh == IPPROTO_FRAGMENT) {
 				if ((((__u16)eh[2] << 8 | eh[3]) & 0xfff8) != 0)
 					return 1;
+				if (eh[3] & 1)
+					p->flags |= SW_F_FRAG;
 				l4 = eh + 8;
 			} else {
 				l4 = eh + (eh[1] + 1) * 8;
@@ -199,7 +245,7 @@ static __always_inline int parse(struct xdp_md *ctx, struct probe *p)
 		}
 		if (nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING || nh == IPPROTO_DSTOPTS ||
 		    nh == IPPROTO_FRAGMENT)
-			return -1;  /* more extension headers than any sane packet: count, not hide */
+			return -2;  /* more extension headers than any sane packet: drop, not hide */
 		return parse_l4(l4, end, (void *)(ip6 + 1) + bpf_ntohs(ip6->payload_len), nh, p);
 	}
 	return 1;
@@ -223,10 +269,12 @@ static __always_inline int has_socket(struct xdp_md *ctx, struct probe *p)
 	return 1;
 }
 
-/* XDP_DROP if the source is in `blocked` and its block has not ended, else XDP_PASS. */
+/* XDP_DROP if the source is in `blocked` or `kblocked` and its block has not ended. */
 static __always_inline int blocked_drop(struct sw_addr *src)
 {
 	struct sw_block *blk = blocked.lookup(src);
+	if (!blk)
+		blk = kblocked.lookup(src);
 	if (!blk)
 		return XDP_PASS;
 	if (blk->expires_ns == 0 || bpf_ktime_get_ns() < blk->expires_ns) {
@@ -234,7 +282,15 @@ static __always_inline int blocked_drop(struct sw_addr *src)
 		return XDP_DROP;
 	}
 	blocked.delete(src);
+	kblocked.delete(src);
 	return XDP_PASS;
+}
+
+static __always_inline int is_ignored(struct sw_addr *src)
+{
+	struct sw_lpm_key k = {.prefixlen = 128};
+	__builtin_memcpy(k.a, src->a, 16);
+	return ignored.lookup(&k) != 0;
 }
 
 static __always_inline int is_watched(__u8 proto, __u16 port)
@@ -244,32 +300,26 @@ static __always_inline int is_watched(__u8 proto, __u16 port)
 	return w && (*w >> (port & 63)) & 1;
 }
 
-/* Insert (proto, port) into the source's Bloom filter; 1 if it was not there before. */
-static __always_inline int bloom_add(struct sw_source *s, __u8 proto, __u16 port)
+/* Insert (proto, port) into a source's Bloom filter; 1 if it was not there before. */
+static __always_inline int bloom_add(__u64 *bloom, __u8 proto, __u16 port)
 {
 	__u32 h = ((__u32)proto << 16 | port) * 2654435761u;
 	__u32 b1 = h >> 22, b2 = (h >> 12) & 1023;
 	__u64 m1 = 1ULL << (b1 & 63), m2 = 1ULL << (b2 & 63);
 	__u32 w1 = (b1 >> 6) & (SW_BLOOM_WORDS - 1), w2 = (b2 >> 6) & (SW_BLOOM_WORDS - 1);
-	int fresh = !(s->bloom[w1] & m1) || !(s->bloom[w2] & m2);
-	s->bloom[w1] |= m1;
-	s->bloom[w2] |= m2;
+	int fresh = !(bloom[w1] & m1) || !(bloom[w2] & m2);
+	bloom[w1] |= m1;
+	bloom[w2] |= m2;
 	return fresh;
 }
 
-static __always_inline void emit(struct probe *p, struct sw_source *s, __u8 reason, __u8 flags,
-				 __u64 now)
+static __always_inline void fill(struct sw_event *ev, struct probe *p, struct sw_source *s,
+				 __u8 reason, __u8 flags, __u64 now)
 {
-	struct sw_event *ev = reason == SW_EV_PERSIST ? alerts.ringbuf_reserve(sizeof(*ev))
-						      : events.ringbuf_reserve(sizeof(*ev));
-	if (!ev) {
-		count(SW_CNT_LOST);
-		return;
-	}
 	__builtin_memcpy(&ev->src, &p->src, sizeof(ev->src));
 	ev->ts_ns = now;
 	ev->tripwire = s->tripwire[p->proto & 1];
-	ev->sweep = s->sweep;
+	ev->sweep = (flags & SW_F_SLOW) ? s->slow : s->sweep;
 	ev->port = p->dport;
 	ev->proto = p->proto;
 	ev->kind = p->kind;
@@ -279,10 +329,17 @@ static __always_inline void emit(struct probe *p, struct sw_source *s, __u8 reas
 	ev->pad = 0;
 	ev->distinct = s->distinct;
 	__builtin_memcpy(ev->recent, s->recent, sizeof(ev->recent));
-	if (reason == SW_EV_PERSIST)
-		alerts.ringbuf_submit(ev, 0);
-	else
-		events.ringbuf_submit(ev, 0);
+}
+
+static __always_inline void emit_persist(struct probe *p, struct sw_source *s, __u64 now)
+{
+	struct sw_event *ev = alerts.ringbuf_reserve(sizeof(*ev));
+	if (!ev) {
+		count(SW_CNT_LOST);
+		return;
+	}
+	fill(ev, p, s, SW_EV_PERSIST, SW_F_KBLOCKED, now);
+	alerts.ringbuf_submit(ev, 0);
 }
 
 int xdp_sentry(struct xdp_md *ctx)
@@ -292,19 +349,28 @@ int xdp_sentry(struct xdp_md *ctx)
 	__u64 now;
 	count(SW_CNT_PACKETS);
 	int rc = parse(ctx, &p);
-	if (rc < 0) {
+	if (rc < 0)
 		count(SW_CNT_MALFORMED);
-		return XDP_PASS;
-	}
-	if (p.tuple_len == 0)
+	if (rc == -2)
+		return XDP_DROP;
+	if (!p.has_src)
 		return XDP_PASS;  /* neither IPv4 nor IPv6 */
+	if (rc < 0 || p.tuple_len == 0)
+		return blocked_drop(&p.src);  /* truncated, a later fragment, a bad version */
 
-	/* Non-probes (ACK, RST, later fragments, other protocols) only need the block check. */
+	/* Non-probes (RST, later fragments, other protocols) only need the block check. */
 	if (rc > 0)
 		return blocked_drop(&p.src);
 
 	struct sw_config *cfg = config.lookup(&zero);
 	if (!cfg || !cfg->watch[p.proto & 1])
+		return blocked_drop(&p.src);
+
+	/* A packet with ACK is a probe only if no socket owns it. The full-tuple lookup finds
+	 * connections, request and timewait sockets, and falls back to a listener, so a late
+	 * or SYN-cookie ACK to a listening port belongs too. */
+	int acked = p.tcp_flags & TH_ACK;
+	if (acked && has_socket(ctx, &p))
 		return blocked_drop(&p.src);
 
 	/* Probes look up their source first: for a known source that one hash lookup also
@@ -319,11 +385,12 @@ int xdp_sentry(struct xdp_md *ctx)
 			 * drops, then at each power of two, in case a flood filled the ring. */
 			__u32 d = ++s->dropped, at = cfg->persist_probes;
 			if (at && (d == at || (d > at && !(d & (d - 1)))))
-				emit(&p, s, SW_EV_PERSIST, SW_F_KBLOCKED, bpf_ktime_get_ns());
+				emit_persist(&p, s, bpf_ktime_get_ns());
 			return XDP_DROP;
 		}
 		s->flags &= ~SW_F_BLOCKED;
 		blocked.delete(&p.src);
+		kblocked.delete(&p.src);
 	} else if (!s && blocked_drop(&p.src) == XDP_DROP) {
 		return XDP_DROP;
 	}
@@ -338,27 +405,30 @@ int xdp_sentry(struct xdp_md *ctx)
 		return XDP_PASS;
 	now = bpf_ktime_get_ns();
 	if (!s) {
-		/* Ignored sources never get an entry, so only new sources pay for the trie. */
-		struct sw_lpm_key k = {.prefixlen = 128};
-		__builtin_memcpy(k.a, p.src.a, 16);
-		if (ignored.lookup(&k)) {
+		/* Ignored sources get no entry, so only new sources (and triggers) pay for the trie. */
+		if (is_ignored(&p.src)) {
 			count(SW_CNT_IGNORED);
 			return XDP_PASS;
 		}
-		struct sw_source fresh = {};
-		fresh.first_ns = now;
-		fresh.window_ns = now;
-		sources.update(&p.src, &fresh);
+		/* New entries are copied from an all-zero map value: a 360-byte struct on the
+		 * stack would not fit beside the rest in the 512-byte BPF stack. */
+		struct sw_source *zeroed = blank.lookup(&zero);
+		if (!zeroed)
+			return XDP_PASS;
+		sources.update(&p.src, zeroed);
 		s = sources.lookup(&p.src);
 		if (!s)
 			return XDP_PASS;
+		s->first_ns = now;
+		s->window_ns = now;
+		s->slow_ns = now;
 	}
 	int need_sweep = cfg->sweep_ports && !(s->flags & flagbit);
 	s->last_ns = now;
 	if (!watched_port && !need_sweep)
 		return XDP_PASS;
 	/* PortSentry's smart verify: a port in use is no trap. */
-	int open = has_socket(ctx, &p);
+	int open = acked ? 0 : has_socket(ctx, &p);
 	if (open && !need_sweep)
 		return XDP_PASS;
 	if (need_sweep) {
@@ -368,7 +438,7 @@ int xdp_sentry(struct xdp_md *ctx)
 			s->sweep_open = 0;
 			__builtin_memset(s->bloom, 0, sizeof(s->bloom));
 		}
-		if (bloom_add(s, proto, p.dport)) {
+		if (bloom_add(s->bloom, proto, p.dport)) {
 			s->recent[s->distinct & (SW_RECENT - 1)] = (__u32)proto << 16 | p.dport;
 			s->distinct++;
 			if (open)
@@ -383,6 +453,22 @@ int xdp_sentry(struct xdp_md *ctx)
 	int swept = need_sweep && (s->sweep >= cfg->sweep_ports ||
 				   (s->sweep * 2 >= cfg->sweep_ports &&
 				    s->sweep + s->sweep_open >= cfg->sweep_ports));
+	/* The slow tier: distinct closed ports over a long window, for scans paced below
+	 * SWEEP_PORTS per SWEEP_WINDOW. Same 128 bytes a source, so memory stays bounded. */
+	__u8 slowflag = 0;
+	if (need_sweep && !open && cfg->slow_ports) {
+		if (now - s->slow_ns > cfg->slow_window_ns) {
+			s->slow_ns = now;
+			s->slow = 0;
+			__builtin_memset(s->slow_bloom, 0, sizeof(s->slow_bloom));
+		}
+		if (bloom_add(s->slow_bloom, proto, p.dport))
+			s->slow++;
+		if (!swept && s->slow >= cfg->slow_ports) {
+			swept = 1;
+			slowflag = SW_F_SLOW;
+		}
+	}
 	if (open && !swept)
 		return XDP_PASS;
 
@@ -402,6 +488,12 @@ int xdp_sentry(struct xdp_md *ctx)
 		reason = SW_EV_SWEEP;
 	if (!reason)
 		return XDP_PASS;
+	/* The entry may predate the address's protection (an admin's first SSH SYN before the
+	 * SSH-peer check, an ignore file reloaded later): never judge an ignored source. */
+	if (reason != SW_EV_HIT && is_ignored(&p.src)) {
+		count(SW_CNT_IGNORED);
+		return XDP_PASS;
+	}
 	/* A source already caught (blocking off, or not yet dropped) sends at most one hit
 	 * event a second, for PortSentry's "already blocked" line; the counters keep counting
 	 * every probe, so a flood costs userspace nothing. */
@@ -411,22 +503,38 @@ int xdp_sentry(struct xdp_md *ctx)
 		s->event_ns = now;
 	}
 
-	__u8 evflags = 0;
+	/* The record first. With the ring full (a flood, a stalled daemon) nobody would hear
+	 * of the block: it lasts SW_UNREPORTED_BLOCK_NS only and the source stays unflagged,
+	 * so it is judged again after; meanwhile its dropped probes reach userspace on the
+	 * alerts ring (EV_PERSIST), which a flood cannot fill. */
+	struct sw_event *ev = events.ringbuf_reserve(sizeof(*ev));
+	if (!ev) {
+		count(SW_CNT_LOST);
+		if (reason == SW_EV_HIT || !cfg->kblock[proto])
+			return XDP_PASS;
+	}
+	__u8 evflags = reason == SW_EV_SWEEP ? slowflag : 0;
 	int drop = 0;
 	if (reason != SW_EV_HIT) {
-		s->flags |= flagbit;
+		if (ev)
+			s->flags |= flagbit;
 		if (cfg->kblock[proto]) {
-			struct sw_block b = {.expires_ns = cfg->block_timeout_ns ?
-							       now + cfg->block_timeout_ns : 0};
-			blocked.update(&p.src, &b);
+			__u64 t = cfg->block_timeout_ns;
+			if (!ev && (!t || t > SW_UNREPORTED_BLOCK_NS))
+				t = SW_UNREPORTED_BLOCK_NS;
+			struct sw_block b = {.expires_ns = t ? now + t : 0};
+			kblocked.update(&p.src, &b);
 			s->flags |= SW_F_BLOCKED;
 			s->block_ns = b.expires_ns;
 			s->dropped = 0;
 			count(SW_CNT_KBLOCKS);
-			evflags = SW_F_KBLOCKED;
+			evflags |= SW_F_KBLOCKED;
 			drop = 1;  /* the triggering probe itself gets no answer */
 		}
 	}
-	emit(&p, s, reason, evflags, now);
+	if (ev) {
+		fill(ev, &p, s, reason, evflags, now);
+		events.ringbuf_submit(ev, 0);
+	}
 	return drop ? XDP_DROP : XDP_PASS;
 }

@@ -256,7 +256,8 @@ TOPICS = {
     "modes": """One TCP mode and one UDP mode run in one daemon, in any combination.
 
   -tcp  / --tcp-mode classic    bind TCP_PORTS; a completed handshake is the evidence
-  -stcp / --tcp-mode stealth    watch TCP_PORTS in XDP (SYN, FIN, NULL, XMAS, odd flags)
+  -stcp / --tcp-mode stealth    watch TCP_PORTS in XDP (SYN, FIN, NULL, XMAS, ACK/Window,
+                                Maimon, odd flags, fragments)
   -atcp / --tcp-mode advanced   every TCP port below ADVANCED_PORTS_TCP without a listener,
                                 except ADVANCED_EXCLUDE_TCP
   -udp, -sudp, -audp            the same for UDP (UDP_PORTS, ADVANCED_PORTS_UDP, ...)

@@ -4,7 +4,7 @@ import signal
 import threading
 import time
 
-from ..errors import ConfigError, ScanwatchError
+from ..errors import ConfigError, KernelError, ScanwatchError
 from . import config as configmod
 from . import ignore, netinfo
 from .admin import control, status
@@ -23,10 +23,6 @@ REFRESH_S = 0.5  # own addresses, gateways and our nft table are checked this of
 # A blocked source that sends this many more probes is real (EV_PERSIST): nmap sends far
 # more; a spoofed flood sends one packet per address.
 PERSIST_PROBES = 3
-# Settings a running daemon cannot take over on SIGHUP.
-RESTART_KEYS = ("INTERFACES", "STATE_DIR", "RUN_DIR", "NFT_TABLE", "MAX_SOURCES", "MAX_BLOCKED",
-                "HISTORY_FILE", "BLOCKED_FILE", "HOSTS_DENY_FILE", "TCP_PORTS", "UDP_PORTS",
-                "PORT_BANNER", "RESOLVE_HOST")
 
 
 def mode_names(tcp_mode, udp_mode):
@@ -169,7 +165,7 @@ class Daemon:
             sweep_window=cfg.SWEEP_WINDOW, block_timeout=cfg.BLOCK_TIMEOUT,
             watch_tcp=self.raw("TCP"), watch_udp=self.raw("UDP"),
             kblock_tcp=kblock and cfg.BLOCK_TCP == 1, kblock_udp=kblock and cfg.BLOCK_UDP == 1,
-            persist_probes=PERSIST_PROBES)
+            persist_probes=PERSIST_PROBES, slow_ports=cfg.SLOW_PORTS, slow_window=cfg.SLOW_WINDOW)
 
     def run(self):
         """Poll the ring buffer until SIGTERM/SIGINT; returns the exit status."""
@@ -212,7 +208,7 @@ class Daemon:
             self.log.error("adminalert: reload failed, keeping the old configuration: error: %s",
                            err)
             return False
-        fixed = [k for k in RESTART_KEYS if cfg.values[k] != self.cfg.values[k]]
+        fixed = [k for k in configmod.RESTART_KEYS if cfg.values[k] != self.cfg.values[k]]
         for key in fixed:
             cfg.values[key] = self.cfg.values[key]
         with self.lock:
@@ -377,7 +373,7 @@ class Daemon:
         self.policy.withdraw(entry.addr)
         if entry.level == 1 and not self.dry_run:
             secs = entry.seconds()
-            self.sentry.block(entry.addr, mono_now() + secs if secs else None)
+            self.sentry.block(entry.addr, mono_now() + secs if secs else None, unreported=True)
         self.capped += 1
         self.capped_total += 1
         return True
@@ -399,7 +395,10 @@ class Daemon:
         latency = mono_now() - ev.mono
         # Always (re)write the kernel entry: a repeat offender's block is longer than the
         # kernel's own BLOCK_TIMEOUT.
-        self.sentry.block(entry.addr, mono_now() + secs if secs else None)
+        try:
+            self.sentry.block(entry.addr, mono_now() + secs if secs else None)
+        except KernelError as err:  # MAX_BLOCKED reached: say so, report the block anyway
+            self.log.error("error: %s", err)
         return latency
 
     # --- blocks -------------------------------------------------------------------------

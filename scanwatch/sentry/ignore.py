@@ -60,6 +60,16 @@ def to_lpm(net):
     return net.prefixlen, net.network_address.packed
 
 
+def covered(key, prefixes):
+    """Is the 16-byte kernel key inside any of these (prefixlen, 16-byte key) prefixes?"""
+    k = int.from_bytes(bytes(key), "big")
+    for plen, net in prefixes:
+        shift = 128 - plen
+        if k >> shift == int.from_bytes(bytes(net), "big") >> shift:
+            return True
+    return False
+
+
 def parse(text, path="<ignore>"):
     """Return the networks listed; ConfigError names the first bad line."""
     nets = []

@@ -18,6 +18,8 @@ class ScanEvent:
     sweep: int = 0              # distinct closed ports in the sweep window
     kernel_blocked: bool = False
     ip_options: bool = False
+    fragmented: bool = False    # came as a first fragment (nmap -f, --mtu)
+    slow: bool = False          # a sweep of the slow tier: `sweep` counts SLOW_WINDOW
     ports: tuple = ()           # recent distinct closed ports: ((proto, port), ...)
     evidence: str = "stealth"   # "stealth" raw probe, "connect" handshake done, "datagram"
 

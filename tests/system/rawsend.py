@@ -28,25 +28,37 @@ def tcp_segment(src, dst, sport, dport, flags, pseudo):
     return hdr[:16] + struct.pack("!H", csum) + hdr[18:]
 
 
-def frame(src_mac, dst_mac, src, dst, sport, dport, flags, vlan=None, ip_options=b""):
+def frame(src_mac, dst_mac, src, dst, sport, dport, flags, vlan=None, ip_options=b"",
+          frag=0):
+    """One Ethernet frame, or with frag=N (a multiple of 8) the IP fragments of N bytes."""
     src, dst = ipaddress.ip_address(src), ipaddress.ip_address(dst)
     if src.version == 4:
         pseudo = src.packed + dst.packed + struct.pack("!BBH", 0, 6, 20)
-        l4 = tcp_segment(src, dst, sport, dport, flags, pseudo)
-        ihl = 5 + len(ip_options) // 4
-        ip = struct.pack("!BBHHHBBH4s4s", 4 << 4 | ihl, 0, ihl * 4 + len(l4), 1, 0, 64, 6, 0,
-                         src.packed, dst.packed) + ip_options
-        ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
-        ethertype = 0x0800
     else:
         pseudo = src.packed + dst.packed + struct.pack("!IxxxB", 20, 6)
-        l4 = tcp_segment(src, dst, sport, dport, flags, pseudo)
-        ip = struct.pack("!IHBB16s16s", 6 << 28, len(l4), 6, 64, src.packed, dst.packed)
-        ethertype = 0x86DD
+    l4 = tcp_segment(src, dst, sport, dport, flags, pseudo)
+    pieces = [(0, l4, False)] if not frag else [
+        (off, l4[off:off + frag], off + frag < len(l4)) for off in range(0, len(l4), frag)]
     eth = dst_mac + src_mac
     if vlan is not None:
         eth += struct.pack("!HH", 0x8100, vlan)
-    return eth + struct.pack("!H", ethertype) + ip + l4
+    out = []
+    for off, data, more in pieces:
+        if src.version == 4:
+            ihl = 5 + len(ip_options) // 4
+            fo = (0x2000 if more else 0) | off // 8
+            ip = struct.pack("!BBHHHBBH4s4s", 4 << 4 | ihl, 0, ihl * 4 + len(data), 1, fo, 64, 6,
+                             0, src.packed, dst.packed) + ip_options
+            ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
+            out.append(eth + struct.pack("!H", 0x0800) + ip + data)
+        else:
+            nh, ext = 6, b""
+            if frag:  # fragment header: next header TCP, offset, M flag, identification
+                nh, ext = 44, struct.pack("!BBHI", 6, 0, off | (1 if more else 0), 0x5357)
+            ip = struct.pack("!IHBB16s16s", 6 << 28, len(ext) + len(data), nh, 64,
+                             src.packed, dst.packed)
+            out.append(eth + struct.pack("!H", 0x86DD) + ip + ext + data)
+    return out
 
 
 def main():
@@ -59,6 +71,8 @@ def main():
     ap.add_argument("--flags", default="S")
     ap.add_argument("--vlan", type=int)
     ap.add_argument("--ip-options", action="store_true", help="add 4 bytes of NOP options")
+    ap.add_argument("--frag", type=int, default=0, help="fragment the TCP header every N bytes")
+    ap.add_argument("--reverse", action="store_true", help="send the fragments last first")
     a = ap.parse_args()
     lo, _, hi = a.ports.partition("-")
     flags = sum(FLAGS[c] for c in a.flags)
@@ -67,8 +81,10 @@ def main():
     src_mac = s.getsockname()[4]
     dst_mac = bytes.fromhex(a.dst_mac.replace(":", ""))
     for port in range(int(lo), int(hi or lo) + 1):
-        s.send(frame(src_mac, dst_mac, a.src, a.dst, 40000, port, flags, a.vlan,
-                     b"\x01\x01\x01\x00" if a.ip_options else b""))
+        frames = frame(src_mac, dst_mac, a.src, a.dst, 40000, port, flags, a.vlan,
+                       b"\x01\x01\x01\x00" if a.ip_options else b"", a.frag)
+        for f in reversed(frames) if a.reverse else frames:
+            s.send(f)
 
 
 if __name__ == "__main__":

@@ -174,9 +174,9 @@ def daemon_map(pid, name):
 
 
 def kernel_blocked(pid):
-    """Addresses in the daemon's XDP `blocked` map (expiry not checked)."""
+    """Addresses in the daemon's XDP `blocked` and `kblocked` maps (expiry not checked)."""
     from scanwatch.sentry.ignore import from_key
-    return {str(from_key(k)) for k in daemon_map(pid, "blocked")[2]}
+    return {str(from_key(k)) for m in ("blocked", "kblocked") for k in daemon_map(pid, m)[2]}
 
 
 def xdp_attached(lab, ifname=None):

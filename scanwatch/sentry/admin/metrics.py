@@ -3,8 +3,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from ...errors import ConfigError
-
-KINDS = ("SYN/Normal", "FIN", "NULL", "XMAS", "Unknown Type", "UDP")
+from ..kernel.contract import KIND_NAMES as KINDS
 
 
 def parse_listen(text):

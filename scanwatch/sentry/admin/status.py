@@ -5,6 +5,7 @@ import os
 import time
 
 from .. import ignore
+from ..kernel.contract import KIND_NAMES
 from ..kernel.program import mono_now
 
 LEVEL_NAMES = {0: "logged", 1: "blocked", 2: "command"}
@@ -39,8 +40,7 @@ def status(d):
         "interfaces": dict(d.sentry.attached), "watched": ports,
         "sweep": {"ports": d.cfg.SWEEP_PORTS, "window": d.cfg.SWEEP_WINDOW},
         "scan_trigger": d.cfg.SCAN_TRIGGER, "nft_table": f"inet {d.cfg.NFT_TABLE}",
-        "packets": {k: counters[k] for k in ("SYN/Normal", "FIN", "NULL", "XMAS",
-                                             "Unknown Type", "UDP")},
+        "packets": {k: counters[k] for k in KIND_NAMES},
         "counters": counters, "sources_tracked": tracked, "blocked": blocks,
         "capped_total": d.capped_total,  # blocked in XDP only: BLOCK_RATE was reached
         "logged": logged,  # reported under BLOCK_*=0 or 2: recorded, not blocked

@@ -12,9 +12,11 @@ BPF_DIR = _PKG / "bpf" if (_PKG / "bpf").is_dir() else _PKG.parent / "bpf"
 HEADER = BPF_DIR / "scanwatch.h"
 PROGRAM = BPF_DIR / "sentry.bpf.c"
 
-KIND_SYN, KIND_FIN, KIND_NULL, KIND_XMAS, KIND_UNKNOWN, KIND_UDP = range(6)
-NKINDS = 6
-KIND_NAMES = ("SYN/Normal", "FIN", "NULL", "XMAS", "Unknown Type", "UDP")
+(KIND_SYN, KIND_FIN, KIND_NULL, KIND_XMAS, KIND_UNKNOWN, KIND_UDP, KIND_ACK, KIND_MAIMON,
+ KIND_TINYFRAG) = range(9)
+NKINDS = 9
+KIND_NAMES = ("SYN/Normal", "FIN", "NULL", "XMAS", "Unknown Type", "UDP", "ACK/Window", "Maimon",
+              "Tiny Fragment")
 
 PROTO_TCP, PROTO_UDP = 0, 1
 PROTO_NAMES = ("TCP", "UDP")
@@ -22,14 +24,15 @@ PORT_WORDS = 1024
 BLOOM_WORDS = 16
 RECENT = 32
 
-CNT_DROPPED, CNT_IGNORED, CNT_LOST, CNT_MALFORMED = 6, 7, 8, 9
-CNT_TRIPWIRE, CNT_KBLOCKS, CNT_PACKETS = 10, 11, 12
-NCOUNTERS = 13
+CNT_DROPPED, CNT_IGNORED, CNT_LOST, CNT_MALFORMED = 9, 10, 11, 12
+CNT_TRIPWIRE, CNT_KBLOCKS, CNT_PACKETS = 13, 14, 15
+NCOUNTERS = 16
 COUNTER_NAMES = KIND_NAMES + ("dropped", "ignored", "events_lost", "malformed",
                               "tripwire", "kernel_blocks", "packets")
 
 EV_HIT, EV_TRIGGER, EV_SWEEP, EV_PERSIST = 1, 2, 3, 4
 F_KBLOCKED, F_IPOPTS, F_FLAG_TCP, F_FLAG_UDP, F_BLOCKED = 0x01, 0x02, 0x04, 0x08, 0x10
+F_FRAG, F_SLOW = 0x20, 0x40
 
 
 class Config(C.Structure):
@@ -41,6 +44,9 @@ class Config(C.Structure):
         ("watch", C.c_uint8 * 2),
         ("kblock", C.c_uint8 * 2),
         ("persist_probes", C.c_uint32),
+        ("slow_window_ns", C.c_uint64),
+        ("slow_ports", C.c_uint32),
+        ("pad", C.c_uint32),
     ]
 
 
@@ -76,6 +82,10 @@ class Source(C.Structure):
         ("flags", C.c_uint8),
         ("pad", C.c_uint8 * 3),
         ("dropped", C.c_uint32),
+        ("slow_ns", C.c_uint64),
+        ("slow_bloom", C.c_uint64 * BLOOM_WORDS),
+        ("slow", C.c_uint32),
+        ("pad2", C.c_uint32),
     ]
 
 

@@ -13,7 +13,7 @@ import sys
 from . import contract as K
 from ...errors import KernelError
 
-MAPS = ("config", "watched", "counters", "ignored", "sources", "blocked", "events", "alerts")
+MAPS = ("config", "watched", "counters", "ignored", "sources", "blocked", "kblocked", "events", "alerts")
 
 
 def load(cflags, timeout=120):

@@ -2,6 +2,7 @@
 loader.py), XDP attachment over netlink, typed records out.
 """
 import ctypes as C
+import errno
 import os
 import struct
 import time
@@ -10,7 +11,7 @@ from . import contract as K
 from . import loader
 from .bpfsys import Map, RingBuffer, RingSet
 from ...errors import KernelError
-from ..ignore import from_key, to_key, to_lpm
+from ..ignore import covered, from_key, to_key, to_lpm
 from ..model import ScanEvent, SourceStats
 
 REASONS = {K.EV_HIT: "hit", K.EV_TRIGGER: "trigger", K.EV_SWEEP: "sweep",
@@ -86,9 +87,12 @@ class Sentry:
 
     # --- parameters -----------------------------------------------------------------------
     def configure(self, *, scan_trigger, sweep_ports, sweep_window, block_timeout,
-                  watch_tcp, watch_udp, kblock_tcp, kblock_udp, persist_probes=0):
+                  watch_tcp, watch_udp, kblock_tcp, kblock_udp, persist_probes=0,
+                  slow_ports=0, slow_window=0):
         cfg = K.Config()
         cfg.sweep_window_ns = int(sweep_window * 1e9)
+        cfg.slow_window_ns = int(slow_window * 1e9)
+        cfg.slow_ports = slow_ports
         cfg.block_timeout_ns = int(block_timeout * 1e9)
         cfg.scan_trigger = scan_trigger
         cfg.sweep_ports = sweep_ports
@@ -115,12 +119,30 @@ class Sentry:
             trie.delete(k)
         for k in want - have:
             trie.update(k, b"\1")
+        # The kernel consults the trie when it creates a source's entry: an address that
+        # got one before it was ignored would keep counting. Forget those (after the trie
+        # is in place, so no new entry can slip in behind the walk).
+        added = [(int.from_bytes(k[:4], "little"), k[4:]) for k in want - have]
+        if added:
+            stale = [k for k in self.maps["sources"].keys() if covered(k, added)]
+            for k in stale:
+                self.maps["sources"].delete(k)
 
     # --- blocks and sources ---------------------------------------------------------------
-    def block(self, addr, expires_mono=None):
+    def block(self, addr, expires_mono=None, unreported=False):
+        """A reported block goes into `blocked`, which never evicts (full: KernelError);
+        an unreported one (past BLOCK_RATE, likely spoofed) into the kernel's own LRU, so a
+        forged flood can never push a reported block out."""
         ns = int(expires_mono * 1e9) if expires_mono else 0
         key = to_key(addr)
-        self.maps["blocked"].update(key, struct.pack("<Q", ns))
+        blocked = self.maps["kblocked" if unreported else "blocked"]
+        try:
+            blocked.update(key, struct.pack("<Q", ns))
+        except OSError as err:
+            if err.errno != errno.E2BIG:
+                raise
+            raise KernelError(f"XDP blocked map full (MAX_BLOCKED={blocked.max_entries}): "
+                              f"{addr} not blocked in XDP") from None
         # The XDP program trusts a known source's own block flag (one hash lookup per
         # packet), so the entry, where there is one, carries the same end.
         raw = self.maps["sources"].lookup(key)
@@ -134,7 +156,9 @@ class Sentry:
 
     def block_many(self, items):
         """[(addr, expires_mono or None)] in one batched map update where the kernel can
-        (at start, when the sources map is empty)."""
+        (at start, when the sources map is empty). The map never evicts: beyond its
+        capacity the last (most recent) items are kept."""
+        items = items[-self.maps["blocked"].max_entries:]
         self.maps["blocked"].update_batch(
             [(to_key(a), struct.pack("<Q", int(e * 1e9) if e else 0)) for a, e in items])
 
@@ -142,6 +166,7 @@ class Sentry:
         """Lift a block and forget the source's counts, so it is judged afresh."""
         key = to_key(addr)
         self.maps["blocked"].delete(key)
+        self.maps["kblocked"].delete(key)
         self.maps["sources"].delete(key)
 
     @staticmethod
@@ -177,7 +202,7 @@ class Sentry:
     def map_fill(self):
         """Entries in use per bounded map, for status and metrics."""
         return {name: (self.maps[name].count(), self.maps[name].max_entries)
-                for name in ("sources", "blocked")}
+                for name in ("sources", "blocked", "kblocked")}
 
     def counters(self):
         return dict(zip(K.COUNTER_NAMES, self.maps["counters"].percpu_sums()))
@@ -214,4 +239,5 @@ def decode_event(raw):
         reason=REASONS.get(ev.reason, "hit"), tcp_flags=ev.tcp_flags,
         tripwire=ev.tripwire, sweep=ev.sweep,
         kernel_blocked=bool(ev.flags & K.F_KBLOCKED), ip_options=bool(ev.flags & K.F_IPOPTS),
+        fragmented=bool(ev.flags & K.F_FRAG), slow=bool(ev.flags & K.F_SLOW),
         ports=tuple(K.recent_ports(ev.recent, ev.distinct)))

@@ -28,7 +28,10 @@ _HOST_BAD = re.compile(r"[^A-Za-z0-9._:-]")
 # PortSentry 1.2's ReportPacketType; NULL really has a leading space in 1.2, giving
 # "attackalert:  TCP NULL scan" (two spaces). 2.0 dropped the space.
 _TYPES_12 = {"SYN/Normal": "TCP SYN/Normal scan", "FIN": "TCP FIN scan",
-             "NULL": " TCP NULL scan", "XMAS": "TCP XMAS scan"}
+             "NULL": " TCP NULL scan", "XMAS": "TCP XMAS scan",
+             # PortSentry has no ACK-family types; these follow its wording
+             "ACK/Window": "TCP ACK/Window scan", "Maimon": "TCP Maimon scan",
+             "Tiny Fragment": "TCP tiny fragment scan"}
 
 
 def _addr(addr):
@@ -108,6 +111,16 @@ def ip_options_line(host, addr, port, proto="TCP"):
     addr, port, proto = _addr(addr), _port(port), _proto(proto)
     return (f"attackalert: Packet from host: {_host(host, addr)}/{addr} to {proto} port: "
             f"{port} has IP options set (detection avoidance technique).")
+
+
+def fragment_line(host, addr, port, proto="TCP", tiny=False):
+    """Fragmenting a probe is evasion; a first fragment without the TCP flags (RFC 1858)
+    is said so by name. Worded like PortSentry's IP-options warning."""
+    addr, port, proto = _addr(addr), _port(port), _proto(proto)
+    what = ("is a tiny fragment without the TCP flags (RFC 1858)" if tiny
+            else "came fragmented")
+    return (f"attackalert: Packet from host: {_host(host, addr)}/{addr} to {proto} port: "
+            f"{port} {what} (detection avoidance technique).")
 
 
 def blocked_wrappers_line(addr, string):

@@ -73,12 +73,16 @@ class Reporter:
         cfg = self.cfg
         if ev.ip_options:
             self.log.info(records.ip_options_line(host, addr, ev.port, ev.proto))
+        if ev.fragmented:
+            self.log.info(records.fragment_line(host, addr, ev.port, ev.proto,
+                                                tiny=ev.kind == "Tiny Fragment"))
         self.log.info(records.scan_alert_line(ev.kind, host, addr, ev.proto, ev.port,
                                               ev.tcp_flags))
         if ev.reason == "sweep":
             ports = ",".join(str(p) for _, p in ev.ports)
-            self.log.info("attackalert: Host %s probed %d closed ports within %ss (%s)",
-                          addr, ev.sweep, cfg.SWEEP_WINDOW, ports)
+            self.log.info("attackalert: Host %s probed %d closed ports within %ss (%s)%s",
+                          addr, ev.sweep, cfg.SLOW_WINDOW if ev.slow else cfg.SWEEP_WINDOW,
+                          ports, " (slow scan)" if ev.slow else "")
         if self.dry_run:
             self.log.info("attackalert: dry run: Host %s would be blocked", addr)
             return None
@@ -126,4 +130,5 @@ class Reporter:
                 "tcp_flags": ev.tcp_flags, "tripwire_hits": ev.tripwire, "sweep": ev.sweep,
                 "ports": [f"{p}/{proto.lower()}" for proto, p in ev.ports],
                 "kernel_blocked": ev.kernel_blocked, "ip_options": ev.ip_options,
+                "fragmented": ev.fragmented, "slow_sweep": ev.slow,
                 "evidence": ev.evidence, "mode": d.mode, "dry_run": self.dry_run}

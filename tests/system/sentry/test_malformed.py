@@ -22,11 +22,12 @@ def test_malformed_fragmented_and_optioned_packets_are_never_misclassified(lab, 
             ipv4(s["A"], t4, tcp(s["A"], t4, 1)[:10]),                    # TCP header cut at 10 bytes
             ipv4(s["B"], t4, tcp(s["B"], t4, 1))[:12],                    # IPv4 header cut at 12 bytes
             bytes([0x43]) + ipv4(s["B"], t4, tcp(s["B"], t4, 1))[1:],     # IHL 3 (< 20 bytes)
-            ipv4(s["E"], t4, tcp(s["E"], t4, 1)[:8], frag=0x2000),        # tiny first fragment
             ipv6(s6["I"], t6, HOPOPTS, ext_opts(6) + tcp(s6["I"], t6, 1)[:10]),
             ipv6(s6["J"], t6, HOPOPTS, ext_opts(6)[:4]),                  # extension header cut
         ]
         probes = [
+            # RFC 1858 tiny first fragment (ports, no flags): a probe of its own
+            ipv4(s["E"], t4, tcp(s["E"], t4, 1)[:8], frag=0x2000),
             # first fragment (MF, offset 0) holding a whole SYN header: classified as usual
             ipv4(s["C"], t4, tcp(s["C"], t4, 1, "S") + b"x" * 8, frag=0x2000, ident=9),
             # later fragment whose payload looks like a flagless TCP header: not a NULL scan
@@ -41,8 +42,8 @@ def test_malformed_fragmented_and_optioned_packets_are_never_misclassified(lab, 
             ipv6(s6["H"], t6, FRAGMENT, ext_frag(6, offset=8, more=False) + tcp(s6["H"], t6, 1, "")),
         ]
         send_l3(lab, malformed + probes)
-        wait_for(lambda: len([e for e in sw.events() if e.get("action") == "block"]) >= 3, 5,
-                 what="3 blocks")
+        wait_for(lambda: len([e for e in sw.events() if e.get("action") == "block"]) >= 4, 5,
+                 what="4 blocks")
         sw.wait_history(s["F"])
         time.sleep(0.5)
         st = sw.status()
@@ -54,17 +55,19 @@ def test_malformed_fragmented_and_optioned_packets_are_never_misclassified(lab, 
                f"{ {a: (e['scan_type'], e['ip_options']) for a, e in blocks.items()} }")
         assert sw.proc.poll() is None
         assert delta["malformed"] == len(malformed), delta
-        assert set(blocks) == {s["C"], s["F"], s6["G"]}, blocks
+        assert set(blocks) == {s["C"], s["E"], s["F"], s6["G"]}, blocks
+        assert blocks[s["E"]]["scan_type"] == "Tiny Fragment" and blocks[s["E"]]["fragmented"]
         assert blocks[s["C"]]["scan_type"] == "SYN/Normal" and not blocks[s["C"]]["ip_options"]
         assert blocks[s["F"]]["scan_type"] == "FIN" and blocks[s["F"]]["ip_options"]
         assert blocks[s6["G"]]["scan_type"] == "XMAS"
         assert {k: delta[k] for k in st["packets"]} == {
-            "SYN/Normal": 1, "FIN": 1, "NULL": 0, "XMAS": 1, "Unknown Type": 0, "UDP": 0}, delta
+            "SYN/Normal": 1, "FIN": 1, "NULL": 0, "XMAS": 1, "Unknown Type": 0, "UDP": 0,
+            "ACK/Window": 0, "Maimon": 0, "Tiny Fragment": 1}, delta
         assert (f"attackalert: Packet from host: {s['F']}/{s['F']} to TCP port: 1 has IP options "
                 f"set (detection avoidance technique).") in log
         assert f"attackalert: TCP FIN scan from host: {s['F']}/{s['F']} to TCP port: 1" in log
         assert f"attackalert: TCP XMAS scan from host: {s6['G']}/{s6['G']} to TCP port: 1" in log
-        assert not any(a in log for a in (s["A"], s["B"], s["D"], s["E"], s6["H"], s6["I"], s6["J"]))
+        assert not any(a in log for a in (s["A"], s["B"], s["D"], s6["H"], s6["I"], s6["J"]))
     finally:
         sw.stop()
 

@@ -1,5 +1,6 @@
 """The sentry against real nmap from a scanner namespace: detect, block, record."""
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,9 +15,13 @@ ALERT = {  # PortSentry 1.2's wording; its NULL type carries a leading space
     "-sN": r"attackalert:  TCP NULL scan",
     "-sX": r"attackalert: TCP XMAS scan",
     "-sU": r"attackalert: UDP scan",
+    "-sA": r"attackalert: TCP ACK/Window scan",
+    "-sW": r"attackalert: TCP ACK/Window scan",
+    "-sM": r"attackalert: TCP Maimon scan",
 }
 RAWSEND = str(Path(__file__).resolve().parents[1] / "rawsend.py")
-TYPE = {"-sS": "SYN/Normal", "-sF": "FIN", "-sN": "NULL", "-sX": "XMAS", "-sU": "UDP"}
+TYPE = {"-sS": "SYN/Normal", "-sF": "FIN", "-sN": "NULL", "-sX": "XMAS", "-sU": "UDP",
+        "-sA": "ACK/Window", "-sW": "ACK/Window", "-sM": "Maimon"}
 
 
 def assert_blocked(sw, lab, addr, scan_type, proto, family=4):
@@ -36,7 +41,7 @@ def assert_blocked(sw, lab, addr, scan_type, proto, family=4):
     assert f"has been blocked via wrappers with string: \"ALL: {target}\"" in log
 
 
-@pytest.mark.parametrize("scan", ["-sS", "-sF", "-sN", "-sX", "-sU"])
+@pytest.mark.parametrize("scan", ["-sS", "-sF", "-sN", "-sX", "-sU", "-sA", "-sW", "-sM"])
 def test_tripwire_scan_is_detected_and_blocked(lab, web, scan):
     lab.wait_reachable()
     assert connect(lab, lab.target_ip4, web), "the open port must answer before the scan"
@@ -54,6 +59,76 @@ def test_tripwire_scan_is_detected_and_blocked(lab, web, scan):
     assert "XDP programs detached" in sw.log()
     # After SIGTERM the XDP program is gone from the interface.
     assert "xdp" not in lab.run(lab.target_ns, "ip", "link", "show", "dev", lab.target_if).stdout
+
+
+@pytest.mark.parametrize("scan", ["-sA", "-sM"])
+def test_ack_family_over_ipv6_is_caught_and_an_established_peer_is_not(lab, scan):
+    """The ACK-family check over IPv6; a long-lived connection's ACKs meanwhile are no probe."""
+    lab.wait_reachable()
+    sink = lab.popen(lab.target_ns, sys.executable, "-c",
+                     "import socket\ns=socket.create_server(('0.0.0.0', 5001))\n"
+                     "print('ready', flush=True)\nc,_=s.accept()\nwhile c.recv(4096): pass\n",
+                     stdout=subprocess.PIPE, text=True)
+    assert sink.stdout.readline().strip() == "ready"
+    code = ("import socket,sys,time\n"
+            f"c=socket.create_connection(('{lab.target_ip4}', 5001))\n"
+            "end=time.monotonic()+3\n"
+            "while time.monotonic()<end: c.send(b'x'); time.sleep(0.01)\n")
+    with SentryProcess(lab) as sw:
+        peer = lab.popen(lab.scanner_ns, sys.executable, "-c", code)
+        time.sleep(0.5)
+        nmap(lab, scan, "-p", "1-40", v6=True)
+        sw.wait_history(lab.scanner_ip6)
+        assert re.search(ALERT[scan] + rf" from host: {lab.scanner_ip6}/{lab.scanner_ip6} to "
+                         rf"TCP port: \d+$", sw.log(), re.M), sw.log()
+        assert_blocked(sw, lab, lab.scanner_ip6, TYPE[scan], "TCP", family=6)
+        assert peer.wait(timeout=10) == 0  # the IPv4 connection kept going throughout
+        assert sw.nft_set(4) == []
+
+
+@pytest.mark.parametrize("opts, scan_type, frag", [
+    (("-f",), "Tiny Fragment", "is a tiny fragment without the TCP flags (RFC 1858)"),
+    (("--mtu", "8"), "Tiny Fragment", "is a tiny fragment without the TCP flags (RFC 1858)"),
+    (("-ff",), "SYN/Normal", "came fragmented"),  # 16 bytes of TCP: the flags are there
+    (("--mtu", "16"), "SYN/Normal", "came fragmented"),
+    (("--mtu", "24"), "SYN/Normal", None),  # nmap's 24-byte SYN fits: not fragmented at all
+], ids=["f", "mtu8", "ff", "mtu16", "mtu24"])
+def test_fragmented_scan_is_classified_and_blocked(lab, web, opts, scan_type, frag):
+    """nmap -f and friends: classified from the first fragment, logged as evasion.
+    (nmap 7.93 refuses -f with -6; IPv6 fragments are in test_ipv6_fragments_...)"""
+    lab.wait_reachable()
+    addr = lab.scanner_ip4
+    with SentryProcess(lab) as sw:
+        nmap(lab, "-sS", *opts, "-p", "1-40")
+        sw.wait_block_event()
+        log = sw.log()
+        line = re.search(rf"attackalert: Packet from host: {addr}/{addr} to TCP port: \d+ "
+                         rf"(.*) \(detection avoidance technique\)\.$", log, re.M)
+        assert (line and line.group(1)) == frag, log
+        assert_blocked(sw, lab, addr, scan_type, "TCP")
+        ev = [e for e in sw.events() if e["action"] == "block"][0]
+        assert ev["fragmented"] == bool(frag) and ev["scan_type"] == scan_type, ev
+
+
+def test_ipv6_and_out_of_order_fragments_are_classified(lab, web):
+    """nmap cannot fragment IPv6: hand-built fragments, sent last first."""
+    lab.wait_reachable()
+    mac = lab.run(lab.target_ns, "cat", f"/sys/class/net/{lab.target_if}/address").stdout.strip()
+
+    def send(src, dst, flags, frag):
+        res = lab.run(lab.scanner_ns, sys.executable, RAWSEND, lab.scanner_if, mac, src, dst,
+                      "--ports", "1", "--flags", flags, "--frag", str(frag), "--reverse")
+        assert res.returncode == 0, res.stderr
+
+    with SentryProcess(lab) as sw:
+        send(lab.scanner_ip6, lab.target_ip6, "S", 8)
+        assert sw.wait_block_event()["scan_type"] == "Tiny Fragment"
+        assert_blocked(sw, lab, lab.scanner_ip6, "Tiny Fragment", "TCP", family=6)
+        send(lab.scanner_ip4, lab.target_ip4, "F", 16)
+        sw.wait_history(lab.scanner_ip4)
+        assert_blocked(sw, lab, lab.scanner_ip4, "FIN", "TCP")
+        assert (f"Packet from host: {lab.scanner_ip4}/{lab.scanner_ip4} to TCP port: 1 came "
+                "fragmented (detection avoidance technique).") in sw.log()
 
 
 def test_sweep_of_ports_without_tripwires_is_caught_at_the_threshold(lab):
@@ -181,8 +256,43 @@ def test_dry_run_detects_but_blocks_nothing(lab):
         assert st["counters"]["dropped"] == 0
 
 
-def test_flag_classification_unknown_type_and_non_probes(lab):
-    """ACK or RST packets are no probes; other odd patterns are "Unknown Type" with raw flags."""
+@pytest.mark.parametrize("opts, scan_type", [
+    (("-sS", "-g", "53"), "SYN/Normal"),
+    (("-sS", "--source-port", "88"), "SYN/Normal"),
+    (("-sS", "--data-length", "40"), "SYN/Normal"),
+    (("-sA", "--data-length", "40"), "ACK/Window"),
+    (("-sS", "--ttl", "3"), "SYN/Normal"),
+    (("-sS", "--spoof-mac", "0"), "SYN/Normal"),
+    (("-sS", "--randomize-hosts"), "SYN/Normal"),
+], ids=["g53", "sport88", "data-length", "ack-data-length", "ttl", "spoof-mac", "randomize"])
+def test_evasion_options_do_not_hide_a_scan(lab, opts, scan_type):
+    """Options that change what a probe looks like but not what it is."""
+    lab.wait_reachable()
+    with SentryProcess(lab) as sw:
+        nmap(lab, *opts, "-p", "1-40")
+        assert sw.wait_block_event()["scan_type"] == scan_type
+        assert_blocked(sw, lab, lab.scanner_ip4, scan_type, "TCP")
+
+
+def test_slow_scan_is_caught_by_the_slow_tier(lab):
+    """nmap -T2 paces 0.4 s a probe: 12 ports in SWEEP_WINDOW, never 20; SLOW_PORTS (40)
+    closed ports within SLOW_WINDOW cut it off."""
+    lab.wait_reachable()
+    with SentryProcess(lab) as sw:
+        out = nmap(lab, "-sS", "-T2", "-p", "3000-3060")  # no tripwire in this range
+        ev = sw.wait_block_event()
+        assert ev["reason"] == "sweep" and ev["slow_sweep"] and ev["kernel_blocked"], ev
+        m = re.search(r"Ignored State: closed \((\d+)\)", out)
+        closed = int(m.group(1)) if m else len(re.findall(r"\d+/closed/tcp", out))
+        assert 38 <= closed <= 40, out  # the 40th is dropped; the Bloom filter may miss one
+        assert re.search(rf"attackalert: Host {lab.scanner_ip4} probed 40 closed ports within "
+                         rf"600s \(.*\) \(slow scan\)$", sw.log(), re.M), sw.log()
+        assert_blocked(sw, lab, lab.scanner_ip4, "SYN/Normal", "TCP")
+
+
+def test_flag_classification_unknown_type_and_non_probes(lab, web):
+    """RST packets are no probes (nothing answers them); ACK packets are probes only when no
+    socket owns them; other odd patterns are "Unknown Type" with raw flags."""
     lab.wait_reachable()
     mac = lab.run(lab.target_ns, "cat", f"/sys/class/net/{lab.target_if}/address").stdout.strip()
 
@@ -192,9 +302,11 @@ def test_flag_classification_unknown_type_and_non_probes(lab):
         assert res.returncode == 0, res.stderr
 
     with SentryProcess(lab) as sw:
-        send("198.51.100.10", "1-100", "A")
         send("198.51.100.10", "1-100", "R")
-        send("198.51.100.10", "1-100", "SA")
+        send("198.51.100.10", "1-100", "RA")
+        # ACK to a listening port belongs to it (a late or SYN-cookie ACK): never a probe
+        send("198.51.100.10", str(web), "A")
+        send("198.51.100.10", str(web), "FA")
         time.sleep(0.5)
         st = sw.status()
         assert st["blocked"] == [] and sum(st["packets"].values()) == 0, st
@@ -206,6 +318,11 @@ def test_flag_classification_unknown_type_and_non_probes(lab):
         assert "has IP options set" in log
         ev = [e for e in sw.events() if e["action"] == "block"][0]
         assert ev["tcp_flags"] == 0x03 and ev["ip_options"] and ev["scan_type"] == "Unknown Type"
+        # --scanflags SYNACK to a tripwire with no socket is a probe too
+        send("198.51.100.12", "1", "SA")
+        sw.wait_history("198.51.100.12")
+        assert ("198.51.100.12/198.51.100.12 to TCP port: 1" in sw.log()
+                and "Unknown Type: TCP Packet Flags: SYN: 1 FIN: 0 ACK: 1" in sw.log())
 
 
 def test_default_gateway_is_never_blocked_even_with_an_empty_ignore_file(lab):

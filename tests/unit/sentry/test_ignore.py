@@ -306,3 +306,15 @@ def test_fuzz_parse_address_like(lines):
         assert 1 <= err.lineno <= len(lines)
     else:
         assert len(nets) <= len(lines)
+
+
+def test_covered_matches_the_lpm_trie_semantics():
+    from scanwatch.sentry.ignore import covered
+    nets = [to_lpm("198.51.100.0/24"), to_lpm("2001:db8::/64")]
+    assert covered(to_key("198.51.100.31"), nets)
+    assert not covered(to_key("198.51.101.1"), nets)
+    assert covered(to_key("2001:db8::5"), nets)
+    assert not covered(to_key("2001:db8:0:1::5"), nets)
+    assert covered(to_key("10.1.2.3"), [to_lpm("::ffff:0:0/96")])  # all of IPv4
+    assert covered(to_key("2001:db8:1::"), [to_lpm("::/0")])
+    assert not covered(to_key("10.1.2.3"), [])

@@ -44,9 +44,24 @@ def tz():
     # 1.2 really prints " TCP NULL scan" (leading space) into "attackalert: %s from ..."
     ("NULL", "attackalert:  TCP NULL scan from host: h.example/192.0.2.7 to TCP port: 143"),
     ("XMAS", "attackalert: TCP XMAS scan from host: h.example/192.0.2.7 to TCP port: 143"),
+    # nmap -sA/-sW and -sM: not in PortSentry, named in its style
+    ("ACK/Window",
+     "attackalert: TCP ACK/Window scan from host: h.example/192.0.2.7 to TCP port: 143"),
+    ("Maimon", "attackalert: TCP Maimon scan from host: h.example/192.0.2.7 to TCP port: 143"),
+    ("Tiny Fragment",
+     "attackalert: TCP tiny fragment scan from host: h.example/192.0.2.7 to TCP port: 143"),
 ])
 def test_tcp_scan_lines(kind, text):
     assert r.scan_alert_line(kind, "h.example", A4, "TCP", 143) == text
+
+
+def test_fragment_lines():
+    assert (r.fragment_line("h", A4, 22, tiny=True)
+            == "attackalert: Packet from host: h/192.0.2.7 to TCP port: 22 is a tiny fragment "
+               "without the TCP flags (RFC 1858) (detection avoidance technique).")
+    assert (r.fragment_line("h", A4, 161, "UDP")
+            == "attackalert: Packet from host: h/192.0.2.7 to UDP port: 161 came fragmented "
+               "(detection avoidance technique).")
 
 
 def test_udp_scan_line():
