@@ -219,6 +219,60 @@ def flush(config_path, run_dir, state_dir, hosts_deny, nft_table):
     click.echo(offline.flush(cfg))
 
 
+@cli.command(context_settings=CONTEXT)
+@_config_option
+@click.option("--since", default="24h", show_default=True,
+              help="How far back: 90m, 24h, 7d, 52w.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False),
+              help="Write one self-contained HTML page with every chart.")
+@click.option("--png", "png_dir", type=click.Path(file_okay=False),
+              help="Write one PNG per chart into this directory.")
+@click.option("--events", type=click.Path(dir_okay=False),
+              help="events.jsonl to read (default: STATE_DIR/events.jsonl).")
+@click.option("--history", multiple=True, type=click.Path(dir_okay=False),
+              help="History file(s) to read, ours or PortSentry's (repeatable; default: "
+                   "HISTORY_FILE when there is no events file).")
+@click.option("--state-dir", help="Override STATE_DIR.")
+@click.option("--top", default=10, show_default=True, type=click.IntRange(1, 1000),
+              help="Sources and ports listed.")
+def report(config_path, since, html_path, png_dir, events, history, state_dir, top):
+    """The records of the last day (or --since) in numbers, or in charts with --html/--png.
+
+    Reads events.jsonl and the history file; a plain PortSentry history file works too
+    (`--history /var/lib/portsentry/portsentry.history`)."""
+    import os
+    from .sentry.views import report as rep
+    seconds = rep.parse_since(since)
+    cfg = _load(config_path, STATE_DIR=state_dir)
+    if events or history:
+        for path in (events, *history):
+            if path and not os.path.isfile(path):
+                raise ScanwatchError(f"{path}: no such file")
+    else:
+        default_events = os.path.join(cfg.STATE_DIR, "events.jsonl")
+        events = default_events if os.path.isfile(default_events) else None
+        history = () if events else tuple(rep.existing([cfg.HISTORY_FILE]))
+        if not events and not history:
+            raise ScanwatchError(f"no records: neither {default_events} nor "
+                                 f"{cfg.HISTORY_FILE} exists (see --events/--history)")
+    summary = rep.load(events, history, seconds)
+    if not html_path and not png_dir:
+        click.echo(rep.text_summary(summary, top))
+        return
+    from .sentry.views import charts
+    if png_dir:
+        for path in charts.write_pngs(summary, png_dir):
+            click.echo(path)
+    if html_path:
+        page = charts.html_page(summary, top)
+        try:
+            with open(html_path, "w", encoding="utf-8") as f:
+                f.write(page)
+        except OSError as err:
+            raise ScanwatchError(f"{html_path}: {err.strerror}") from err
+        click.echo(html_path)
+
+
 @cli.group(context_settings=CONTEXT)
 def config():
     """Check or show configuration."""

@@ -1,0 +1,212 @@
+"""`scanwatch report`: the records (events.jsonl, the history file, or a plain
+PortSentry history file) folded into counts for a text summary and charts.
+
+One streaming pass over each file; memory grows with the distinct hours, sources and
+ports (each table capped), never with the number of lines.
+"""
+import json
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from scanwatch.errors import ConfigError, StateError
+
+MAX_SOURCES = 100_000  # distinct sources remembered for top-N and time-to-block
+_SCAN = b'"type":"scan"'
+
+
+def parse_since(text):
+    """"24h", "90m", "7d", "3600s" or plain seconds -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    text = str(text).strip().lower()
+    num, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        value = float(num)
+    except ValueError:
+        raise ConfigError(f"--since: {text!r} is not a duration such as 24h, 90m or 7d") from None
+    if value <= 0:
+        raise ConfigError(f"--since: {text!r} must be more than zero")
+    return value * units[unit]
+
+
+def _iso_hour(epoch):
+    return time.strftime("%Y-%m-%dT%H", time.gmtime(epoch))
+
+
+def _iso_epoch(text):
+    """ISO-8601 UTC time of an event -> epoch seconds (fast path for our own format)."""
+    import datetime
+    return datetime.datetime.fromisoformat(text).timestamp()
+
+
+@dataclass
+class Source:
+    reports: int = 0
+    evidence: Counter = field(default_factory=Counter)
+    blocks: int = 0
+    first: float = None
+    blocked_at: float = None
+
+
+@dataclass
+class Summary:
+    since: float
+    until: float
+    lines: int = 0          # lines read
+    skipped: int = 0        # lines that were not records
+    reports: int = 0        # scan reports in the window
+    blocks: int = 0         # blocks in the window (events, or history lines)
+    per_hour: Counter = field(default_factory=Counter)         # (hour, scan type) -> n
+    blocks_hour: Counter = field(default_factory=Counter)      # hour -> n
+    ports: Counter = field(default_factory=Counter)            # "22/tcp" -> n
+    sources: dict = field(default_factory=dict)                # addr -> Source
+    dropped_sources: int = 0
+
+    def source(self, addr):
+        src = self.sources.get(addr)
+        if src is None:
+            if len(self.sources) >= MAX_SOURCES:
+                self.dropped_sources += 1
+                return None
+            src = self.sources[addr] = Source()
+        return src
+
+    def top_sources(self, n=10):
+        return sorted(self.sources.items(), key=lambda kv: (-kv[1].reports - kv[1].blocks, kv[0]))[:n]
+
+    def time_to_block(self):
+        """Seconds from a source's first report to its block, for sources with both."""
+        return sorted(s.blocked_at - s.first for s in self.sources.values()
+                      if s.first is not None and s.blocked_at is not None
+                      and s.blocked_at >= s.first)
+
+    def hours(self):
+        start = int(self.since // 3600 * 3600)
+        return [_iso_hour(t) for t in range(start, int(self.until) + 1, 3600)]
+
+    def scan_types(self):
+        return sorted({k for _, k in self.per_hour})
+
+
+def read_events(path, summary):
+    """Fold events.jsonl into summary; lines that are not JSON objects are counted, not
+    fatal (a torn last line after a crash is normal)."""
+    lo = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(summary.since))
+    try:
+        f = open(path, "rb")
+    except OSError as err:
+        raise StateError(f"{path}: cannot read events: {err.strerror}") from err
+    with f:
+        for raw in f:
+            summary.lines += 1
+            if _SCAN not in raw:
+                continue  # expiry, unblock, summary records: not drawn
+            try:
+                ev = json.loads(raw)
+                when = ev["time"]
+            except (ValueError, KeyError, TypeError):
+                summary.skipped += 1
+                continue
+            if when[:19] < lo:  # ISO UTC strings order like the times they name
+                continue
+            _fold_event(summary, ev, when)
+
+
+def _fold_event(summary, ev, when):
+    kind = ev.get("scan_type") or "?"
+    summary.reports += 1
+    summary.per_hour[(when[:13], kind)] += 1
+    port, proto = ev.get("port"), str(ev.get("proto", "")).lower()
+    if port is not None:
+        summary.ports[f"{port}/{proto}"] += 1
+    src = summary.source(ev.get("addr", "?"))
+    blocked = ev.get("action") == "block" and not ev.get("dry_run")
+    if blocked:
+        summary.blocks += 1
+        summary.blocks_hour[when[:13]] += 1
+    if src is None:
+        return
+    src.reports += 1
+    src.evidence[ev.get("evidence") or ev.get("reason") or "?"] += 1
+    if src.first is None or blocked:
+        epoch = _iso_epoch(when)
+        if src.first is None:
+            src.first = epoch
+        if blocked:
+            src.blocks += 1
+            if src.blocked_at is None:
+                src.blocked_at = epoch
+
+
+def read_history(path, summary, count_reports):
+    """Fold a history file (ours or PortSentry's): every line is one block. With no
+    events file, each block also counts as the report that caused it."""
+    from scanwatch.records import parse_history_line
+    try:
+        f = open(path, encoding="utf-8", errors="replace")
+    except OSError as err:
+        raise StateError(f"{path}: cannot read history: {err.strerror}") from err
+    with f:
+        for line in f:
+            summary.lines += 1
+            rec = parse_history_line(line)
+            if rec is None:
+                summary.skipped += 1
+                continue
+            if rec.time < summary.since:
+                continue
+            hour = _iso_hour(rec.time)
+            if count_reports:
+                summary.blocks += 1
+                summary.blocks_hour[hour] += 1
+                summary.reports += 1
+                summary.per_hour[(hour, rec.proto)] += 1
+                summary.ports[f"{rec.port}/{rec.proto.lower()}"] += 1
+                src = summary.source(rec.addr)
+                if src is not None:
+                    src.reports += 1
+                    src.blocks += 1
+                    src.evidence["history"] += 1
+
+
+def load(events=None, history=(), since=86400.0, now=None):
+    """The Summary of the last `since` seconds of the given files."""
+    now = time.time() if now is None else now
+    summary = Summary(since=now - since, until=now)
+    if events:
+        read_events(events, summary)
+    for path in history:
+        # Our history repeats the blocks events.jsonl already has: read it only alone.
+        read_history(path, summary, count_reports=not events)
+    return summary
+
+
+def existing(paths):
+    return [p for p in paths if p and os.path.exists(p)]
+
+
+def text_summary(s, top=10):
+    """The plain-text report printed when no --html/--png is given."""
+    span = f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(s.since))} .. " \
+           f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(s.until))}"
+    out = [f"scanwatch report {span}",
+           f"reports: {s.reports}  blocks: {s.blocks}  sources: {len(s.sources)}"
+           f"  lines read: {s.lines}" + (f"  unreadable: {s.skipped}" if s.skipped else "")]
+    by_type = Counter()
+    for (_, kind), n in s.per_hour.items():
+        by_type[kind] += n
+    if by_type:
+        out.append("by type:  " + "  ".join(f"{k} {n}" for k, n in by_type.most_common()))
+    if s.sources:
+        out.append(f"\n{'SOURCE':<39} {'REPORTS':>8} {'BLOCKS':>7}  EVIDENCE")
+        for addr, src in s.top_sources(top):
+            ev = ",".join(f"{k}:{n}" for k, n in src.evidence.most_common(3))
+            out.append(f"{addr:<39} {src.reports:>8} {src.blocks:>7}  {ev}")
+    if s.ports:
+        out.append("\nports probed most: " + "  ".join(f"{p} {n}" for p, n in s.ports.most_common(top)))
+    ttb = s.time_to_block()
+    if ttb:
+        out.append(f"time to block: median {ttb[len(ttb) // 2]:.1f}s  max {ttb[-1]:.1f}s "
+                   f"({len(ttb)} sources)")
+    return "\n".join(out)
