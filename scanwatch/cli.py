@@ -221,6 +221,45 @@ def flush(config_path, run_dir, state_dir, hosts_deny, nft_table):
 
 @cli.command(context_settings=CONTEXT)
 @_config_option
+@_run_dir_option
+@click.option("--once", is_flag=True,
+              help="Print one frame as plain text and exit (the default when stdout "
+                   "is not a terminal).")
+@click.option("-d", "--delay", default=1.0, show_default=True, type=click.FloatRange(0.2, 60),
+              help="Seconds between refreshes.")
+def top(config_path, run_dir, once, delay):
+    """Live view of the running daemon, like htop: packets/s by scan type, sources by
+    activity, latest reports.
+
+    Keys: s sort, / filter by address, up/down (or j/k) select, u unblock (asks), q quit."""
+    from . import control
+    from .errors import NotRunning
+    cfg = _load(config_path, RUN_DIR=run_dir)
+
+    def fetch():
+        return control.request(cfg.RUN_DIR, {"cmd": "top"})
+
+    def unblock(addr):
+        try:
+            was = control.request(cfg.RUN_DIR, {"cmd": "unblock", "addr": addr})["was_blocked"]
+        except ScanwatchError as err:
+            return f"unblock {addr}: {err}"
+        return f"{addr} unblocked" if was else f"{addr} was not blocked"
+
+    try:
+        snap = fetch()
+    except NotRunning as err:
+        click.echo(str(err))
+        sys.exit(err.exit_code)
+    from .sentry.views import top as topview
+    if once or not sys.stdout.isatty() or not sys.stdin.isatty():
+        click.echo(topview.plain(snap).rstrip("\n"))
+        return
+    sys.exit(topview.run(fetch, unblock, delay))
+
+
+@cli.command(context_settings=CONTEXT)
+@_config_option
 @click.option("--since", default="24h", show_default=True,
               help="How far back: 90m, 24h, 7d, 52w.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False),

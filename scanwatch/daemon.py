@@ -499,6 +499,8 @@ class Daemon:
             return {"error": "scanwatch is still starting (compiling and attaching the XDP program)"}
         if cmd == "status":
             return status.status(self)
+        if cmd == "top":
+            return status.top(self)
         if cmd == "unblock":
             if not isinstance(req.get("addr"), str):
                 return {"error": 'unblock needs "addr": an IPv4 or IPv6 address'}

@@ -3,6 +3,7 @@
 The daemon blocks synchronously (nft set, XDP map); this runs on one worker thread, in
 order, so a slow resolver or a hung KILL_RUN_CMD delays a log line, never a block.
 """
+import collections
 import time
 
 from .actions import ActionWorker, action_order, run_steps
@@ -22,6 +23,7 @@ class Reporter:
         self.worker = ActionWorker(log, timeout=command_timeout)
         self.window, self.in_window, self.suppressed = 0.0, 0, 0
         self.suppressed_total = 0
+        self.recent = collections.deque(maxlen=100)  # latest reports, for `scanwatch top`
 
     def submit(self, ev, decision, extra=None):
         # LOG_RATE: a flood of reports is summarised; blocks (capped by BLOCK_RATE) never are.
@@ -67,7 +69,12 @@ class Reporter:
                 addr, host, ev.proto, ev.port, ev.kind, ev.tcp_flags, ev.ip_options,
                 ignored=False, triggered=True, noblock=d.action == ALERT,
                 blocked=d.action in (BLOCK, ALREADY) and not self.dry_run))
-        self.recorder.event(dict(self.event_json(ev, d), host=host, actions_ok=ok, **extra))
+        rec = dict(self.event_json(ev, d), host=host, actions_ok=ok, **extra)
+        self.recorder.event(rec)
+        if d.action != QUIET:
+            self.recent.append({"time": time.time(), "addr": addr, "scan_type": ev.kind,
+                                "port": ev.port, "proto": ev.proto, "action": d.action,
+                                "reason": ev.reason})
 
     def _alert_and_act(self, ev, d, host, addr):
         cfg = self.cfg
