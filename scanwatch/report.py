@@ -61,7 +61,8 @@ class Reporter:
         if d.action == QUIET:
             pass
         elif d.action == ALREADY:
-            self.log.info(records.already_blocked_line(host, addr))
+            self.log.info(records.already_blocked_line(host, addr),
+                          extra=records.journal_fields(addr, ev.kind, ev.port, ALREADY))
         else:
             ok = self._alert_and_act(ev, d, host, addr)
         if self.cfg.LOG_FORMAT == "portsentry2" and d.action != QUIET:
@@ -78,10 +79,12 @@ class Reporter:
 
     def _alert_and_act(self, ev, d, host, addr):
         cfg = self.cfg
+        fields = records.journal_fields(addr, ev.kind, ev.port,
+                                        "dry-run" if self.dry_run else d.action)
         if ev.ip_options:
-            self.log.info(records.ip_options_line(host, addr, ev.port, ev.proto))
+            self.log.info(records.ip_options_line(host, addr, ev.port, ev.proto), extra=fields)
         self.log.info(records.scan_alert_line(ev.kind, host, addr, ev.proto, ev.port,
-                                              ev.tcp_flags))
+                                              ev.tcp_flags), extra=fields)
         if ev.reason == "sweep":
             ports = ",".join(str(p) for _, p in ev.ports)
             self.log.info("attackalert: Host %s probed %d closed ports within %ss (%s)",
@@ -96,7 +99,8 @@ class Reporter:
         elif cfg.NFT_BLOCK and level == 1:
             self.log.info("attackalert: Host %s has been blocked via nftables set inet %s %s%s",
                           addr, cfg.NFT_TABLE, "blocked4" if ev.addr.version == 4 else "blocked6",
-                          f" for {cfg.BLOCK_TIMEOUT}s" if cfg.BLOCK_TIMEOUT else "")
+                          f" for {cfg.BLOCK_TIMEOUT}s" if cfg.BLOCK_TIMEOUT else "",
+                          extra=fields)
         ok = run_steps(action_order(level, cfg.KILL_RUN_CMD_FIRST), self.log, ev.addr, ev.port,
                        d.mode, hosts_deny=lambda: self._hosts_deny(ev, d.mode),
                        route=cfg.KILL_ROUTE, command=cfg.KILL_RUN_CMD, timeout=self.timeout)

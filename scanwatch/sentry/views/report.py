@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from scanwatch.errors import ConfigError, StateError
 
 MAX_SOURCES = 100_000  # distinct sources remembered for top-N and time-to-block
-_SCAN = b'"type":"scan"'
+_SCAN = b'"scan"'  # cheap pre-filter; the parsed "type" decides
 
 
 def parse_since(text):
@@ -107,6 +107,8 @@ def read_events(path, summary):
                 when = ev["time"]
             except (ValueError, KeyError, TypeError):
                 summary.skipped += 1
+                continue
+            if ev.get("type") != "scan":
                 continue
             if when[:19] < lo:  # ISO UTC strings order like the times they name
                 continue
