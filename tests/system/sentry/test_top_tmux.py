@@ -20,7 +20,7 @@ class Tmux:
         return self.lab.run(self.lab.target_ns, "tmux", "-S", self.sock, *args, timeout=20)
 
     def screen(self):
-        return self("capture-pane", "-p", "-t", "top").stdout
+        return self("capture-pane", "-p", "-t", "=top:").stdout
 
     def wait_screen(self, pred, timeout=20, what="screen"):
         try:
@@ -58,19 +58,19 @@ def test_top_shows_the_scanner_its_block_and_moving_counters(lab):
             lines = screen.rstrip("\n").split("\n")
             assert len(lines) <= 24 and max(map(len, lines)) <= 80
             # u asks first; y unblocks the selected (only) source
-            tmux("send-keys", "-t", "top", "u")
+            tmux("send-keys", "-t", "=top:", "u")
             tmux.wait_screen(lambda s: f"unblock {lab.scanner_ip4}? y/n" in s,
                              what="u asks before unblocking")
             assert sw.status()["blocked"]  # nothing happened before the answer
-            tmux("send-keys", "-t", "top", "y")
+            tmux("send-keys", "-t", "=top:", "y")
             tmux.wait_screen(lambda s: f"{lab.scanner_ip4} unblocked" in s,
                              what="the unblock is confirmed on screen")
             assert sw.status()["blocked"] == []
             tmux.wait_screen(lambda s: re.search(rf"{re.escape(lab.scanner_ip4)}\s.*watching", s),
                              what="the row shows the source watched again")
             # q quits cleanly: the pane's process ends and tmux closes the session
-            tmux("send-keys", "-t", "top", "q")
-            wait_for(lambda: tmux("has-session", "-t", "top").returncode != 0, 10,
+            tmux("send-keys", "-t", "=top:", "q")
+            wait_for(lambda: tmux("has-session", "-t", "=top").returncode != 0, 10,
                      "top quit on q")
         finally:
             tmux("kill-server")
