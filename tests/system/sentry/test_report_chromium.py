@@ -3,7 +3,6 @@ drawn (the screenshot is not blank, the images decoded) and the numbers on the p
 are the ones in the records. Chromium runs in a network namespace of its own with no
 interface up but loopback, so the page provably needs no network."""
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -11,7 +10,6 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
