@@ -215,7 +215,10 @@ def _split_keys(data):
 def run(fetch, unblock, interval=1.0):
     """The interactive loop: fetch() -> snapshot, unblock(addr) -> message text."""
     from rich.live import Live
-    console = Console()
+    # COLUMNS/LINES exported by a shell or a CI runner would pin rich to that size and
+    # a resized terminal would never be followed: ask the terminal itself
+    console = Console(_environ={k: v for k, v in os.environ.items()
+                                if k not in ("COLUMNS", "LINES")})
     view = View()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)

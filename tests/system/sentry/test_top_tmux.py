@@ -3,6 +3,7 @@ namespace, while nmap scans from the scanner namespace; what the screen shows is
 back with `tmux capture-pane`."""
 import re
 import shutil
+import time
 
 import pytest
 
@@ -22,11 +23,11 @@ class Tmux:
     def screen(self):
         return self("capture-pane", "-p", "-t", "=top:").stdout
 
-    def wait_screen(self, pred, timeout=20, what="screen"):
+    def wait_screen(self, pred, timeout=20, what="screen", extra=lambda: ""):
         try:
             return wait_for(lambda: pred(self.screen()), timeout, what, step=0.2)
         except AssertionError:
-            raise AssertionError(f"{what}; the screen was:\n{self.screen()}") from None
+            raise AssertionError(f"{what}; the screen was:\n{self.screen()}\n{extra()}") from None
 
 
 def syn_count(screen):
@@ -38,9 +39,10 @@ def test_top_shows_the_scanner_its_block_and_moving_counters(lab):
     lab.wait_reachable()
     with SentryProcess(lab) as sw:
         tmux = Tmux(lab, sw.dir / "tmux.sock")
-        cmd = " ".join(["exec", *SCANWATCH[:2], repr(SCANWATCH[2]), "top",
+        cmd = " ".join([*SCANWATCH[:2], repr(SCANWATCH[2]), "top",
                         "--run-dir", str(sw.paths["run"])])
-        res = tmux("new-session", "-d", "-s", "top", "-x", "80", "-y", "24", cmd)
+        res = tmux("new-session", "-d", "-s", "top", "-x", "80", "-y", "24",
+                   f"exec {cmd} 2>{sw.dir / 'top1.err'}")
         assert res.returncode == 0, res.stderr
         try:
             first = tmux.wait_screen(lambda s: "scanwatch  pid" in s and "0/s" in s and s,
@@ -68,10 +70,28 @@ def test_top_shows_the_scanner_its_block_and_moving_counters(lab):
             assert sw.status()["blocked"] == []
             tmux.wait_screen(lambda s: re.search(rf"{re.escape(lab.scanner_ip4)}\s.*watching", s),
                              what="the row shows the source watched again")
+            # SIGWINCH: a bigger window is redrawn to its size at once (no wait for a tick)
+            assert tmux("resize-window", "-t", "=top:", "-x", "120", "-y", "40").returncode == 0
+            assert tmux("display-message", "-p", "-t", "=top:",
+                        "#{pane_width}x#{pane_height}").stdout.strip() == "120x40"
+            # the table spreads its columns over the new width (LEFT ends near column 120)
+            tmux.wait_screen(lambda s: re.search(r"^ SOURCE .{90,}LEFT", s, re.M),
+                             timeout=0.9, what="redrawn at 120x40 within a refresh",
+                             extra=lambda: (sw.dir / "top1.err").read_text())
             # q quits cleanly: the pane's process ends and tmux closes the session
             tmux("send-keys", "-t", "=top:", "q")
             wait_for(lambda: tmux("has-session", "-t", "=top").returncode != 0, 10,
                      "top quit on q")
+            # Ctrl-C (SIGINT) too, with exit status 0 and no traceback
+            res = tmux("new-session", "-d", "-s", "top", "-x", "80", "-y", "24",
+                       cmd + f" 2>{sw.dir / 'top.err'}; echo $? > {sw.dir / 'top.rc'}")
+            assert res.returncode == 0, res.stderr
+            tmux.wait_screen(lambda s: "scanwatch  pid" in s, what="top started again")
+            tmux("send-keys", "-t", "=top:", "C-c")
+            wait_for(lambda: (sw.dir / "top.rc").exists(), 10, "top quit on Ctrl-C")
+            time.sleep(0.2)
+            assert (sw.dir / "top.rc").read_text().strip() == "0"
+            assert "Traceback" not in (sw.dir / "top.err").read_text()
         finally:
             tmux("kill-server")
 
@@ -91,3 +111,4 @@ def test_top_once_prints_plain_text_when_not_a_terminal(lab):
         st = sw.status()
         for key in ("running", "pid", "since", "packets", "counters", "blocked", "logged"):
             assert key in st
+
