@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from scanwatch.errors import ConfigError, StateError
 
 MAX_SOURCES = 100_000  # distinct sources remembered for top-N and time-to-block
-_SCAN = b'"scan"'  # cheap pre-filter; the parsed "type" decides
+_SCAN = '"scan"'  # cheap pre-filter; the parsed "type" decides
 
 
 def parse_since(text):
@@ -93,44 +93,47 @@ def read_events(path, summary):
     """Fold events.jsonl into summary; lines that are not JSON objects are counted, not
     fatal (a torn last line after a crash is normal)."""
     lo = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(summary.since))
+    decode = json.JSONDecoder().decode  # on str: skips json.loads' encoding sniffing
     try:
-        f = open(path, "rb")
+        f = open(path, encoding="utf-8", errors="replace")
     except OSError as err:
         raise StateError(f"{path}: cannot read events: {err.strerror}") from err
+    lines = skipped = 0
     with f:
         for raw in f:
-            summary.lines += 1
+            lines += 1
             if _SCAN not in raw:
                 continue  # expiry, unblock, summary records: not drawn
             try:
-                ev = json.loads(raw)
+                ev = decode(raw)
                 when = ev["time"]
+                if when[:19] < lo:  # ISO UTC strings order like the times they name
+                    continue
             except (ValueError, KeyError, TypeError):
-                summary.skipped += 1
+                skipped += 1
                 continue
-            if ev.get("type") != "scan":
-                continue
-            if when[:19] < lo:  # ISO UTC strings order like the times they name
-                continue
-            _fold_event(summary, ev, when)
+            if ev.get("type") == "scan":
+                _fold_event(summary, ev, when)
+    summary.lines += lines
+    summary.skipped += skipped
 
 
 def _fold_event(summary, ev, when):
-    kind = ev.get("scan_type") or "?"
+    get = ev.get
     summary.reports += 1
-    summary.per_hour[(when[:13], kind)] += 1
-    port, proto = ev.get("port"), str(ev.get("proto", "")).lower()
+    summary.per_hour[(when[:13], get("scan_type") or "?")] += 1
+    port = get("port")
     if port is not None:
-        summary.ports[f"{port}/{proto}"] += 1
-    src = summary.source(ev.get("addr", "?"))
-    blocked = ev.get("action") == "block" and not ev.get("dry_run")
+        summary.ports[f"{port}/{str(get('proto', '')).lower()}"] += 1
+    src = summary.sources.get(get("addr", "?")) or summary.source(get("addr", "?"))
+    blocked = get("action") == "block" and not get("dry_run")
     if blocked:
         summary.blocks += 1
         summary.blocks_hour[when[:13]] += 1
     if src is None:
         return
     src.reports += 1
-    src.evidence[ev.get("evidence") or ev.get("reason") or "?"] += 1
+    src.evidence[get("evidence") or get("reason") or "?"] += 1
     if src.first is None or blocked:
         epoch = _iso_epoch(when)
         if src.first is None:
