@@ -92,8 +92,9 @@ def source_table(snap, view, height):
               header_style="reverse")
     t.add_column("SOURCE", no_wrap=True, ratio=3)
     t.add_column("REP", justify="right")
-    t.add_column("TYPES", no_wrap=True, ratio=2)
+    t.add_column("TYPES", no_wrap=True, ratio=1)
     t.add_column("PORTS", justify="right")
+    t.add_column("EVIDENCE", no_wrap=True, max_width=9)
     t.add_column("STATE", no_wrap=True)
     t.add_column("LEFT", justify="right")
     rows = view.rows(snap)
@@ -105,8 +106,9 @@ def source_table(snap, view, height):
         left = "" if s["state"] == "watching" else _dur(s["left"])
         style = "reverse bold" if i == view.selected else (
             "red" if s["state"] == "blocked" else "")
-        t.add_row(s["addr"], str(s["reports"]), types or "sweep", str(s["ports"]),
-                  s["state"], left, style=style)
+        # Text, not str: rich would read "[...]" as markup and ":1234:" as an emoji code
+        t.add_row(*map(Text, (s["addr"], str(s["reports"]), types or "sweep", str(s["ports"]),
+                              s.get("evidence") or "-", s["state"], left)), style=style)
     return t, len(rows)
 
 

@@ -51,7 +51,7 @@ def test_top_shows_the_scanner_its_block_and_moving_counters(lab):
             assert before is not None and "latest reports" in first
             assert "(no reports yet)" in first
             nmap(lab, "-sS", "-p", "1-40")
-            row = rf"^ ?{re.escape(lab.scanner_ip4)}\s+\d+\s+\S+\s+\d+\s+blocked\s+\S+"
+            row = rf"^ ?{re.escape(lab.scanner_ip4)}\s+\d+\s+\S+\s+\d+\s+stealth\s+blocked\s+\S+"
             screen = tmux.wait_screen(lambda s: re.search(row, s, re.M) and s,
                                       what="the scanner's row shows it blocked")
             assert syn_count(screen) > before  # the counters moved

@@ -44,6 +44,7 @@ def test_frame_fits_80x24_and_shows_the_scanner_row_and_its_block():
     assert "500/s" in text
     row = next(line for line in lines if "198.18.0.2" in line and "blocked" in line)
     assert "40" in row and "SYN,FIN" in row and "33" in row and "59m" in row
+    assert "stealth" in row
     assert "blocks 1 active / 4 made" in text and "events lost 2" in text
     assert "block   198.18.0.2 SYN/Normal 23/tcp" in text
     # the sparkline of SYN shows the jump; FIN stayed flat (blank)
@@ -83,3 +84,11 @@ def test_plain_frame_lists_every_source_without_colour():
     text = top.plain(snapshot(sources=many))
     assert "\x1b" not in text
     assert all(f"198.18.1.{i} " in text for i in range(1, 60))
+
+
+def test_ipv6_addresses_are_shown_literally():
+    src = {"addr": "fd53:7761:1234:5678::1", "reports": 3, "kinds": {"SYN/Normal": 3},
+           "ports": 3, "first": NOW, "last": NOW, "state": "watching", "evidence": None,
+           "left": None}
+    text = top.plain(snapshot(sources=[src]))
+    assert "fd53:7761:1234:5678::1" in text  # not ":1234:" turned into an emoji
