@@ -92,3 +92,15 @@ def test_ipv6_addresses_are_shown_literally():
            "left": None}
     text = top.plain(snapshot(sources=[src]))
     assert "fd53:7761:1234:5678::1" in text  # not ":1234:" turned into an emoji
+
+
+def test_many_sources_still_fit_and_the_selection_scrolls_into_view():
+    many = [{"addr": f"198.18.1.{i}", "reports": 100 - i, "kinds": {"FIN": 1}, "ports": 1,
+             "first": NOW, "last": NOW, "state": "watching", "evidence": None, "left": None}
+            for i in range(1, 60)]
+    view = top.View()
+    view.selected = 40
+    text = render(snapshot(sources=many), view)
+    assert len(text.rstrip("\n").split("\n")) <= 24
+    assert "198.18.1.41 " in text and "198.18.1.1 " not in text
+    assert "/59 sources" in text
