@@ -6,6 +6,7 @@ ports (each table capped), never with the number of lines.
 """
 import json
 import os
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -144,9 +145,34 @@ def _fold_event(summary, ev, when):
                 src.blocked_at = epoch
 
 
+# PortSentry 2.0 writes LogScanEvent lines, with a date, to its history file
+_PS2 = re.compile(r"^(\S+) Scan from: \[([^\]]+)\] \(.*\) protocol: \[(TCP|UDP)\] "
+                  r"port: \[(\d+)\] type: \[([^\]]*)\] IP opts: \[[^\]]*\] "
+                  r"ignored: \[\w+\] triggered: \[\w+\] noblock: \[\w+\] "
+                  r"blocked: \[(\w+)\]$")
+
+
+def parse_portsentry2_line(line):
+    """(epoch, addr, proto, port, scan type, blocked) of a PortSentry 2.0 history line,
+    or None."""
+    import datetime
+    m = _PS2.match(line.rstrip("\r\n"))
+    if not m:
+        return None
+    try:
+        when = datetime.datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
+    except ValueError:
+        return None
+    kind = m.group(5)
+    kind = ("Unknown Type" if kind.startswith("Unknown Type")
+            else kind.removeprefix("TCP ").removesuffix(" scan"))
+    return when, m.group(2), m.group(3), int(m.group(4)), kind, m.group(6) == "true"
+
+
 def read_history(path, summary, count_reports):
-    """Fold a history file (ours or PortSentry's): every line is one block. With no
-    events file, each block also counts as the report that caused it."""
+    """Fold a history file: ours or PortSentry 1.2's (each line is a block, and counts
+    as the report that caused it) or PortSentry 2.0's (each line a report, a block when
+    it says blocked: [true]). Read only when there is no events file."""
     from scanwatch.records import parse_history_line
     try:
         f = open(path, encoding="utf-8", errors="replace")
@@ -156,23 +182,28 @@ def read_history(path, summary, count_reports):
         for line in f:
             summary.lines += 1
             rec = parse_history_line(line)
+            if rec is not None:
+                rec = (rec.time, rec.addr, rec.proto, rec.port, rec.proto, True)
+            else:
+                rec = parse_portsentry2_line(line)
             if rec is None:
                 summary.skipped += 1
                 continue
-            if rec.time < summary.since:
+            when, addr, proto, port, kind, blocked = rec
+            if when < summary.since or not count_reports:
                 continue
-            hour = _iso_hour(rec.time)
-            if count_reports:
+            hour = _iso_hour(when)
+            summary.reports += 1
+            summary.per_hour[(hour, kind)] += 1
+            summary.ports[f"{port}/{proto.lower()}"] += 1
+            if blocked:
                 summary.blocks += 1
                 summary.blocks_hour[hour] += 1
-                summary.reports += 1
-                summary.per_hour[(hour, rec.proto)] += 1
-                summary.ports[f"{rec.port}/{rec.proto.lower()}"] += 1
-                src = summary.source(rec.addr)
-                if src is not None:
-                    src.reports += 1
-                    src.blocks += 1
-                    src.evidence["history"] += 1
+            src = summary.source(addr)
+            if src is not None:
+                src.reports += 1
+                src.blocks += blocked
+                src.evidence["history"] += 1
 
 
 def load(events=None, history=(), since=86400.0, now=None):

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from scanwatch.errors import ConfigError
-from scanwatch.records import history_line
+from scanwatch.records import history_line, portsentry2_scan_line
 from scanwatch.sentry.views import charts, report
 
 NOW = 1_800_000_000.0
@@ -109,3 +109,20 @@ def test_cli_errors_are_one_line(tmp_path):
         res.stderr.count("\n") == 1 and "nope.jsonl" in res.stderr
     res = sw("--since", "soon", "--events", str(tmp_path / "x"))
     assert res.returncode != 0 and res.stderr.startswith("error: --since")
+
+
+def test_portsentry2_history(tmp_path):
+    path = tmp_path / "portsentry2.history"
+    path.write_text("\n".join([
+        portsentry2_scan_line("198.18.6.1", "h", "TCP", 23, "XMAS", triggered=True,
+                              blocked=True, when=NOW - 30),
+        portsentry2_scan_line("198.18.6.1", "h", "TCP", 24, "Unknown Type", flags=0x29,
+                              blocked=False, when=NOW - 20),
+        portsentry2_scan_line("198.18.6.2", "h", "UDP", 53, "UDP", blocked=True,
+                              when=NOW - 10),
+        portsentry2_scan_line("198.18.6.3", "h", "TCP", 1, "SYN/Normal", when=NOW - 7200),
+    ]) + "\n")
+    s = report.load(None, [str(path)], since=3600, now=NOW)
+    assert (s.reports, s.blocks, len(s.sources), s.skipped) == (3, 2, 2, 0)
+    assert s.scan_types() == ["UDP", "Unknown Type", "XMAS"]
+    assert s.sources["198.18.6.1"].blocks == 1 and s.sources["198.18.6.1"].reports == 2
