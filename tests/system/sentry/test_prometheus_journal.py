@@ -54,8 +54,12 @@ def test_prometheus_scrapes_and_journal_fields(lab, tmp_path):
     jsock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     jsock.bind(str(jdir / "journal" / "socket"))
     jsock.settimeout(0.2)
+    # /run/systemd may not exist on a machine without systemd running: the daemon gets
+    # an empty private /run with only our journal directory in it (its RUN_DIR is a
+    # temp dir), and the host's /run is left as it is
     wrap = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-            'mount --bind "$0" /run/systemd && exec "$@"', str(jdir)]
+            'mount -t tmpfs tmpfs /run && mkdir /run/systemd && mount --bind "$0" /run/systemd'
+            ' && exec "$@"', str(jdir)]
     conf = 'METRICS_LISTEN="127.0.0.1:9877"\n'
     with SentryProcess(lab, conf=conf, wrap=wrap, env={"INVOCATION_ID": "0" * 32}) as sw:
         cfg = tmp_path / "prometheus.yml"
