@@ -13,6 +13,8 @@ from collections import Counter
 
 import pytest
 
+from scanwatch.sentry.admin.charts import CHARTS
+
 CHROMIUM = shutil.which("chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -67,15 +69,40 @@ def test_html_report_renders_in_chromium(tmp_path):
     top_port, top_n = Counter(f"{r['port']}/{r['proto'].lower()}" for r in rows).most_common(1)[0]
     assert f"<td>{top_port}</td><td>{top_n}</td>" in html
     shot = tmp_path / "shot.png"
-    res = chromium([f"--screenshot={shot}", "--window-size=1000,2400", page.as_uri()],
+    res = chromium([f"--screenshot={shot}", "--window-size=1000,2600", page.as_uri()],
                    tempfile.mkdtemp(prefix="swtest-chromium-", dir=tmp_path))
     assert res.returncode == 0 and shot.exists(), res.stderr.decode()[-2000:]
     img = Image.open(shot).convert("RGB")
-    assert img.size == (1000, 2400)
-    # the first chart (stacked bars, y ~ 150..510) holds many saturated pixels: the
-    # image was decoded and drawn, not a broken-image icon or white space
-    band = img.crop((0, 120, 1000, 600))
-    colours = band.getcolors(maxcolors=1 << 20)
-    saturated = sum(n for n, (r, g, b) in colours if max(r, g, b) - min(r, g, b) > 80)
-    assert saturated > 5000, saturated
-    assert len(colours) > 100
+    assert img.size == (1000, 2600)
+    assert len(img.getcolors(maxcolors=1 << 20)) > 100
+    # every chart was decoded and drawn: each is a band of rows holding coloured pixels
+    # (bars, legend), one per chart down the page; a broken-image icon, a blank image or
+    # a missing one would leave fewer bands
+    bands = coloured_bands(img)
+    assert len(bands) == len(CHARTS), bands
+    assert all(hi - lo > 100 for lo, hi, _ in bands), bands  # each a chart, not a stray glyph
+    assert all(n > 2000 for _, _, n in bands), bands
+
+
+def coloured_bands(img, gap=40):
+    """[(first row, last row, coloured pixels)] of runs of rows that hold saturated
+    pixels, runs closer than `gap` rows merged."""
+    w, h = img.size
+    px = img.load()
+    counts = []
+    for y in range(h):
+        n = 0
+        for x in range(0, w, 2):
+            r, g, b = px[x, y]
+            n += max(r, g, b) - min(r, g, b) > 80
+        counts.append(n)
+    bands = []
+    for y, n in enumerate(counts):
+        if not n:
+            continue
+        if bands and y - bands[-1][1] <= gap:
+            lo, _, total = bands[-1]
+            bands[-1] = (lo, y, total + n)
+        else:
+            bands.append((y, y, n))
+    return bands

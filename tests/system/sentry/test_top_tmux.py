@@ -70,6 +70,15 @@ def test_top_shows_the_scanner_its_block_and_moving_counters(lab):
             assert sw.status()["blocked"] == []
             tmux.wait_screen(lambda s: re.search(rf"{re.escape(lab.scanner_ip4)}\s.*watching", s),
                              what="the row shows the source watched again")
+            # s changes the sort column; / filters by address (Enter applies)
+            tmux("send-keys", "-t", "=top:", "s")
+            tmux.wait_screen(lambda s: "sort:address" in s, what="s sorts by address")
+            tmux("send-keys", "-t", "=top:", "/", "z", "z", "Enter")
+            tmux.wait_screen(lambda s: "filter=zz" in s and lab.scanner_ip4 + " " not in
+                             s.split("latest reports")[0], what="/zz hides the scanner's row")
+            tmux("send-keys", "-t", "=top:", "/", "BSpace", "BSpace", "Enter")
+            tmux.wait_screen(lambda s: "filter=" not in s and re.search(
+                rf"^ ?{re.escape(lab.scanner_ip4)}\s", s, re.M), what="filter cleared")
             # SIGWINCH: a bigger window is redrawn to its size at once (no wait for a tick)
             assert tmux("resize-window", "-t", "=top:", "-x", "120", "-y", "40").returncode == 0
             assert tmux("display-message", "-p", "-t", "=top:",
