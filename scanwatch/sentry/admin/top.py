@@ -49,6 +49,7 @@ class View:
     def __init__(self):
         self.sort, self.filter, self.selected = "activity", "", 0
         self.mode, self.typed, self.message = "normal", "", ""
+        self.lost = ""  # why the daemon did not answer the last refresh
         self.history = {k: collections.deque([0] * HISTORY, maxlen=HISTORY) for k in KINDS}
         self.prev = None  # (monotonic time, packets) of the last snapshot
 
@@ -132,6 +133,8 @@ def footer(view, shown, total):
         return Text(f"unblock {view.typed}? y/n", style="bold reverse")
     keys = (f"q quit  s sort:{view.sort}  / filter{'=' + view.filter if view.filter else ''}"
             f"  up/down select  u unblock   {shown}/{total} sources")
+    if view.lost and not view.message:
+        return Text(view.lost, style="bold reverse red", no_wrap=True, overflow="ellipsis")
     return Text(view.message or keys, style="reverse", no_wrap=True, overflow="ellipsis")
 
 
@@ -235,6 +238,20 @@ class Live:
         return f"{addr} unblocked" if was else f"{addr} was not blocked"
 
 
+def _refresh(fetch, snap, view, mono):
+    """A new snapshot; while the daemon does not answer (a restart, a stop) the last one
+    stays on screen with the reason, and the next refresh tries again."""
+    try:
+        fresh = fetch()
+    except ScanwatchError as err:
+        view.lost = f"daemon not answering ({err}); retrying"
+        return snap
+    if view.lost:
+        view.lost, view.prev = "", None  # a restarted daemon's counters start again
+    view.feed(fresh, mono)
+    return fresh
+
+
 def run(fetch, unblock, interval=1.0):
     """The interactive loop: fetch() -> snapshot, unblock(addr) -> message text."""
     from rich.live import Live
@@ -255,8 +272,7 @@ def run(fetch, unblock, interval=1.0):
             while True:
                 now = time.monotonic()
                 if now >= next_fetch:
-                    snap = fetch()
-                    view.feed(snap, now)
+                    snap = _refresh(fetch, snap, view, now)
                     next_fetch = now + interval
                 live.update(frame(snap, view, console.size.height), refresh=True)
                 ready, _, _ = select.select([fd, wake_r], [], [],

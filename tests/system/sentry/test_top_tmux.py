@@ -96,6 +96,10 @@ def test_top_shows_the_scanner_its_block_and_moving_counters(lab):
                        cmd + f" 2>{sw.dir / 'top.err'}; echo $? > {sw.dir / 'top.rc'}")
             assert res.returncode == 0, res.stderr
             tmux.wait_screen(lambda s: "scanwatch  pid" in s, what="top started again")
+            # the daemon stops (a restart, say): top keeps its last frame and says so
+            assert sw.stop() == 0
+            tmux.wait_screen(lambda s: "daemon not answering" in s and "scanwatch  pid" in s,
+                             what="top says the daemon does not answer")
             tmux("send-keys", "-t", "=top:", "C-c")
             wait_for(lambda: (sw.dir / "top.rc").exists(), 10, "top quit on Ctrl-C")
             time.sleep(0.2)

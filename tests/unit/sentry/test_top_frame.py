@@ -104,3 +104,23 @@ def test_many_sources_still_fit_and_the_selection_scrolls_into_view():
     assert len(text.rstrip("\n").split("\n")) <= 24
     assert "198.18.1.41 " in text and "198.18.1.1 " not in text
     assert "/59 sources" in text
+
+
+def test_a_daemon_that_stops_answering_leaves_the_last_frame_and_says_so():
+    from scanwatch.errors import NotRunning
+    view = top.View()
+    first = top._refresh(lambda: snapshot(syn=1000), None, view, 10.0)
+
+    def gone():
+        raise NotRunning("scanwatch is not running (no /run/scanwatch/scanwatch.sock)")
+
+    kept = top._refresh(gone, first, view, 11.0)
+    assert kept is first
+    text = render(kept, view)
+    assert "daemon not answering (scanwatch is not running" in text and "198.18.0.2" in text
+    # a restarted daemon answers again with counters from zero: no negative rate, no message
+    again = top._refresh(lambda: snapshot(syn=5), kept, view, 12.0)
+    assert again["packets"]["SYN/Normal"] == 5 and view.lost == ""
+    assert "daemon not answering" not in render(again, view)
+    top._refresh(lambda: snapshot(syn=105), again, view, 13.0)
+    assert list(view.history["SYN/Normal"])[-1] == 100.0
