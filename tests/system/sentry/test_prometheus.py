@@ -1,6 +1,7 @@
 """Debian's real `prometheus` scrapes /metrics inside the target namespace of a daemon
 nmap is scanning; its HTTP API answers for the scanwatch series, a rate that moved, and
-every expression of packaging/grafana-dashboard.json. (journald: test_journald.py.)"""
+every expression of packaging/grafana-dashboard.json, each with data. (journald:
+test_journald.py.)"""
 import json
 import shutil
 import sys
@@ -61,6 +62,7 @@ def test_prometheus_scrapes_a_scanned_daemon(lab, tmp_path):
                             .replace("$__range", "1m").replace("$instance", ".*"))
                     r = query(expr)
                     assert r and r["status"] == "success", (panel["title"], expr, r)
+                    assert r["data"]["result"], (panel["title"], expr, "no data")
         finally:
             prom.terminate()
             prom.wait(timeout=15)
