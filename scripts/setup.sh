@@ -121,6 +121,7 @@ PKGS=(python3-bpfcc python3-nftables python3-venv nftables bpftool nmap hping3
       iproute2 iputils-ping lsof make masscan   # masscan: bench/scan.py
       python3-systemd                              # journald structured fields
       tmux chromium                                # tests: top, report HTML
+      netbase                                      # /etc/services: report names the ports
       vagrant vagrant-libvirt shellcheck systemd   # CI checks: Vagrantfile, scripts, unit
       python3-setuptools python3-wheel)            # what `make install` builds with
 QUIET_PKGS=(portsentry fail2ban prometheus)   # their services must not start (prometheus: scraping test)

@@ -8,6 +8,7 @@ import os
 import time
 
 from ...errors import StateError
+from .summary import service_name
 
 CHARTS = ("reports_per_hour", "top_sources", "ports", "blocks_per_hour", "time_to_block")
 TITLES = {"reports_per_hour": "Reports per hour by scan type",
@@ -42,6 +43,11 @@ def _time_axis(ax, bins):
     ax.set_xticks(ticks, [bins[i][0] for i in ticks], rotation=45, fontsize=7)
 
 
+def _port_label(port_proto):
+    name = service_name(port_proto)  # which service the attackers looked for
+    return f"{port_proto} {name}" if name else port_proto
+
+
 def figures(s, top=15):
     """{name: matplotlib Figure} for Summary s; charts with nothing to show say so."""
     plt = _pyplot()
@@ -72,7 +78,7 @@ def figures(s, top=15):
 
     fig, ax = plt.subplots(figsize=(9, 3.6))
     ports = s.ports.most_common(top)
-    ax.bar([p for p, _ in ports], [n for _, n in ports], color="tab:orange")
+    ax.bar([_port_label(p) for p, _ in ports], [n for _, n in ports], color="tab:orange")
     ax.tick_params(axis="x", labelrotation=45, labelsize=7)
     ax.set_ylabel("reports")
     figs["ports"] = fig
@@ -160,8 +166,9 @@ def html_page(s, top=15):
         parts.append(f"<tr><td>{esc(addr)}</td><td>{src.reports}</td><td>{src.blocks}</td>"
                      f"<td>{esc(ev)}</td></tr>")
     parts.append("</table><h2>Ports</h2><table id='ports-table'><tr><th>port</th>"
-                 "<th>reports</th></tr>")
+                 "<th>reports</th><th>service</th></tr>")
     for port, n in s.ports.most_common(top):
-        parts.append(f"<tr><td>{esc(port)}</td><td>{n}</td></tr>")
+        parts.append(f"<tr><td>{esc(port)}</td><td>{n}</td>"
+                     f"<td>{esc(service_name(port))}</td></tr>")
     parts.append("</table></body></html>\n")
     return "".join(parts)

@@ -7,6 +7,7 @@ ports (each table capped), never with the number of lines.
 import json
 import os
 import re
+import socket
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -216,6 +217,15 @@ def load(events=None, history=(), since=86400.0, now=None):
         # Our history repeats the blocks events.jsonl already has: read it only alone.
         read_history(path, summary, count_reports=not events)
     return summary
+
+
+def service_name(port_proto):
+    """"22/tcp" -> "ssh", from the services database (/etc/services); "" when unnamed."""
+    port, _, proto = port_proto.partition("/")
+    try:
+        return socket.getservbyport(int(port), proto)
+    except (OSError, ValueError, OverflowError):
+        return ""
 
 
 def record_files(cfg, events=None, history=()):

@@ -98,6 +98,14 @@ def test_html_is_self_contained(events):
     assert len(imgs) == len(charts.CHARTS)
     assert all(base64.b64decode(i).startswith(b"\x89PNG") for i in imgs)
     assert "<td id='reports'>4</td>" in page and "<td id='blocks'>2</td>" in page
+    # the services attackers looked for, by name (/etc/services), beside the port
+    assert "<tr><td>22/tcp</td><td>2</td><td>ssh</td></tr>" in page
+    assert "<tr><td>53/udp</td><td>1</td><td>domain</td></tr>" in page
+
+
+def test_service_names():
+    assert report.service_name("22/tcp") == "ssh" and report.service_name("53/udp") == "domain"
+    assert report.service_name("64999/tcp") == "" and report.service_name("x/tcp") == ""
 
 
 def test_cli_errors_are_one_line(tmp_path):
