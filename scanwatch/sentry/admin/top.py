@@ -14,6 +14,7 @@ import time
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
+from sparklines import sparklines
 
 from . import control
 from ...errors import ScanwatchError
@@ -21,15 +22,13 @@ from ...errors import ScanwatchError
 KINDS = ("SYN/Normal", "FIN", "NULL", "XMAS", "Unknown Type", "UDP")
 SHORT = {"SYN/Normal": "SYN", "Unknown Type": "UNK"}
 SORTS = ("activity", "address", "ports", "state", "last")
-BARS = "▁▂▃▄▅▆▇█"
 HISTORY = 20  # seconds of sparkline
 
 
 def sparkline(values):
-    top = max(values, default=0)
-    if not top:
-        return BARS[0] * len(values)
-    return "".join(BARS[min(7, int(v * 8 / (top + 1e-9)))] if v else " " for v in values)
+    """Packets/s over the last HISTORY seconds, drawn by the sparklines package on a
+    scale from 0 (a quiet second is the lowest bar, never a hole)."""
+    return sparklines(list(values), minimum=0, maximum=max(max(values, default=0), 1))[0]
 
 
 def _dur(seconds):

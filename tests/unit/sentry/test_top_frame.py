@@ -47,9 +47,11 @@ def test_frame_fits_80x24_and_shows_the_scanner_row_and_its_block():
     assert "stealth" in row
     assert "blocks 1 active / 4 made" in text and "events lost 2" in text
     assert "block   198.18.0.2 SYN/Normal 23/tcp" in text
-    # the sparkline of SYN shows the jump; FIN stayed flat (blank)
+    # the sparkline of SYN shows the jump; FIN stayed flat at the lowest bar
     syn_line = next(line for line in lines if line.startswith("SYN "))
-    assert "█" in syn_line
+    fin_line = next(line for line in lines if line.startswith("FIN "))
+    assert syn_line.endswith("▁" * (top.HISTORY - 1) + "█")
+    assert fin_line.endswith("▁" * top.HISTORY)
 
 
 def test_sort_filter_and_unblock_keys():
