@@ -219,6 +219,71 @@ def flush(config_path, run_dir, state_dir, hosts_deny, nft_table):
     click.echo(offline.flush(cfg))
 
 
+@cli.command(context_settings=CONTEXT)
+@_config_option
+@_run_dir_option
+@click.option("--once", is_flag=True,
+              help="Print one frame as plain text and exit (the default when stdout "
+                   "is not a terminal).")
+@click.option("-d", "--delay", default=1.0, show_default=True, type=click.FloatRange(0.2, 60),
+              help="Seconds between refreshes.")
+def top(config_path, run_dir, once, delay):
+    """Live view of the running daemon, like htop: packets/s by scan type, sources by
+    activity, latest reports.
+
+    Keys: s sort, / filter by address, up/down (or j/k) select, u unblock (asks), q quit."""
+    from .sentry.admin import top as topview
+    from .errors import NotRunning
+    cfg = _load(config_path, RUN_DIR=run_dir)
+    live = topview.Live(cfg.RUN_DIR)
+    try:
+        snap = live.fetch()
+    except NotRunning as err:
+        click.echo(str(err))
+        sys.exit(err.exit_code)
+    if once or not sys.stdout.isatty() or not sys.stdin.isatty():
+        click.echo(topview.plain(snap).rstrip("\n"))
+        return
+    sys.exit(topview.run(live.fetch, live.unblock, delay))
+
+
+@cli.command(context_settings=CONTEXT)
+@_config_option
+@click.option("--since", default="24h", show_default=True,
+              help="How far back: 90m, 24h, 7d, 52w.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False),
+              help="Write one self-contained HTML page with every chart.")
+@click.option("--png", "png_dir", type=click.Path(file_okay=False),
+              help="Write one PNG per chart into this directory.")
+@click.option("--events", type=click.Path(dir_okay=False),
+              help="events.jsonl to read (default: STATE_DIR/events.jsonl).")
+@click.option("--history", multiple=True, type=click.Path(dir_okay=False),
+              help="History file(s) to read, ours or PortSentry's (repeatable; default: "
+                   "HISTORY_FILE when there is no events file).")
+@click.option("--state-dir", help="Override STATE_DIR.")
+@click.option("--top", default=10, show_default=True, type=click.IntRange(1, 1000),
+              help="Sources and ports listed.")
+def report(config_path, since, html_path, png_dir, events, history, state_dir, top):
+    """The records of the last day (or --since) in numbers, or in charts with --html/--png.
+
+    Reads events.jsonl and the history file; a plain PortSentry history file works too
+    (`--history /var/lib/portsentry/portsentry.history`)."""
+    from .sentry.admin import summary as rep
+    seconds = rep.parse_since(since)
+    cfg = _load(config_path, STATE_DIR=state_dir)
+    events, history = rep.record_files(cfg, events, history)
+    summary = rep.load(events, history, seconds)
+    if not html_path and not png_dir:
+        click.echo(rep.text_summary(summary, top))
+        return
+    from .sentry.admin import charts
+    if png_dir:
+        for path in charts.write_pngs(summary, png_dir):
+            click.echo(path)
+    if html_path:
+        click.echo(charts.write_html(summary, html_path, top))
+
+
 @cli.group(context_settings=CONTEXT)
 def config():
     """Check or show configuration."""

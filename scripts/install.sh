@@ -57,7 +57,7 @@ START=${START:-yes}
 
 # Runtime packages only: test tools (nmap, hping3, ...) are scripts/setup.sh's business.
 # python3-setuptools/-wheel let pip build the package without fetching a build backend.
-RUNTIME_PKGS=(python3 python3-venv python3-bpfcc python3-nftables nftables
+RUNTIME_PKGS=(python3 python3-venv python3-bpfcc python3-nftables nftables python3-systemd
               python3-setuptools python3-wheel)
 
 ACTION=${1:-install}

@@ -119,9 +119,12 @@ fi
 ARCH=$(dpkg --print-architecture)
 PKGS=(python3-bpfcc python3-nftables python3-venv nftables bpftool nmap hping3
       iproute2 iputils-ping lsof make masscan   # masscan: bench/scan.py
+      python3-systemd                              # journald structured fields
+      tmux chromium                                # tests: top, report HTML
+      netbase                                      # /etc/services: report names the ports
       vagrant vagrant-libvirt shellcheck systemd   # CI checks: Vagrantfile, scripts, unit
       python3-setuptools python3-wheel)            # what `make install` builds with
-QUIET_PKGS=(portsentry fail2ban)   # their services must not start
+QUIET_PKGS=(portsentry fail2ban prometheus)   # their services must not start (prometheus: scraping test)
 
 missing=()
 for p in "${PKGS[@]}"; do installed "$p" || missing+=("$p"); done
@@ -170,6 +173,7 @@ if [ ${#missing[@]} -gt 0 ] || [ ${#missing_quiet[@]} -gt 0 ] || [ "$HDR_LOOKUP"
             case $p in
                 portsentry) stop_service portsentry portsentry ;;
                 fail2ban)   stop_service fail2ban fail2ban-server ;;
+                prometheus) stop_service prometheus prometheus ;;
             esac
         done
     fi

@@ -10,7 +10,8 @@ Data flows top to bottom:
     policy     pure decisions over those records (injected clock); state keeps the block table
     respond/   what a decision does: firewall (the only nftables module), hostsdeny, actions
                (KILL_*), report (log lines and records), records (PortSentry's files), resolver
-    admin/     what the admin sees and asks: control socket, status, /metrics, offline edits
+    admin/     what the admin sees and asks: control socket, status, /metrics, offline edits,
+               `top` (live view) and `report` (summary, charts)
 Around them: config/defaults (settings), model (the typed records), ignore and netinfo (who is
 never blocked), classic (PortSentry's -tcp/-udp listeners), daemon (the wiring).
 """

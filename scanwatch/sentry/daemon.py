@@ -123,10 +123,10 @@ class Daemon:
             try:
                 self.metrics = MetricsServer(cfg.METRICS_LISTEN,
                                              lambda: status.metrics(self))
+                self.metrics.start()
             except BaseException:
                 self.shutdown()
                 raise
-            self.metrics.start()
         self.started = time.time()
         if self.nft_on:
             self._watch_ruleset()

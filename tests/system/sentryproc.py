@@ -14,7 +14,7 @@ SCANWATCH = [sys.executable, "-c", "from scanwatch.cli import main; main()"]
 class SentryProcess:
     """`scanwatch run` with every path in a temp dir; use as a context manager."""
 
-    def __init__(self, lab, args=(), conf=None, ignore=(), ready_timeout=60):
+    def __init__(self, lab, args=(), conf=None, ignore=(), ready_timeout=60, wrap=(), env=None):
         self.lab = lab
         self.dir = Path(tempfile.mkdtemp(prefix="swtest-"))
         self.ignore_file = self.dir / "ignore"
@@ -33,7 +33,10 @@ class SentryProcess:
             argv += ["-c", cpath]
         self.log_path = self.dir / "daemon.log"
         self.log_fh = open(self.log_path, "w")
-        self.proc = lab.popen(lab.target_ns, *argv, stdout=self.log_fh, stderr=subprocess.STDOUT)
+        # wrap: a command prefix (e.g. unshare for a private mount namespace); env: extra
+        # environment variables (e.g. what systemd sets for a unit)
+        self.proc = lab.popen(lab.target_ns, *wrap, *argv, stdout=self.log_fh,
+                              stderr=subprocess.STDOUT, env=dict(os.environ, **(env or {})))
         pid = self.paths["run"] / "scanwatch.pid"
         deadline = time.monotonic() + ready_timeout
         while not pid.exists():

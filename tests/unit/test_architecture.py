@@ -78,3 +78,11 @@ def test_modules_stay_small_or_say_why():
         if len(lines) > 500 and not any("longer than 500 lines" in l for l in lines[:15]):
             over.append(f"{p.relative_to(ROOT)} ({len(lines)} lines)")
     assert over == [], f"modules over ~500 lines without a reason at the top: {over}"
+
+
+def test_view_libraries_stay_in_the_views():
+    # the daemon imports neither: a live view or a chart never costs it memory or start-up
+    assert _importers("rich") == ["scanwatch/sentry/admin/top.py"]
+    assert _importers("sparklines") == ["scanwatch/sentry/admin/top.py"]
+    assert _importers("matplotlib") == ["scanwatch/sentry/admin/charts.py"]
+    assert _importers("prometheus_client") == ["scanwatch/sentry/admin/metrics.py"]

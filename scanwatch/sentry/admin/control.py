@@ -135,5 +135,5 @@ def parse_request(line):
     if not isinstance(req, dict):
         raise ValueError('a request is a JSON object such as {"cmd": "status"}')
     if not isinstance(req.get("cmd"), str):
-        raise ValueError('a request needs "cmd": "status", "unblock" or "flush"')
+        raise ValueError('a request needs "cmd": "status", "top", "unblock" or "flush"')
     return req

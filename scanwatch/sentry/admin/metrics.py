@@ -1,7 +1,6 @@
-"""Optional Prometheus endpoint (METRICS_LISTEN="127.0.0.1:9877"): text format 0.0.4."""
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
+"""Optional Prometheus endpoint (METRICS_LISTEN="127.0.0.1:9877"), served by
+prometheus_client: a custom collector turns each scrape into one daemon snapshot.
+prometheus_client is imported only when the endpoint is configured or rendered."""
 from ...errors import ConfigError
 from ..kernel.contract import KIND_NAMES as KINDS
 
@@ -14,89 +13,90 @@ def parse_listen(text):
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def _label(value):
-    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+class SnapshotCollector:
+    """prometheus_client collector: every scrape reads one fresh daemon snapshot (a dict
+    the daemon builds; see status.metrics), so no metric object is kept in step."""
+
+    def __init__(self, snapshot):
+        self.snapshot = snapshot
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+        snap = self.snapshot()
+        c = snap["counters"]
+
+        def family(cls, name, help_text, samples, labels=()):
+            fam = cls(f"scanwatch_{name}", help_text, labels=list(labels))
+            for values, value in samples:
+                fam.add_metric(list(values), value)
+            return fam
+
+        counter = lambda *a, **k: family(CounterMetricFamily, *a, **k)  # noqa: E731
+        gauge = lambda *a, **k: family(GaugeMetricFamily, *a, **k)  # noqa: E731
+        yield counter("probes_total", "Scan probes seen by the XDP program, by PortSentry type.",
+                      [((k,), c[k]) for k in KINDS], labels=("type",))
+        yield counter("tripwire_hits_total", "Probes to a watched port without a listener.",
+                      [((), c["tripwire"])])
+        yield counter("dropped_packets_total", "Packets dropped in XDP from blocked sources.",
+                      [((), c["dropped"])])
+        yield counter("kernel_blocks_total", "Sources the XDP program blocked itself.",
+                      [((), c["kernel_blocks"])])
+        yield counter("malformed_packets_total", "Packets with truncated headers.",
+                      [((), c["malformed"])])
+        yield counter("events_dropped_total",
+                      "Reports lost: ring buffer full, worker queue full, or summarised by "
+                      "LOG_RATE.",
+                      [(("ringbuf",), c["events_lost"]), (("queue",), snap["queue_dropped"]),
+                       (("log_rate",), snap["suppressed"])], labels=("where",))
+        yield gauge("sources_tracked", "Entries in the kernel's per-source map.",
+                    [((), snap["map_fill"]["sources"][0])])
+        yield gauge("kernel_map_entries", "Entries in use in the bounded kernel maps.",
+                    [((m,), used) for m, (used, _cap) in snap["map_fill"].items()],
+                    labels=("map",))
+        yield gauge("kernel_map_capacity", "Capacity of the bounded kernel maps.",
+                    [((m,), cap) for m, (_used, cap) in snap["map_fill"].items()],
+                    labels=("map",))
+        yield gauge("blocks_active", "Hosts blocked now.", [((), snap["blocks_active"])])
+        yield counter("blocks_total", "Blocks made since the daemon started.",
+                      [((), snap["blocks_total"])])
+        yield counter("capped_blocks_total", "Sources blocked in XDP only, without a log "
+                      "line or an nft element, because BLOCK_RATE was reached (a spoofed "
+                      "flood).", [((), snap["capped_total"])])
+        yield counter("process_cpu_seconds_total", "CPU time of the daemon process.",
+                      [((), round(snap["cpu_seconds"], 3))])
+        yield gauge("up", "1 while the daemon runs.", [((), 1)])
 
 
 def render(snap):
-    """The exposition text for one snapshot (a dict the daemon builds; see Daemon.metrics)."""
-    out = []
-
-    def metric(name, kind, help_text, samples):
-        out.append(f"# HELP scanwatch_{name} {help_text}")
-        out.append(f"# TYPE scanwatch_{name} {kind}")
-        for labels, value in samples:
-            lab = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
-            out.append(f"scanwatch_{name}{{{lab}}} {value}" if lab else f"scanwatch_{name} {value}")
-
-    c = snap["counters"]
-    metric("probes_total", "counter", "Scan probes seen by the XDP program, by PortSentry type.",
-           [({"type": k}, c[k]) for k in KINDS])
-    metric("tripwire_hits_total", "counter", "Probes to a watched port without a listener.",
-           [({}, c["tripwire"])])
-    metric("dropped_packets_total", "counter", "Packets dropped in XDP from blocked sources.",
-           [({}, c["dropped"])])
-    metric("kernel_blocks_total", "counter", "Sources the XDP program blocked itself.",
-           [({}, c["kernel_blocks"])])
-    metric("malformed_packets_total", "counter", "Packets with truncated headers.",
-           [({}, c["malformed"])])
-    metric("events_dropped_total", "counter",
-           "Reports lost: ring buffer full, worker queue full, or summarised by LOG_RATE.",
-           [({"where": "ringbuf"}, c["events_lost"]), ({"where": "queue"}, snap["queue_dropped"]),
-            ({"where": "log_rate"}, snap["suppressed"])])
-    metric("sources_tracked", "gauge", "Entries in the kernel's per-source map.",
-           [({}, snap["map_fill"]["sources"][0])])
-    metric("kernel_map_entries", "gauge", "Entries in use in the bounded kernel maps.",
-           [({"map": m}, used) for m, (used, _cap) in snap["map_fill"].items()])
-    metric("kernel_map_capacity", "gauge", "Capacity of the bounded kernel maps.",
-           [({"map": m}, cap) for m, (_used, cap) in snap["map_fill"].items()])
-    metric("blocks_active", "gauge", "Hosts blocked now.", [({}, snap["blocks_active"])])
-    metric("blocks_total", "counter", "Blocks made since the daemon started.",
-           [({}, snap["blocks_total"])])
-    metric("capped_blocks_total", "counter", "Sources blocked in XDP only, without a log "
-           "line or an nft element, because BLOCK_RATE was reached (a spoofed flood).",
-           [({}, snap["capped_total"])])
-    metric("process_cpu_seconds_total", "counter", "CPU time of the daemon process.",
-           [({}, round(snap["cpu_seconds"], 3))])
-    metric("up", "gauge", "1 while the daemon runs.", [({}, 1)])
-    return "\n".join(out) + "\n"
+    """The exposition text for one snapshot (what a scrape of /metrics returns)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(lambda: snap))
+    return generate_latest(registry).decode()
 
 
 class MetricsServer:
+    """prometheus_client's own HTTP server over a registry holding only our collector
+    (no default process/platform collectors: the series are scanwatch's)."""
+
     def __init__(self, listen, snapshot):
-        host, port = parse_listen(listen)
-        snap_fn = snapshot
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - http.server's naming
-                if self.path.split("?")[0] != "/metrics":
-                    self.send_error(404)
-                    return
-                body = render(snap_fn()).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):  # scrapes are not worth a log line
-                pass
-
-        server_cls = ThreadingHTTPServer
-        if ":" in host:
-            import socket
-            server_cls = type("V6Server", (ThreadingHTTPServer,), {"address_family": socket.AF_INET6})
-        try:
-            self.httpd = server_cls((host, port), Handler)
-        except OSError as err:
-            raise ConfigError(f"METRICS_LISTEN: cannot listen on {listen}: {err.strerror}") from err
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name="metrics",
-                                       daemon=True)
+        from prometheus_client import CollectorRegistry
+        self.host, self.port = parse_listen(listen)
+        self.listen = listen
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(SnapshotCollector(snapshot))
+        self.httpd = self.thread = None
 
     def start(self):
-        self.thread.start()
+        from prometheus_client import start_http_server
+        try:
+            self.httpd, self.thread = start_http_server(self.port, self.host, self.registry)
+        except OSError as err:
+            raise ConfigError(f"METRICS_LISTEN: cannot listen on {self.listen}: "
+                              f"{err.strerror}") from err
 
     def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        if self.httpd is not None:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+            self.httpd = None

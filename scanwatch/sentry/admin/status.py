@@ -1,6 +1,7 @@
 """What a running daemon shows: `scanwatch status` over the control socket and the
 Prometheus /metrics numbers, read from its live state. The daemon's lock is held only
 to copy what is needed, so a status of 100,000 blocks never stalls detection."""
+import itertools
 import os
 import time
 
@@ -83,6 +84,8 @@ def handle_request(daemon, req):
         return {"error": "scanwatch is still starting (compiling and attaching the XDP program)"}
     if cmd == "status":
         return status(daemon)
+    if cmd == "top":
+        return top(daemon)
     if cmd == "unblock":
         if not isinstance(req.get("addr"), str):
             return {"error": 'unblock needs "addr": an IPv4 or IPv6 address'}
@@ -90,3 +93,32 @@ def handle_request(daemon, req):
     if cmd == "flush":
         return {"ok": True, "flushed": daemon.flush()}
     return {"error": f"unknown command {cmd!r}"}
+
+
+def top(d, limit=200):
+    """The reply to {"cmd": "top"}: what `scanwatch top` redraws each second. Cheap on
+    purpose (no walk of the kernel's maps): counters, the most recently active sources
+    from the policy's bounded table with their block state, and the latest reports."""
+    now = time.time()
+    counters = d.sentry.counters()
+    with d.lock:
+        recent_rows = list(itertools.islice(reversed(d.policy.sources.rows.items()), limit))
+        rows = [(addr, dict(row, kinds=dict(row["kinds"]), ports=len(row["ports"])))
+                for addr, row in recent_rows]
+        blocks = {addr: d.policy.blocks.get(addr) for addr, _ in rows}
+        active = sum(1 for e in d.policy.blocks.values() if e.level == 1)
+    sources = []
+    for addr, row in rows:
+        e = blocks[addr]
+        state = "watching" if e is None else LEVEL_NAMES[e.level]
+        sources.append({"addr": addr, "reports": sum(row["kinds"].values()),
+                        "kinds": row["kinds"], "ports": row["ports"],
+                        "first": row["first"], "last": row.get("last", row["first"]),
+                        "state": state, "evidence": e.evidence if e else None,
+                        "left": e.left(now) if e else None})
+    return {"pid": os.getpid(), "since": d.started, "now": now, "dry_run": d.dry_run,
+            "modes": list(d.modes.values()), "interfaces": dict(d.sentry.attached),
+            "packets": {k: counters[k] for k in ("SYN/Normal", "FIN", "NULL", "XMAS",
+                                                 "Unknown Type", "UDP")},
+            "counters": counters, "blocks_active": active, "blocks_total": d.blocks_total,
+            "sources": sources, "recent": list(d.reporter.recent)}

@@ -407,6 +407,44 @@ def _stderr_is_journal():
     return want == f"{st.st_dev}:{st.st_ino}"
 
 
+def under_systemd():
+    """True when systemd started us (a unit sets INVOCATION_ID, and JOURNAL_STREAM when
+    stdout/stderr go to the journal) and journald's native socket is there."""
+    return bool(os.environ.get("INVOCATION_ID") or os.environ.get("JOURNAL_STREAM")) \
+        and os.path.exists("/run/systemd/journal/socket")
+
+
+def _journal_handler(ident):
+    """systemd's JournalHandler: the same message text, plus the SCANWATCH_* fields a
+    log call passes in `extra` (journalctl -u scanwatch SCANWATCH_SRC=...). None when
+    python3-systemd is missing: syslog still gets every line."""
+    try:
+        from systemd import journal
+    except ImportError:
+        return None
+
+    class Handler(journal.JournalHandler):
+        def map_priority(self, levelno):
+            # PortSentry logs at daemon.notice; keep that for ordinary lines
+            return journal.LOG_NOTICE if levelno == logging.INFO else super().map_priority(levelno)
+
+    h = Handler(SYSLOG_IDENTIFIER=ident, SYSLOG_FACILITY=3)  # 3: LOG_DAEMON
+    h.setFormatter(logging.Formatter("%(message)s"))
+    return h
+
+
+def journal_fields(addr, scan_type=None, port=None, action=None):
+    """`extra=` for a report's log line: the journal fields (ignored by other handlers)."""
+    fields = {"SCANWATCH_SRC": str(addr)}
+    if scan_type is not None:
+        fields["SCANWATCH_TYPE"] = scan_type
+    if port is not None:
+        fields["SCANWATCH_PORT"] = str(port)
+    if action is not None:
+        fields["SCANWATCH_ACTION"] = action
+    return fields
+
+
 def make_logger(name="scanwatch", syslog=True, stream="stderr", ident="scanwatch",
                 syslog_socket="/dev/log"):
     """Logger writing each message unchanged to syslog (daemon, `scanwatch[pid]:`) when
@@ -422,7 +460,10 @@ def make_logger(name="scanwatch", syslog=True, stream="stderr", ident="scanwatch
     logger.setLevel(logging.INFO)
     logger.propagate = False
     handlers = []
-    if syslog and os.path.exists(syslog_socket):
+    journal = _journal_handler(ident) if syslog and under_systemd() else None
+    if journal is not None:
+        handlers.append(journal)  # journald also forwards it to syslog
+    elif syslog and os.path.exists(syslog_socket):
         try:
             h = _SyslogHandler(address=syslog_socket,
                                facility=logging.handlers.SysLogHandler.LOG_DAEMON)

@@ -3,6 +3,7 @@
 The daemon blocks synchronously (nft set, XDP map); this runs on one worker thread, in
 order, so a slow resolver or a hung KILL_RUN_CMD delays a log line, never a block.
 """
+import collections
 import time
 
 from .actions import ActionWorker, action_order, run_steps
@@ -22,6 +23,7 @@ class Reporter:
         self.worker = ActionWorker(log, timeout=command_timeout)
         self.window, self.in_window, self.suppressed = 0.0, 0, 0
         self.suppressed_total = 0
+        self.recent = collections.deque(maxlen=100)  # latest reports, for `scanwatch top`
 
     def submit(self, ev, decision, extra=None):
         # LOG_RATE: a flood of reports is summarised; blocks (capped by BLOCK_RATE) never are.
@@ -59,7 +61,8 @@ class Reporter:
         if d.action == QUIET:
             pass
         elif d.action == ALREADY:
-            self.log.info(records.already_blocked_line(host, addr))
+            self.log.info(records.already_blocked_line(host, addr),
+                          extra=records.journal_fields(addr, ev.kind, ev.port, ALREADY))
         else:
             ok = self._alert_and_act(ev, d, host, addr)
         if self.cfg.LOG_FORMAT == "portsentry2" and d.action != QUIET:
@@ -67,17 +70,24 @@ class Reporter:
                 addr, host, ev.proto, ev.port, ev.kind, ev.tcp_flags, ev.ip_options,
                 ignored=False, triggered=True, noblock=d.action == ALERT,
                 blocked=d.action in (BLOCK, ALREADY) and not self.dry_run))
-        self.recorder.event(dict(self.event_json(ev, d), host=host, actions_ok=ok, **extra))
+        rec = dict(self.event_json(ev, d), host=host, actions_ok=ok, **extra)
+        self.recorder.event(rec)
+        if d.action != QUIET:
+            self.recent.append({"time": time.time(), "addr": addr, "scan_type": ev.kind,
+                                "port": ev.port, "proto": ev.proto, "action": d.action,
+                                "reason": ev.reason})
 
     def _alert_and_act(self, ev, d, host, addr):
         cfg = self.cfg
+        fields = records.journal_fields(addr, ev.kind, ev.port,
+                                        "dry-run" if self.dry_run else d.action)
         if ev.ip_options:
-            self.log.info(records.ip_options_line(host, addr, ev.port, ev.proto))
+            self.log.info(records.ip_options_line(host, addr, ev.port, ev.proto), extra=fields)
         if ev.fragmented:
             self.log.info(records.fragment_line(host, addr, ev.port, ev.proto,
-                                                tiny=ev.kind == "Tiny Fragment"))
+                                                tiny=ev.kind == "Tiny Fragment"), extra=fields)
         self.log.info(records.scan_alert_line(ev.kind, host, addr, ev.proto, ev.port,
-                                              ev.tcp_flags))
+                                              ev.tcp_flags), extra=fields)
         if ev.reason == "sweep":
             ports = ",".join(str(p) for _, p in ev.ports)
             self.log.info("attackalert: Host %s probed %d closed ports within %ss (%s)%s",
@@ -93,7 +103,8 @@ class Reporter:
         elif cfg.NFT_BLOCK and level == 1:
             self.log.info("attackalert: Host %s has been blocked via nftables set inet %s %s%s",
                           addr, cfg.NFT_TABLE, "blocked4" if ev.addr.version == 4 else "blocked6",
-                          f" for {cfg.BLOCK_TIMEOUT}s" if cfg.BLOCK_TIMEOUT else "")
+                          f" for {cfg.BLOCK_TIMEOUT}s" if cfg.BLOCK_TIMEOUT else "",
+                          extra=fields)
         ok = run_steps(action_order(level, cfg.KILL_RUN_CMD_FIRST), self.log, ev.addr, ev.port,
                        d.mode, hosts_deny=lambda: self._hosts_deny(ev, d.mode),
                        route=cfg.KILL_ROUTE, command=cfg.KILL_RUN_CMD, timeout=self.timeout)
