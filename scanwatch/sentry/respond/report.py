@@ -59,6 +59,8 @@ class Reporter:
         if d.action == QUIET:
             pass
         elif d.action == ALREADY:
+            # PortSentry logs every probe by type, then that its host is already blocked.
+            self._scan_lines(ev, host, addr)
             self.log.info(records.already_blocked_line(host, addr))
         else:
             ok = self._alert_and_act(ev, d, host, addr)
@@ -69,8 +71,7 @@ class Reporter:
                 blocked=d.action in (BLOCK, ALREADY) and not self.dry_run))
         self.recorder.event(dict(self.event_json(ev, d), host=host, actions_ok=ok, **extra))
 
-    def _alert_and_act(self, ev, d, host, addr):
-        cfg = self.cfg
+    def _scan_lines(self, ev, host, addr):
         if ev.ip_options:
             self.log.info(records.ip_options_line(host, addr, ev.port, ev.proto))
         if ev.fragmented:
@@ -78,6 +79,10 @@ class Reporter:
                                                 tiny=ev.kind == "Tiny Fragment"))
         self.log.info(records.scan_alert_line(ev.kind, host, addr, ev.proto, ev.port,
                                               ev.tcp_flags))
+
+    def _alert_and_act(self, ev, d, host, addr):
+        cfg = self.cfg
+        self._scan_lines(ev, host, addr)
         if ev.reason == "sweep":
             ports = ",".join(str(p) for _, p in ev.ports)
             self.log.info("attackalert: Host %s probed %d closed ports within %ss (%s)%s",
