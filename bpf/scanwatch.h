@@ -71,7 +71,7 @@ struct sw_config {
 	__u32 persist_probes;    /* SW_EV_PERSIST at this many probes dropped in one block; 0 = off */
 	__u64 slow_window_ns;    /* second, slower sweep tier (nmap -T2, --scan-delay) */
 	__u32 slow_ports;        /* 0: slow tier off */
-	__u32 pad;
+	__u32 hit_rate;          /* hit events a second from a source already caught (LOG_RATE) */
 };
 
 /* Source addresses are 16 bytes; IPv4 is stored mapped (::ffff:a.b.c.d). */
@@ -95,7 +95,7 @@ struct sw_source {
 	__u64 last_ns;
 	__u64 block_ns;                  /* with SW_F_BLOCKED: end of the block, 0 = none */
 	__u64 window_ns;                 /* start of the current sweep window */
-	__u64 event_ns;                  /* last hit event of a source already caught */
+	__u64 event_ns;                  /* start of the second its hit events are counted in */
 	__u64 bloom[SW_BLOOM_WORDS];
 	__u32 hits[SW_NKINDS];           /* tripwire hits by kind */
 	__u32 tripwire[2];               /* tripwire hits per protocol (vs SCAN_TRIGGER) */
@@ -112,7 +112,7 @@ struct sw_source {
 	__u64 slow_ns;                   /* start of the current slow-tier window */
 	__u64 slow_bloom[SW_BLOOM_WORDS];/* distinct closed ports over slow_window_ns */
 	__u32 slow;                      /* distinct closed ports in the slow window */
-	__u32 pad2;
+	__u32 hit_events;                /* hit events sent since event_ns (once caught) */
 };
 
 struct sw_event {

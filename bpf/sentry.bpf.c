@@ -494,13 +494,17 @@ int xdp_sentry(struct xdp_md *ctx)
 		count(SW_CNT_IGNORED);
 		return XDP_PASS;
 	}
-	/* A source already caught (blocking off, or not yet dropped) sends at most one hit
-	 * event a second, for PortSentry's "already blocked" line; the counters keep counting
-	 * every probe, so a flood costs userspace nothing. */
+	/* A source already caught (blocking off, or not yet dropped) is reported probe by
+	 * probe, as PortSentry logs each one, but at most hit_rate (LOG_RATE) events a second:
+	 * userspace would hold back more anyway, and the counters keep counting every probe. */
 	if (reason == SW_EV_HIT && (s->flags & flagbit)) {
-		if (now - s->event_ns < 1000000000ULL)
+		if (now - s->event_ns >= 1000000000ULL) {
+			s->event_ns = now;
+			s->hit_events = 0;
+		}
+		if (s->hit_events >= cfg->hit_rate)
 			return XDP_PASS;
-		s->event_ns = now;
+		s->hit_events++;
 	}
 
 	/* The record first. With the ring full (a flood, a stalled daemon) nobody would hear

@@ -165,7 +165,8 @@ class Daemon:
             sweep_window=cfg.SWEEP_WINDOW, block_timeout=cfg.BLOCK_TIMEOUT,
             watch_tcp=self.raw("TCP"), watch_udp=self.raw("UDP"),
             kblock_tcp=kblock and cfg.BLOCK_TCP == 1, kblock_udp=kblock and cfg.BLOCK_UDP == 1,
-            persist_probes=PERSIST_PROBES, slow_ports=cfg.SLOW_PORTS, slow_window=cfg.SLOW_WINDOW)
+            persist_probes=PERSIST_PROBES, slow_ports=cfg.SLOW_PORTS, slow_window=cfg.SLOW_WINDOW,
+            hit_rate=cfg.LOG_RATE)
 
     def run(self):
         """Poll the ring buffer until SIGTERM/SIGINT; returns the exit status."""
@@ -336,7 +337,7 @@ class Daemon:
             return
         if ev.reason == "persist" and d.action == ALREADY:
             return  # a reported block doing its job; the drop counters show it
-        if d.action != ALREADY and d.block is not None:
+        if d.action != ALREADY and d.block is not None and len(d.block.modes) < 2:
             if self._over_rate(d.block, ev):
                 return
         extra = {}
@@ -344,7 +345,7 @@ class Daemon:
             self.blocks_total += 1
             # From the triggering packet to the element in the nft set.
             extra["nft_latency_ms"] = round(self._block(d.block, ev) * 1000, 3)
-        elif d.action != ALREADY and ev.kernel_blocked:
+        elif d.action != ALREADY and ev.kernel_blocked and not (d.block and d.block.level == 1):
             self.sentry.unblock(addr)  # log-only, command-only or dry run: lift the XDP drop
         if d.action == BLOCK and self.dry_run:
             self.policy.unblock(addr)

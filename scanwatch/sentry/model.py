@@ -57,6 +57,9 @@ class BlockEntry:
     evidence: str = "stealth"
     level: int = 1              # BLOCK_TCP/UDP: 1 blocked, 0 logged only, 2 KILL_RUN_CMD only
     offences: int = 1           # blocks of this source within REPEAT_WINDOW, this one included
+    # Modes reported under this entry: PortSentry's TCP and UDP sentries are separate
+    # processes, so a host caught by one is reported and recorded again by the other.
+    modes: list = field(default_factory=list)
 
     def row(self):
         """Field values in FIELDS order (the snapshot's compact form)."""

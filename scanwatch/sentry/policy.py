@@ -73,12 +73,15 @@ class Policy:
         if ev.reason == "hit" and ev.tripwire <= self.scan_trigger:
             return Decision(QUIET, ev, mode)
         key = str(ev.addr)
+        level = self.block_levels.get(ev.proto, 1)
         current = self.blocks.get(key)
         if current is not None and (current.expires is None or current.expires > now):
-            return Decision(ALREADY, ev, mode, current)
+            # A probe dropped by the block (EV_PERSIST) was never seen by any sentry.
+            if not mode or ev.reason == "persist" or mode in (current.modes or [current.mode]):
+                return Decision(ALREADY, ev, mode, current)
+            return self._other_protocol(current, ev, mode, level, now)
         # Like PortSentry, a host is recorded at every level (0 = log only, 2 = KILL_RUN_CMD
-        # only), so it is reported once per block period, not once per packet.
-        level = self.block_levels.get(ev.proto, 1)
+        # only), so it is reported once per block period and protocol, not once per packet.
         offences = self._offence(key, now)
         duration = self.duration(offences)
         entry = BlockEntry(
@@ -86,8 +89,21 @@ class Policy:
             expires=now + duration if duration else None,
             scan_type=ev.kind, proto=ev.proto, port=ev.port, mode=mode,
             reason="sweep" if ev.reason == "sweep" else "tripwire",
-            ports=list(row["ports"]), evidence=ev.evidence, level=level)
+            ports=list(row["ports"]), evidence=ev.evidence, level=level, modes=[mode])
         self.blocks[key] = entry
+        return Decision({0: ALERT, 1: BLOCK, 2: RUN}[level], ev, mode, entry)
+
+    def _other_protocol(self, entry, ev, mode, level, now):
+        """A host caught by one protocol's sentry scans the other: PortSentry's TCP and UDP
+        processes are separate, so it is reported and recorded again, under this mode. It
+        is no new offence; a block only ever grows (logged -> blocked), never shrinks."""
+        entry.modes = (entry.modes or [entry.mode]) + [mode]
+        if level == 1 and entry.level != 1:
+            duration = self.duration(entry.offences)
+            entry.level, entry.since = 1, now
+            entry.expires = now + duration if duration else None
+        elif level == 2 and entry.level == 0:
+            entry.level = 2
         return Decision({0: ALERT, 1: BLOCK, 2: RUN}[level], ev, mode, entry)
 
     def duration(self, offences):

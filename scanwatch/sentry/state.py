@@ -25,7 +25,7 @@ FORMAT, VERSION = "scanwatch-blocks", 2
 JOURNAL_MAX = 10000
 _DEFAULTS = {name: f.default for name, f in BlockEntry.__dataclass_fields__.items()
              if f.default is not dataclasses.MISSING}
-_DEFAULTS["ports"] = None  # default_factory: a fresh list per entry
+_DEFAULTS["ports"] = _DEFAULTS["modes"] = None  # default_factory: a fresh list per entry
 FLAGS = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -201,7 +201,7 @@ def _from_record(rec):
         value = rec.get(name, _DEFAULTS.get(name, dataclasses.MISSING))
         if value is dataclasses.MISSING:
             return None
-        row.append([] if value is None and name == "ports" else value)
+        row.append([] if value is None and name in ("ports", "modes") else value)
     return row
 
 

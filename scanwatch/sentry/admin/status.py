@@ -30,7 +30,7 @@ def status(d):
         first = now - (mono - first_ns / 1e9) if first_ns else row.get("first", e.since)
         (blocks if e.level == 1 else logged).append({
             "addr": e.addr, "scan_type": e.scan_type, "proto": e.proto,
-            "port": e.port, "mode": e.mode, "reason": e.reason,
+            "port": e.port, "mode": e.mode, "modes": e.modes or [e.mode], "reason": e.reason,
             "ports": row.get("ports", e.ports), "first_seen": first, "since": e.since,
             "expires": e.expires, "left": e.left(now), "evidence": e.evidence,
             "action": LEVEL_NAMES[e.level], "offences": e.offences})

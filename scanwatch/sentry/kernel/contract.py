@@ -46,7 +46,7 @@ class Config(C.Structure):
         ("persist_probes", C.c_uint32),
         ("slow_window_ns", C.c_uint64),
         ("slow_ports", C.c_uint32),
-        ("pad", C.c_uint32),
+        ("hit_rate", C.c_uint32),
     ]
 
 
@@ -85,7 +85,7 @@ class Source(C.Structure):
         ("slow_ns", C.c_uint64),
         ("slow_bloom", C.c_uint64 * BLOOM_WORDS),
         ("slow", C.c_uint32),
-        ("pad2", C.c_uint32),
+        ("hit_events", C.c_uint32),
     ]
 
 

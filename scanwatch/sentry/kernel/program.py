@@ -88,7 +88,7 @@ class Sentry:
     # --- parameters -----------------------------------------------------------------------
     def configure(self, *, scan_trigger, sweep_ports, sweep_window, block_timeout,
                   watch_tcp, watch_udp, kblock_tcp, kblock_udp, persist_probes=0,
-                  slow_ports=0, slow_window=0):
+                  slow_ports=0, slow_window=0, hit_rate=1):
         cfg = K.Config()
         cfg.sweep_window_ns = int(sweep_window * 1e9)
         cfg.slow_window_ns = int(slow_window * 1e9)
@@ -99,6 +99,7 @@ class Sentry:
         cfg.watch[:] = (int(watch_tcp), int(watch_udp))
         cfg.kblock[:] = (int(kblock_tcp), int(kblock_udp))
         cfg.persist_probes = persist_probes
+        cfg.hit_rate = hit_rate
         self.maps["config"].update(_u32(0), bytes(cfg))
 
     def set_watched(self, proto, ports):

@@ -61,8 +61,10 @@ class Reporter:
         if d.action == QUIET:
             pass
         elif d.action == ALREADY:
-            self.log.info(records.already_blocked_line(host, addr),
-                          extra=records.journal_fields(addr, ev.kind, ev.port, ALREADY))
+            # PortSentry logs every probe by type, then that its host is already blocked.
+            fields = records.journal_fields(addr, ev.kind, ev.port, ALREADY)
+            self._scan_lines(ev, host, addr, fields)
+            self.log.info(records.already_blocked_line(host, addr), extra=fields)
         else:
             ok = self._alert_and_act(ev, d, host, addr)
         if self.cfg.LOG_FORMAT == "portsentry2" and d.action != QUIET:
@@ -77,10 +79,7 @@ class Reporter:
                                 "port": ev.port, "proto": ev.proto, "action": d.action,
                                 "reason": ev.reason})
 
-    def _alert_and_act(self, ev, d, host, addr):
-        cfg = self.cfg
-        fields = records.journal_fields(addr, ev.kind, ev.port,
-                                        "dry-run" if self.dry_run else d.action)
+    def _scan_lines(self, ev, host, addr, fields):
         if ev.ip_options:
             self.log.info(records.ip_options_line(host, addr, ev.port, ev.proto), extra=fields)
         if ev.fragmented:
@@ -88,6 +87,12 @@ class Reporter:
                                                 tiny=ev.kind == "Tiny Fragment"), extra=fields)
         self.log.info(records.scan_alert_line(ev.kind, host, addr, ev.proto, ev.port,
                                               ev.tcp_flags), extra=fields)
+
+    def _alert_and_act(self, ev, d, host, addr):
+        cfg = self.cfg
+        fields = records.journal_fields(addr, ev.kind, ev.port,
+                                        "dry-run" if self.dry_run else d.action)
+        self._scan_lines(ev, host, addr, fields)
         if ev.reason == "sweep":
             ports = ",".join(str(p) for _, p in ev.ports)
             self.log.info("attackalert: Host %s probed %d closed ports within %ss (%s)%s",

@@ -126,6 +126,42 @@ def test_block_level_zero_alerts_once_and_records_the_host():
     assert d.action == BLOCK and d.block.level == 1
 
 
+def test_log_only_reports_each_protocol_once_like_portsentrys_two_processes():
+    # nmap -sF, -sN, -sX, then -sU from one host with BLOCK_TCP=0 and BLOCK_UDP=0: the TCP
+    # scans are one TCP report and then "already"; the UDP scan is a report of its own.
+    clock = FakeClock()
+    p = policy(clock, block_levels={"TCP": 0, "UDP": 0}, block_timeout=600)
+    d = p.on_event(event(A, kind="FIN"))
+    assert (d.action, d.mode) == (ALERT, "stcp")
+    for kind in ("NULL", "XMAS"):
+        assert p.on_event(event(A, kind=kind, reason="hit")).action == ALREADY
+    clock.advance(5)
+    d = p.on_event(event(A, proto="UDP", port=161))
+    assert (d.action, d.mode, d.block.level) == (ALERT, "sudp", 0)
+    assert p.blocks[A].modes == ["stcp", "sudp"] and len(p.blocks) == 1
+    assert p.on_event(event(A, proto="UDP", port=162, reason="hit")).action == ALREADY
+    assert p.on_event(event(A, kind="XMAS", reason="hit")).action == ALREADY
+
+
+@pytest.mark.parametrize("second, level", [(1, 1), (2, 2), (0, 0)])
+def test_a_logged_host_is_blocked_when_the_other_protocol_blocks(second, level):
+    # BLOCK_TCP=0, BLOCK_UDP=1: a UDP scan after a logged TCP scan is blocked, with a full
+    # block time from then; a block never shrinks back to "logged".
+    clock = FakeClock()
+    p = policy(clock, block_levels={"TCP": 0, "UDP": second}, block_timeout=600)
+    p.on_event(event(A))
+    clock.advance(100)
+    d = p.on_event(event(A, proto="UDP", port=161))
+    assert d.action == {0: ALERT, 1: BLOCK, 2: RUN}[second] and d.block.level == level
+    if second == 1:
+        assert (d.block.since, d.block.expires) == (T0 + 100, T0 + 700)
+    else:
+        assert d.block.expires == T0 + 600
+    p2 = policy(clock, block_levels={"TCP": 1, "UDP": 0})
+    p2.on_event(event(A))
+    assert p2.on_event(event(A, proto="UDP", port=161)).block.level == 1
+
+
 def test_block_level_two_runs_command_only():
     p = policy(block_levels={"TCP": 2, "UDP": 2})
     d = p.on_event(event(A))
@@ -184,8 +220,16 @@ def test_second_trigger_while_blocked_is_already():
     assert first.since == T0  # not renewed
     # A sweep from a blocked source is also "already".
     assert p.on_event(event(A, reason="sweep", tripwire=0)).action == ALREADY
-    # And the same source over UDP.
-    assert p.on_event(event(A, proto="UDP", port=161)).action == ALREADY
+    # Over UDP it is reported once more, under sudp, as PortSentry's UDP process would
+    # (no new offence, the block keeps its time); then that protocol is "already" too.
+    d = p.on_event(event(A, proto="UDP", port=161))
+    assert (d.action, d.mode, d.block) == (BLOCK, "sudp", first)
+    assert first.modes == ["stcp", "sudp"] and first.offences == 1 and first.since == T0
+    assert p.on_event(event(A, proto="UDP", port=162, reason="hit")).action == ALREADY
+    # A probe the block dropped (EV_PERSIST) is no scan seen over another protocol.
+    q = policy(clock, block_timeout=600)
+    q.on_event(event(A))
+    assert q.on_event(event(A, proto="UDP", port=161, reason="persist")).action == ALREADY
 
 
 def test_expiry():
