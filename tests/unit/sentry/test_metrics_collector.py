@@ -9,7 +9,7 @@ from scanwatch.sentry.admin import metrics
 from scanwatch.errors import ConfigError
 
 SNAP = {"counters": {"SYN/Normal": 12, "FIN": 1, "NULL": 0, "XMAS": 2, "Unknown Type": 0,
-                     "UDP": 3, "tripwire": 4, "dropped": 50, "kernel_blocks": 1,
+                     "UDP": 3, "ACK/Window": 0, "Maimon": 7, "Tiny Fragment": 0, "tripwire": 4, "dropped": 50, "kernel_blocks": 1,
                      "malformed": 0, "events_lost": 6},
         "map_fill": {"sources": (7, 65536), "blocked": (1, 8192)},
         "blocks_active": 1, "blocks_total": 2, "capped_total": 0, "queue_dropped": 0,
@@ -18,6 +18,7 @@ SNAP = {"counters": {"SYN/Normal": 12, "FIN": 1, "NULL": 0, "XMAS": 2, "Unknown 
 SERIES = {
     ("scanwatch_probes_total", (("type", "SYN/Normal"),)): 12,
     ("scanwatch_probes_total", (("type", "UDP"),)): 3,
+    ("scanwatch_probes_total", (("type", "Maimon"),)): 7,
     ("scanwatch_tripwire_hits_total", ()): 4,
     ("scanwatch_dropped_packets_total", ()): 50,
     ("scanwatch_kernel_blocks_total", ()): 1,
