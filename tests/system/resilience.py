@@ -330,7 +330,7 @@ def block_rows(n, now=None, expired=0):
         rows.append({"addr": addr, "since": since, "expires": expires, "scan_type": "SYN/Normal",
                      "proto": "TCP", "port": 1, "mode": "stcp", "reason": "tripwire",
                      "ports": ["1/tcp"], "host": "", "evidence": "stealth", "level": 1,
-                     "offences": 1})
+                     "offences": 1, "modes": ["stcp"]})
     return rows
 
 
