@@ -1,12 +1,12 @@
 """The command line: parse, call the library, format. Errors become one `error:` line."""
 import json
 import sys
-import time
 
 import click
 
 from .sentry import config as configmod
 from .errors import ScanwatchError
+from .sentry.admin.statusview import format_status
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 MODE_CHOICES = click.Choice(["classic", "stealth", "advanced"])
@@ -103,68 +103,6 @@ def run(config_path, tcp_mode, udp_mode, interfaces, dry_run, state_dir, run_dir
                     dry_run=dry_run, overrides=overrides)
     daemon.start()
     sys.exit(daemon.run())
-
-
-def _ago(seconds):
-    seconds = int(seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
-def _when(ts):
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
-
-
-def format_status(st, now=None):
-    now = time.time() if now is None else now
-    lines = [f"scanwatch is running (pid {st['pid']}) since {_when(st['since'])} "
-             f"({_ago(now - st['since'])} ago){'  DRY RUN' if st.get('dry_run') else ''}",
-             f"config:      {st['config']}",
-             f"modes:       {', '.join(st['modes'])}",
-             "interfaces:  " + (", ".join(f"{n} (XDP {m})" for n, m in st["interfaces"].items())
-                                or "none")]
-    for proto, w in st["watched"].items():
-        lines.append(f"watched:     {proto} {w['watched']} ports ({w['configured']} configured, "
-                     f"{w['in_use']} in use)")
-    sw = st["sweep"]
-    lines.append(f"trigger:     SCAN_TRIGGER={st['scan_trigger']}; sweep "
-                 + (f"{sw['ports']} closed ports in {sw['window']}s" if sw["ports"] else "off"))
-    lines.append("packets:     " + "  ".join(f"{k} {v}" for k, v in st["packets"].items()))
-    c = st["counters"]
-    lines.append(f"kernel:      dropped {c['dropped']}  tripwire hits {c['tripwire']}  "
-                 f"kernel blocks {c['kernel_blocks']}  events lost {c['events_lost']}")
-    lines.append(f"sources:     {st['sources_tracked']} tracked")
-    prot = st.get("protected", {})
-    if any(prot.values()):
-        lines.append("never block: " + "; ".join(f"{k} {', '.join(v)}" for k, v in prot.items() if v))
-    blocked = st["blocked"]
-    lines.append(f"blocked:     {len(blocked)} host{'s' if len(blocked) != 1 else ''} "
-                 f"in {st['nft_table']}")
-    if st.get("capped_total"):
-        lines.append(f"             + {st['capped_total']} in XDP only since the start: "
-                     "BLOCK_RATE was reached (a spoofed flood?)")
-    lines += _host_table(blocked)
-    logged = st.get("logged", [])
-    if logged:
-        lines.append(f"reported, not blocked (BLOCK_TCP/BLOCK_UDP 0 or 2): {len(logged)}")
-        lines += _host_table(logged)
-    return "\n".join(lines)
-
-
-def _host_table(rows):
-    if not rows:
-        return []
-    out = [f"  {'HOST':<39} {'TYPE':<12} {'PORT':<9} {'REASON':<8} "
-           f"{'FIRST SEEN':<19} {'LEFT':>6}  PORTS HIT"]
-    for b in rows:
-        left = "never" if b["left"] is None else _ago(b["left"])
-        ports = ",".join(b["ports"][:12]) + (",..." if len(b["ports"]) > 12 else "")
-        port = f"{b['port']}/{b['proto'].lower()}"
-        out.append(f"  {b['addr']:<39} {b['scan_type']:<12} {port:<9} {b['reason']:<8} "
-                   f"{_when(b['first_seen']):<19} {left:>6}  {ports}")
-    return out
 
 
 @cli.command(context_settings=CONTEXT)

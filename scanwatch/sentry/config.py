@@ -2,7 +2,6 @@
 import os
 import re
 import stat
-from dataclasses import dataclass, field
 
 from .defaults import BY_NAME, SETTINGS
 from ..errors import ConfigError
@@ -80,14 +79,14 @@ def _convert(setting, raw, path, lineno):
     return raw
 
 
-@dataclass
 class Config:
     """Typed settings (attribute per key of defaults.SETTINGS) plus where they came from."""
 
-    values: dict
-    path: str = None
-    warnings: list = field(default_factory=list)
-    origin: dict = field(default_factory=dict)  # key -> (path, lineno) for keys set by a file
+    def __init__(self, values, path=None, warnings=None, origin=None):
+        self.values = values
+        self.path = path
+        self.warnings = [] if warnings is None else warnings
+        self.origin = {} if origin is None else origin  # key -> (path, lineno) set by a file
 
     def __getattr__(self, name):
         try:

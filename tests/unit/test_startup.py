@@ -78,7 +78,13 @@ def test_scan_without_xml_output_skips_the_xml_writer():
 
 def test_status_loads_the_client_not_the_daemon():
     mods = _modules("status", "--run-dir", "/nonexistent/scanwatch-test")
-    assert "scanwatch.cli" in mods              # the click CLI serves status
+    assert "scanwatch.sentry.admin.statusview" in mods and "scanwatch.sentry.config" in mods
+    # the plain forms skip click (issue 18: status under 40 ms); config needs dataclasses
+    client = {"scanwatch.sentry.config", "scanwatch.sentry.defaults",
+              "scanwatch.sentry.admin.control"}
+    assert _heavy(mods, allowed={"inspect", "ast", "tokenize"} | client) == set()
+    assert "scanwatch.cli" not in _modules("status", "--json", "--run-dir", "/nonexistent/x")
+    assert "scanwatch.cli" in _modules("status", "--bogus")   # click explains mistakes
     daemon_side = {m for m in mods if m.split(".")[0] in {"bcc", "pyroute2", "nftables"}
                    or m.split(".")[-1] in {"daemon", "loader", "firewall", "program", "kernel",
                                             "policy", "state", "metrics"}}
@@ -91,7 +97,11 @@ CLICK = [sys.executable, "-c", "from scanwatch.cli import main; main()"]
 
 def test_direct_paths_answer_as_the_click_cli_does():
     for args in (["lsof", "-h"], ["lsof", "-Q"], ["scan", "-h"], ["scan", "--bogus"],
-                 ["-h"], ["lsof", "-F", "?"], ["--debug", "lsof", "-h"]):
+                 ["-h"], ["lsof", "-F", "?"], ["--debug", "lsof", "-h"],
+                 ["status", "--run-dir", "/nonexistent/scanwatch-x"],
+                 ["status", "--json", "--run-dir", "/nonexistent/scanwatch-x"],
+                 ["status", "-c", "/nonexistent/scanwatch.conf"], ["status", "--bogus"],
+                 ["status", "-h"], ["status", "--run-dir"]):
         direct = subprocess.run(LAUNCH + args, capture_output=True, text=True, timeout=60)
         click = subprocess.run(CLICK + args, capture_output=True, text=True, timeout=60)
         assert (direct.returncode, direct.stdout, direct.stderr) == \
