@@ -43,6 +43,11 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=41)
     ap.add_argument("--no-status", action="store_true", help="skip the daemon-backed row")
     args = ap.parse_args()
+    # Installed Python code has its bytecode compiled (Debian's py3compile, pip's install);
+    # with PYTHONDONTWRITEBYTECODE set, as here, a bare checkout would recompile every module
+    # on every start and the bench would measure the compiler
+    import compileall
+    compileall.compile_dir(os.path.join(ROOT, "scanwatch"), quiet=1)
     sockets = sum(1 for _ in open("/proc/net/tcp")) + sum(1 for _ in open("/proc/net/udp"))
     print(f"{sockets} IPv4 TCP+UDP table lines here; {os.cpu_count()} CPUs; "
           f"median of {args.runs} alternated runs, ms")

@@ -3,7 +3,6 @@ argument, optional values that are taken only when they look like one (`-i 4`, `
 `-r 1`, `-s TCP:LISTEN`), `--` before file names."""
 from __future__ import annotations
 
-import re
 
 TCP_STATES = ("ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT",
               "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING")
@@ -206,6 +205,7 @@ def _with_value(o: Options, prefix: str, ch: str, value: str) -> None:
 
 
 def _command_matcher(text: str, original: str):
+    import re  # lazily, for the forms that need it: re costs every lsof start 4.5 ms
     m = re.fullmatch(r"/(.*)/([bix]*)", text, re.S)
     if m and len(text) >= 2:
         flags = re.I if "i" in m.group(2) else 0
@@ -220,6 +220,7 @@ def _command_matcher(text: str, original: str):
 
 
 def _fd_list(o: Options, value: str) -> None:
+    import re
     items = value.split(",")
     negs = {item.startswith("^") for item in items}
     if len(negs) > 1:
@@ -269,6 +270,7 @@ def _optional(o: Options, prefix: str, ch: str, value: str | None) -> None:
         o.repeat_until_empty = prefix == "+"
         o.repeat = 15.0
         if value is not None:
+            import re  # lazily: see _command_matcher
             m = re.fullmatch(r"(\d+)(?:c(\d+))?(?:m(.*))?", value, re.S)
             if not m:
                 raise UsageError(f"illegal repeat time: {value}")
@@ -309,6 +311,7 @@ def _states(o: Options, value: str) -> None:
 
 def parse_inet(text: str) -> InetSpec:
     """Parse one -i address; UsageError when it is malformed or names nothing known."""
+    import re
     spec = InetSpec(text)
     s = text
     if s[:1] in ("4", "6"):
@@ -367,6 +370,7 @@ def _resolve(host: str, version: int | None, text: str) -> set:
 
 
 def _ports(text: str, proto: str | None, spec: str) -> tuple:
+    import re
     from . import names
     out = []
     for item in text.split(","):
