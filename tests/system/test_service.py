@@ -28,6 +28,9 @@ def test_metrics_endpoint_scraped_and_parsed(lab):
         assert samples[("scanwatch_sources_tracked", ())] >= 1
         assert samples[("scanwatch_kernel_map_capacity", (("map", "sources"),))] == 65536
         assert samples[("scanwatch_process_cpu_seconds_total", ())] > 0
+        assert samples[("scanwatch_process_resident_memory_bytes", ())] > 20 * 2**20
+        assert samples[("scanwatch_process_threads", ())] >= 3
+        assert samples[("scanwatch_process_open_fds", ())] >= 5
         assert ("scanwatch_events_dropped_total", (("where", "ringbuf"),)) in samples
         assert families["scanwatch_probes"].type == "counter"
         # Only this namespace's loopback: nothing listens on the veth address.

@@ -352,6 +352,8 @@ def status_dict(**over):
         "counters": {"dropped": 77, "tripwire": 12, "kernel_blocks": 2, "events_lost": 0,
                      "ignored": 0, "malformed": 0, "packets": 1000},
         "sources_tracked": 5,
+        "process": {"rss_bytes": 48 * 2**20, "cpu_seconds": 12.34, "open_fds": 21,
+                    "threads": 7},
         "blocked": [
             {"addr": "192.0.2.66", "scan_type": "XMAS", "port": 31337, "proto": "TCP",
              "reason": "tripwire", "first_seen": NOW - 600, "since": NOW - 600,
@@ -380,6 +382,7 @@ def test_format_status(utc):
     assert ("kernel:      dropped 77  tripwire hits 12  kernel blocks 2  events lost 0"
             in lines)
     assert "sources:     5 tracked" in lines
+    assert "daemon:      48.0 MiB resident, 12.3 s CPU, 21 fds, 7 threads" in lines
     assert "blocked:     2 hosts in inet scanwatch" in lines
     header = next(line for line in lines if "HOST" in line)
     assert header.split() == ["HOST", "TYPE", "PORT", "REASON", "FIRST", "SEEN", "LEFT",

@@ -62,8 +62,15 @@ class SnapshotCollector:
         yield counter("capped_blocks_total", "Sources blocked in XDP only, without a log "
                       "line or an nft element, because BLOCK_RATE was reached (a spoofed "
                       "flood).", [((), snap["capped_total"])])
+        proc = snap["process"]
         yield counter("process_cpu_seconds_total", "CPU time of the daemon process.",
-                      [((), round(snap["cpu_seconds"], 3))])
+                      [((), proc["cpu_seconds"])])
+        yield gauge("process_resident_memory_bytes", "Resident memory of the daemon process.",
+                    [((), proc["rss_bytes"])])
+        yield gauge("process_open_fds", "Open file descriptors of the daemon process.",
+                    [((), proc["open_fds"])])
+        yield gauge("process_threads", "Threads of the daemon process.",
+                    [((), proc["threads"])])
         yield gauge("up", "1 while the daemon runs.", [((), 1)])
 
 

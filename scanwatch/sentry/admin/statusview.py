@@ -72,6 +72,11 @@ def format_status(st, now=None):
     lines.append(f"kernel:      dropped {c['dropped']}  tripwire hits {c['tripwire']}  "
                  f"kernel blocks {c['kernel_blocks']}  events lost {c['events_lost']}")
     lines.append(f"sources:     {st['sources_tracked']} tracked")
+    proc = st.get("process")
+    if proc:
+        lines.append(f"daemon:      {proc['rss_bytes'] / 2**20:.1f} MiB resident, "
+                     f"{proc['cpu_seconds']:.1f} s CPU, {proc['open_fds']} fds, "
+                     f"{proc['threads']} threads")
     prot = st.get("protected", {})
     if any(prot.values()):
         lines.append("never block: " + "; ".join(f"{k} {', '.join(v)}" for k, v in prot.items() if v))

@@ -13,7 +13,8 @@ SNAP = {"counters": {"SYN/Normal": 12, "FIN": 1, "NULL": 0, "XMAS": 2, "Unknown 
                      "malformed": 0, "events_lost": 6},
         "map_fill": {"sources": (7, 65536), "blocked": (1, 8192)},
         "blocks_active": 1, "blocks_total": 2, "capped_total": 0, "queue_dropped": 0,
-        "suppressed": 5, "cpu_seconds": 1.2345}
+        "suppressed": 5, "process": {"cpu_seconds": 1.234, "rss_bytes": 52428800,
+                                     "open_fds": 17, "threads": 6}}
 
 SERIES = {
     ("scanwatch_probes_total", (("type", "SYN/Normal"),)): 12,
@@ -32,6 +33,9 @@ SERIES = {
     ("scanwatch_blocks_total", ()): 2,
     ("scanwatch_capped_blocks_total", ()): 0,
     ("scanwatch_process_cpu_seconds_total", ()): 1.234,
+    ("scanwatch_process_resident_memory_bytes", ()): 52428800,
+    ("scanwatch_process_open_fds", ()): 17,
+    ("scanwatch_process_threads", ()): 6,
     ("scanwatch_up", ()): 1,
 }
 
