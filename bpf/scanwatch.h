@@ -113,6 +113,9 @@ struct sw_source {
 	__u64 slow_bloom[SW_BLOOM_WORDS];/* distinct closed ports over slow_window_ns */
 	__u32 slow;                      /* distinct closed ports in the slow window */
 	__u32 hit_events;                /* hit events sent since event_ns (once caught) */
+	/* issue 14: the source's SW_F_FLAG_* and SW_F_BLOCKED bits, changed only by atomic
+	 * or/and, so one CPU wins a trigger (`flags` above is no longer written). */
+	__u64 state;
 };
 
 struct sw_event {

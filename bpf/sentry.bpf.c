@@ -48,10 +48,22 @@ BPF_TABLE("lru_hash", struct sw_addr, struct sw_source, sources, SW_MAX_SOURCES)
 BPF_HASH(blocked, struct sw_addr, struct sw_block, SW_MAX_BLOCKED);
 BPF_TABLE("lru_hash", struct sw_addr, struct sw_block, kblocked, SW_MAX_BLOCKED);
 BPF_RINGBUF_OUTPUT(events, SW_RINGBUF_PAGES);
-BPF_ARRAY(blank, struct sw_source, 1);  /* never written: the template of a new source */
+/* A new source's value is built here (per CPU: no other CPU sees it) and inserted whole, so
+ * no CPU ever sees an entry without its times. Only the times are written: the rest stays 0. */
+BPF_PERCPU_ARRAY(blank, struct sw_source, 1);
 /* SW_EV_PERSIST only: a spoofed flood fills `events`, never this one, so a real scanner
  * that keeps probing through the flood is still heard. */
 BPF_RINGBUF_OUTPUT(alerts, SW_ALERT_PAGES);
+/* issue 14: one CPU wins each trigger. bcc compiles for BPF v1, which has atomic adds but
+ * no fetching atomics (no cmpxchg), so the winner is whoever inserts this key first
+ * (BPF_NOEXIST is atomic). `born` ties the claim to one life of the source's entry: a
+ * source evicted and seen again claims afresh, and old claims age out of the LRU. */
+struct sw_claim {
+	struct sw_addr src;
+	__u64 born;
+	__u64 bit;
+};
+BPF_TABLE("lru_hash", struct sw_claim, __u8, claims, SW_MAX_SOURCES);
 
 struct vlan_hdr_sw {
 	__be16 tci;
@@ -313,6 +325,22 @@ static __always_inline int bloom_add(__u64 *bloom, __u8 proto, __u16 port)
 	return fresh;
 }
 
+/* 1 if this CPU is the one to act on (src, bit) for this life of the entry. */
+static __always_inline int claim(struct probe *p, struct sw_source *s, __u64 bit)
+{
+	struct sw_claim k = {.born = s->first_ns, .bit = bit};
+	__u8 one = 1;
+	__builtin_memcpy(&k.src, &p->src, sizeof(k.src));
+	return claims.insert(&k, &one) == 0;
+}
+
+static __always_inline void unclaim(struct probe *p, struct sw_source *s, __u64 bit)
+{
+	struct sw_claim k = {.born = s->first_ns, .bit = bit};
+	__builtin_memcpy(&k.src, &p->src, sizeof(k.src));
+	claims.delete(&k);
+}
+
 static __always_inline void fill(struct sw_event *ev, struct probe *p, struct sw_source *s,
 				 __u8 reason, __u8 flags, __u64 now)
 {
@@ -377,20 +405,27 @@ int xdp_sentry(struct xdp_md *ctx)
 	 * answers "blocked?" (SW_F_BLOCKED), since userspace deletes the source entry of any
 	 * address it blocks itself, and an address without an entry checks `blocked`. */
 	struct sw_source *s = sources.lookup(&p.src);
-	if (s && (s->flags & SW_F_BLOCKED)) {
-		if (s->block_ns == 0 || bpf_ktime_get_ns() < s->block_ns) {
+	if (s && (s->state & SW_F_BLOCKED)) {
+		__u64 end = s->block_ns;
+		/* Signed: another CPU may have stored a later end than our clock reading. */
+		if (end == 0 || (__s64)(end - bpf_ktime_get_ns()) > 0) {
 			count(SW_CNT_DROPPED);
 			/* Userspace learns that this source is real (it matters when a spoofed
 			 * flood used up the block rate and it was not reported): at persist_probes
 			 * drops, then at each power of two, in case a flood filled the ring. */
-			__u32 d = ++s->dropped, at = cfg->persist_probes;
+			/* v1 atomics return nothing: read back (another CPU may add meanwhile,
+			 * so an alert can repeat or skip a step; it is a hint, not a count). */
+			__sync_fetch_and_add(&s->dropped, 1);
+			__u32 d = s->dropped, at = cfg->persist_probes;
 			if (at && (d == at || (d > at && !(d & (d - 1)))))
 				emit_persist(&p, s, bpf_ktime_get_ns());
 			return XDP_DROP;
 		}
-		s->flags &= ~SW_F_BLOCKED;
-		blocked.delete(&p.src);
+		/* The kernel's own block ended; userspace's (in `blocked`) may last longer. */
+		__sync_fetch_and_and(&s->state, ~(__u64)SW_F_BLOCKED);
 		kblocked.delete(&p.src);
+		if (blocked_drop(&p.src) == XDP_DROP)
+			return XDP_DROP;
 	} else if (!s && blocked_drop(&p.src) == XDP_DROP) {
 		return XDP_DROP;
 	}
@@ -401,7 +436,7 @@ int xdp_sentry(struct xdp_md *ctx)
 	/* A source already caught needs no sweep bookkeeping: unless the port is a tripwire
 	 * it costs no clock read, no socket lookup and no write. This keeps a flood with
 	 * blocking off cheap (a clock read alone is ~30 ns in a VM). */
-	if (s && !watched_port && (!cfg->sweep_ports || (s->flags & flagbit)))
+	if (s && !watched_port && (!cfg->sweep_ports || (s->state & flagbit)))
 		return XDP_PASS;
 	now = bpf_ktime_get_ns();
 	if (!s) {
@@ -410,20 +445,23 @@ int xdp_sentry(struct xdp_md *ctx)
 			count(SW_CNT_IGNORED);
 			return XDP_PASS;
 		}
-		/* New entries are copied from an all-zero map value: a 360-byte struct on the
+		/* New entries are built in a per-CPU map value: a 520-byte struct on the
 		 * stack would not fit beside the rest in the 512-byte BPF stack. */
 		struct sw_source *zeroed = blank.lookup(&zero);
 		if (!zeroed)
 			return XDP_PASS;
-		sources.update(&p.src, zeroed);
+		zeroed->first_ns = now;
+		zeroed->window_ns = now;
+		zeroed->slow_ns = now;
+		/* NOEXIST: another CPU may have created it meanwhile, and with BPF_ANY a loser
+		 * would overwrite that entry (or, in an LRU, one recycled for another source).
+		 * Whoever created it, look it up again and use what is there. */
+		sources.insert(&p.src, zeroed);  /* BPF_NOEXIST */
 		s = sources.lookup(&p.src);
 		if (!s)
 			return XDP_PASS;
-		s->first_ns = now;
-		s->window_ns = now;
-		s->slow_ns = now;
 	}
-	int need_sweep = cfg->sweep_ports && !(s->flags & flagbit);
+	int need_sweep = cfg->sweep_ports && !(s->state & flagbit);
 	s->last_ns = now;
 	if (!watched_port && !need_sweep)
 		return XDP_PASS;
@@ -432,19 +470,19 @@ int xdp_sentry(struct xdp_md *ctx)
 	if (open && !need_sweep)
 		return XDP_PASS;
 	if (need_sweep) {
-		if (now - s->window_ns > cfg->sweep_window_ns) {
+		if ((__s64)(now - s->window_ns) > (__s64)cfg->sweep_window_ns) {
 			s->window_ns = now;
 			s->sweep = 0;
 			s->sweep_open = 0;
 			__builtin_memset(s->bloom, 0, sizeof(s->bloom));
 		}
 		if (bloom_add(s->bloom, proto, p.dport)) {
-			s->recent[s->distinct & (SW_RECENT - 1)] = (__u32)proto << 16 | p.dport;
-			s->distinct++;
+			__sync_fetch_and_add(&s->distinct, 1);
+			s->recent[(s->distinct - 1) & (SW_RECENT - 1)] = (__u32)proto << 16 | p.dport;
 			if (open)
-				s->sweep_open++;
+				__sync_fetch_and_add(&s->sweep_open, 1);
 			else
-				s->sweep++;
+				__sync_fetch_and_add(&s->sweep, 1);
 		}
 	}
 	/* Open ports count toward a sweep only once half the threshold is closed ports, so a
@@ -457,13 +495,13 @@ int xdp_sentry(struct xdp_md *ctx)
 	 * SWEEP_PORTS per SWEEP_WINDOW. Same 128 bytes a source, so memory stays bounded. */
 	__u8 slowflag = 0;
 	if (need_sweep && !open && cfg->slow_ports) {
-		if (now - s->slow_ns > cfg->slow_window_ns) {
+		if ((__s64)(now - s->slow_ns) > (__s64)cfg->slow_window_ns) {
 			s->slow_ns = now;
 			s->slow = 0;
 			__builtin_memset(s->slow_bloom, 0, sizeof(s->slow_bloom));
 		}
 		if (bloom_add(s->slow_bloom, proto, p.dport))
-			s->slow++;
+			__sync_fetch_and_add(&s->slow, 1);
 		if (!swept && s->slow >= cfg->slow_ports) {
 			swept = 1;
 			slowflag = SW_F_SLOW;
@@ -478,10 +516,11 @@ int xdp_sentry(struct xdp_md *ctx)
 	__u8 reason = 0;
 	if (watched_port && !open) {
 		count(SW_CNT_TRIPWIRE);
-		s->hits[p.kind < SW_NKINDS ? p.kind : SW_KIND_UNKNOWN] += 1;
-		s->tripwire[proto] += 1;
+		__sync_fetch_and_add(&s->hits[p.kind < SW_NKINDS ? p.kind : SW_KIND_UNKNOWN], 1);
+		__sync_fetch_and_add(&s->tripwire[proto], 1);
+		__u32 trip = s->tripwire[proto];  /* at least ours; the claim below is what is unique */
 		reason = SW_EV_HIT;
-		if (!(s->flags & flagbit) && s->tripwire[proto] > cfg->scan_trigger)
+		if (!(s->state & flagbit) && trip > cfg->scan_trigger)
 			reason = SW_EV_TRIGGER;
 	}
 	if (reason != SW_EV_TRIGGER && swept)
@@ -494,17 +533,25 @@ int xdp_sentry(struct xdp_md *ctx)
 		count(SW_CNT_IGNORED);
 		return XDP_PASS;
 	}
+	/* One CPU wins a trigger or sweep: RSS spreads a scanner over queues, and each CPU
+	 * may have seen the threshold crossed. The loser reports a plain hit (or nothing).
+	 * The winner sets the flag once its report is on its way. */
+	if (reason != SW_EV_HIT && !claim(&p, s, flagbit)) {
+		if (reason != SW_EV_TRIGGER)
+			return XDP_PASS;
+		reason = SW_EV_HIT;
+	}
 	/* A source already caught (blocking off, or not yet dropped) is reported probe by
 	 * probe, as PortSentry logs each one, but at most hit_rate (LOG_RATE) events a second:
 	 * userspace would hold back more anyway, and the counters keep counting every probe. */
-	if (reason == SW_EV_HIT && (s->flags & flagbit)) {
-		if (now - s->event_ns >= 1000000000ULL) {
+	if (reason == SW_EV_HIT && (s->state & flagbit)) {
+		if ((__s64)(now - s->event_ns) >= 1000000000LL) {
 			s->event_ns = now;
 			s->hit_events = 0;
 		}
 		if (s->hit_events >= cfg->hit_rate)
 			return XDP_PASS;
-		s->hit_events++;
+		__sync_fetch_and_add(&s->hit_events, 1);
 	}
 
 	/* The record first. With the ring full (a flood, a stalled daemon) nobody would hear
@@ -514,6 +561,8 @@ int xdp_sentry(struct xdp_md *ctx)
 	struct sw_event *ev = events.ringbuf_reserve(sizeof(*ev));
 	if (!ev) {
 		count(SW_CNT_LOST);
+		if (reason != SW_EV_HIT && !cfg->kblock[proto])  /* unreported: judged again */
+			unclaim(&p, s, flagbit);
 		if (reason == SW_EV_HIT || !cfg->kblock[proto])
 			return XDP_PASS;
 	}
@@ -521,16 +570,18 @@ int xdp_sentry(struct xdp_md *ctx)
 	int drop = 0;
 	if (reason != SW_EV_HIT) {
 		if (ev)
-			s->flags |= flagbit;
+			__sync_fetch_and_or(&s->state, flagbit);
+		else  /* unreported: judged again after, so give the claim back */
+			unclaim(&p, s, flagbit);
 		if (cfg->kblock[proto]) {
 			__u64 t = cfg->block_timeout_ns;
 			if (!ev && (!t || t > SW_UNREPORTED_BLOCK_NS))
 				t = SW_UNREPORTED_BLOCK_NS;
 			struct sw_block b = {.expires_ns = t ? now + t : 0};
 			kblocked.update(&p.src, &b);
-			s->flags |= SW_F_BLOCKED;
 			s->block_ns = b.expires_ns;
 			s->dropped = 0;
+			__sync_fetch_and_or(&s->state, SW_F_BLOCKED);
 			count(SW_CNT_KBLOCKS);
 			evflags |= SW_F_KBLOCKED;
 			drop = 1;  /* the triggering probe itself gets no answer */

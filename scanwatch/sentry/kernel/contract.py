@@ -86,6 +86,7 @@ class Source(C.Structure):
         ("slow_bloom", C.c_uint64 * BLOOM_WORDS),
         ("slow", C.c_uint32),
         ("hit_events", C.c_uint32),
+        ("state", C.c_uint64),  # issue 14: F_FLAG_*, F_BLOCKED (atomic in the kernel)
     ]
 
 

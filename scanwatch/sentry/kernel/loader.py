@@ -13,7 +13,8 @@ import sys
 from . import contract as K
 from ...errors import KernelError
 
-MAPS = ("config", "watched", "counters", "ignored", "sources", "blocked", "kblocked", "events", "alerts")
+MAPS = ("config", "watched", "counters", "ignored", "sources", "blocked", "kblocked", "events", "alerts",
+        "claims")
 
 
 def load(cflags, timeout=120):

@@ -144,16 +144,15 @@ class Sentry:
                 raise
             raise KernelError(f"XDP blocked map full (MAX_BLOCKED={blocked.max_entries}): "
                               f"{addr} not blocked in XDP") from None
-        # The XDP program trusts a known source's own block flag (one hash lookup per
-        # packet), so the entry, where there is one, carries the same end.
-        raw = self.maps["sources"].lookup(key)
-        if raw is not None:
-            src = K.Source.from_buffer_copy(raw)
-            if not src.flags & K.F_BLOCKED:
-                src.dropped = 0  # a new block: count its drops afresh (EV_PERSIST)
-            src.flags |= K.F_BLOCKED
-            src.block_ns = ns
-            self.maps["sources"].update(key, bytes(src))
+        # The XDP program trusts a known source's own block flag and checks `blocked`
+        # only for addresses without an entry. Userspace never writes a source entry
+        # back (a read-modify-write would undo the counts CPUs add meanwhile): a source
+        # the kernel has not blocked itself loses its entry, so its next packet finds
+        # `blocked`; one it blocked itself consults `blocked` when that block ends.
+        sources = self.maps["sources"]
+        raw = sources.lookup(key)
+        if raw is not None and not K.Source.from_buffer_copy(raw).state & K.F_BLOCKED:
+            sources.delete(key)
 
     def block_many(self, items):
         """[(addr, expires_mono or None)] in one batched map update where the kernel can
@@ -174,7 +173,7 @@ class Sentry:
     def _source_stats(key, value):
         s = K.Source.from_buffer_copy(value)
         flagged = tuple(n for n, bit in (("TCP", K.F_FLAG_TCP), ("UDP", K.F_FLAG_UDP))
-                        if s.flags & bit)
+                        if s.state & bit)
         return SourceStats(
             addr=from_key(key), first_mono=s.first_ns / 1e9, last_mono=s.last_ns / 1e9,
             hits={K.KIND_NAMES[i]: s.hits[i] for i in range(K.NKINDS) if s.hits[i]},
