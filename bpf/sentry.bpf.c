@@ -312,17 +312,39 @@ static __always_inline int is_watched(__u8 proto, __u16 port)
 	return w && (*w >> (port & 63)) & 1;
 }
 
-/* Insert (proto, port) into a source's Bloom filter; 1 if it was not there before. */
-static __always_inline int bloom_add(__u64 *bloom, __u8 proto, __u16 port)
+/* Hash of (proto, port) keyed by a seed drawn at load (issue 14): with a fixed public
+ * multiplier a scanner could order its ports to land on bits already set and go uncounted.
+ * A murmur3-style finalizer with the seed mixed in before and between the rounds. */
+static __always_inline __u32 bloom_hash(__u64 seed, __u8 proto, __u16 port)
 {
-	__u32 h = ((__u32)proto << 16 | port) * 2654435761u;
-	__u32 b1 = h >> 22, b2 = (h >> 12) & 1023;
+	__u32 x = ((__u32)proto << 16 | port) ^ (__u32)seed;
+	x ^= x >> 16;
+	x *= 0x85ebca6bu;
+	x ^= (__u32)(seed >> 32);
+	x ^= x >> 13;
+	x *= 0xc2b2ae35u;
+	x ^= x >> 16;
+	return x;
+}
+
+/* Insert hash h into a Bloom filter of `words` (a power of two) u64 words, two bit
+ * positions; 1 if it was not there before. */
+static __always_inline int bloom_add(__u64 *bloom, __u32 h, __u32 words)
+{
+	__u32 b1 = h, b2 = h >> 16;
 	__u64 m1 = 1ULL << (b1 & 63), m2 = 1ULL << (b2 & 63);
-	__u32 w1 = (b1 >> 6) & (SW_BLOOM_WORDS - 1), w2 = (b2 >> 6) & (SW_BLOOM_WORDS - 1);
+	__u32 w1 = (b1 >> 6) & (words - 1), w2 = (b2 >> 6) & (words - 1);
 	int fresh = !(bloom[w1] & m1) || !(bloom[w2] & m2);
 	bloom[w1] |= m1;
 	bloom[w2] |= m2;
 	return fresh;
+}
+
+static __always_inline int bloom_has(__u64 *bloom, __u32 h, __u32 words)
+{
+	__u32 b1 = h, b2 = h >> 16;
+	__u32 w1 = (b1 >> 6) & (words - 1), w2 = (b2 >> 6) & (words - 1);
+	return (bloom[w1] >> (b1 & 63)) & (bloom[w2] >> (b2 & 63)) & 1;
 }
 
 /* 1 if this CPU is the one to act on (src, bit) for this life of the entry. */
@@ -347,7 +369,7 @@ static __always_inline void fill(struct sw_event *ev, struct probe *p, struct sw
 	__builtin_memcpy(&ev->src, &p->src, sizeof(ev->src));
 	ev->ts_ns = now;
 	ev->tripwire = s->tripwire[p->proto & 1];
-	ev->sweep = (flags & SW_F_SLOW) ? s->slow : s->sweep;
+	ev->sweep = (flags & SW_F_SLOW) ? s->slow : s->sweep + s->sweep_prev;
 	ev->port = p->dport;
 	ev->proto = p->proto;
 	ev->kind = p->kind;
@@ -470,13 +492,30 @@ int xdp_sentry(struct xdp_md *ctx)
 	if (open && !need_sweep)
 		return XDP_PASS;
 	if (need_sweep) {
-		if ((__s64)(now - s->window_ns) > (__s64)cfg->sweep_window_ns) {
-			s->window_ns = now;
+		/* A sliding window in two halves (issue 14): bloom[0..7] and the counts are
+		 * this half window, bloom[8..15] and the *_prev counts the one before, and both
+		 * count. A fixed window let a burst straddling its reset through nearly twice. */
+		__s64 half = cfg->sweep_window_ns / 2;
+		__s64 age = now - s->window_ns;
+		if (age >= half) {
+			if (age >= 2 * half) {
+				__builtin_memset(&s->bloom[SW_BLOOM_WORDS / 2], 0, sizeof(s->bloom) / 2);
+				s->sweep_prev = 0;
+				s->open_prev = 0;
+				s->window_ns = now;
+			} else {
+				__builtin_memcpy(&s->bloom[SW_BLOOM_WORDS / 2], s->bloom, sizeof(s->bloom) / 2);
+				s->sweep_prev = s->sweep;
+				s->open_prev = s->sweep_open;
+				s->window_ns += half;
+			}
+			__builtin_memset(s->bloom, 0, sizeof(s->bloom) / 2);
 			s->sweep = 0;
 			s->sweep_open = 0;
-			__builtin_memset(s->bloom, 0, sizeof(s->bloom));
 		}
-		if (bloom_add(s->bloom, proto, p.dport)) {
+		__u32 h = bloom_hash(cfg->bloom_seed, proto, p.dport);
+		if (bloom_add(s->bloom, h, SW_BLOOM_WORDS / 2) &&
+		    !bloom_has(&s->bloom[SW_BLOOM_WORDS / 2], h, SW_BLOOM_WORDS / 2)) {
 			__sync_fetch_and_add(&s->distinct, 1);
 			s->recent[(s->distinct - 1) & (SW_RECENT - 1)] = (__u32)proto << 16 | p.dport;
 			if (open)
@@ -488,9 +527,10 @@ int xdp_sentry(struct xdp_md *ctx)
 	/* Open ports count toward a sweep only once half the threshold is closed ports, so a
 	 * client of many services never trips it, while a scanner that finds listeners early
 	 * is still cut off before it has seen SWEEP_PORTS ports in all. */
-	int swept = need_sweep && (s->sweep >= cfg->sweep_ports ||
-				   (s->sweep * 2 >= cfg->sweep_ports &&
-				    s->sweep + s->sweep_open >= cfg->sweep_ports));
+	__u32 closed = s->sweep + s->sweep_prev, opened = s->sweep_open + s->open_prev;
+	int swept = need_sweep && (closed >= cfg->sweep_ports ||
+				   (closed * 2 >= cfg->sweep_ports &&
+				    closed + opened >= cfg->sweep_ports));
 	/* The slow tier: distinct closed ports over a long window, for scans paced below
 	 * SWEEP_PORTS per SWEEP_WINDOW. Same 128 bytes a source, so memory stays bounded. */
 	__u8 slowflag = 0;
@@ -500,7 +540,8 @@ int xdp_sentry(struct xdp_md *ctx)
 			s->slow = 0;
 			__builtin_memset(s->slow_bloom, 0, sizeof(s->slow_bloom));
 		}
-		if (bloom_add(s->slow_bloom, proto, p.dport))
+		if (bloom_add(s->slow_bloom, bloom_hash(cfg->bloom_seed, proto, p.dport),
+			      SW_BLOOM_WORDS))
 			__sync_fetch_and_add(&s->slow, 1);
 		if (!swept && s->slow >= cfg->slow_ports) {
 			swept = 1;

@@ -47,6 +47,7 @@ class Config(C.Structure):
         ("slow_window_ns", C.c_uint64),
         ("slow_ports", C.c_uint32),
         ("hit_rate", C.c_uint32),
+        ("bloom_seed", C.c_uint64),  # issue 14
     ]
 
 
@@ -87,6 +88,8 @@ class Source(C.Structure):
         ("slow", C.c_uint32),
         ("hit_events", C.c_uint32),
         ("state", C.c_uint64),  # issue 14: F_FLAG_*, F_BLOCKED (atomic in the kernel)
+        ("sweep_prev", C.c_uint32),  # issue 14: the previous half of the sweep window
+        ("open_prev", C.c_uint32),
     ]
 
 

@@ -38,6 +38,9 @@ class Sentry:
         self.maps = {}
         self.ring = None
         self.attached = {}   # ifname -> "native" | "generic"
+        # Keys the sweep filters' hash (issue 14): fixed for this load, unknown outside,
+        # so a scanner cannot order ports to reuse bits. Kept across reconfigures.
+        self.bloom_seed = int.from_bytes(os.urandom(8), "little")
 
     def load(self):
         release = os.uname().release
@@ -100,6 +103,7 @@ class Sentry:
         cfg.kblock[:] = (int(kblock_tcp), int(kblock_udp))
         cfg.persist_probes = persist_probes
         cfg.hit_rate = hit_rate
+        cfg.bloom_seed = self.bloom_seed
         self.maps["config"].update(_u32(0), bytes(cfg))
 
     def set_watched(self, proto, ports):
@@ -177,7 +181,7 @@ class Sentry:
         return SourceStats(
             addr=from_key(key), first_mono=s.first_ns / 1e9, last_mono=s.last_ns / 1e9,
             hits={K.KIND_NAMES[i]: s.hits[i] for i in range(K.NKINDS) if s.hits[i]},
-            distinct=s.distinct, sweep=s.sweep, last_port=s.last_port,
+            distinct=s.distinct, sweep=s.sweep + s.sweep_prev, last_port=s.last_port,
             last_kind=K.KIND_NAMES[min(s.last_kind, K.NKINDS - 1)], flagged=flagged,
             ports=tuple(K.recent_ports(s.recent, s.distinct)))
 
