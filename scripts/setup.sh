@@ -123,7 +123,8 @@ PKGS=(python3-bpfcc python3-nftables python3-venv nftables bpftool nmap hping3
       tmux chromium                                # tests: top, report HTML
       netbase                                      # /etc/services: report names the ports
       vagrant vagrant-libvirt shellcheck systemd   # CI checks: Vagrantfile, scripts, unit
-      python3-setuptools python3-wheel)            # what `make install` builds with
+      python3-setuptools python3-wheel             # what `make install` builds with
+      gcc libc6-dev)                               # bcc's headers on a fresh Debian (tests/e2e)
 QUIET_PKGS=(portsentry fail2ban prometheus)   # their services must not start (prometheus: scraping test)
 
 missing=()
