@@ -43,5 +43,5 @@ install:
 uninstall:
 	bash scripts/install.sh uninstall
 
-e2e:
-	python3 tests/e2e/run.py $(ARGS)
+e2e: setup
+	/usr/bin/python3 tests/e2e/run.py $(ARGS)

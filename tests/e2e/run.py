@@ -42,6 +42,7 @@ BOX_IF, SCAN_IF = "swe2e0", "swe2e1"
 BOX_IP, SCAN_IP = "10.216.0.10", "10.216.0.20"
 LISTEN_PORT = 8080          # a listener in the container, for e2e.sh's reach/cut-off checks
 WHEELS_IN = "/var/cache/scanwatch-wheels"
+ADMIN = "vagrant"           # the admin user vagrant/provision-sentry.sh puts in the scanwatch group
 KVER = os.uname().release
 # What an admin's fresh machine has besides what setup installs: systemd as init, git to
 # clone, sudo (e2e.sh and the README use it), ca-certificates for git/apt over https.
@@ -319,7 +320,7 @@ def xdp_attached(box: Box) -> bool:
     return "xdp" in box.sh(f"ip -d link show dev {BOX_IF}").stdout
 
 
-def attack_and_lifecycle(box: Box, clone: str) -> None:
+def attack_and_lifecycle(box: Box) -> None:
     """Everything after the install: status, scans, restart, SIGKILL, stop."""
     n = box.name
     check(f"{n}: systemctl enable --now scanwatch",
@@ -327,8 +328,8 @@ def attack_and_lifecycle(box: Box, clone: str) -> None:
           out(box.sh("systemctl status --no-pager scanwatch; journalctl -u scanwatch --no-pager | tail -n 30")))
     check(f"{n}: scanwatch status as root", box.sh("scanwatch status").returncode == 0,
           out(box.sh("scanwatch status")))
-    box.sh("id admin >/dev/null 2>&1 || useradd -m admin; usermod -aG scanwatch admin")
-    r = box.sh("scanwatch status", user="admin")
+    box.sh(f"id {ADMIN} >/dev/null 2>&1 || useradd -m {ADMIN}; usermod -aG scanwatch {ADMIN}")
+    r = box.sh("scanwatch status", user=ADMIN)
     check(f"{n}: scanwatch status as a scanwatch group member", r.returncode == 0, out(r))
     # a listener for e2e.sh's reach / cut-off checks (no sshd in a minimal root)
     box.sh(f"systemd-run --unit=e2e-listener python3 -m http.server -b {BOX_IP} {LISTEN_PORT}")
@@ -352,12 +353,13 @@ def attack_and_lifecycle(box: Box, clone: str) -> None:
     check(f"{n}: XDP attached while running", xdp_attached(box), out(box.sh(f"ip -d link show dev {BOX_IF}")))
     pid = main_pid(box)
     box.sh("systemctl restart scanwatch")
-    check(f"{n}: systemctl restart scanwatch comes back", wait_active(box, pid))
+    check(f"{n}: systemctl restart scanwatch comes back", wait_active(box, pid),
+          out(box.sh("systemctl status --no-pager scanwatch; journalctl -u scanwatch --no-pager | tail -n 25")))
     blocked(box, "XMAS", f"{n}: block kept over systemctl restart")
     pid = main_pid(box)
     box.sh("systemctl kill -s KILL scanwatch")
     check(f"{n}: systemd restarts it after SIGKILL", wait_active(box, pid, secs=90),
-          out(box.sh("systemctl status --no-pager scanwatch")))
+          out(box.sh("systemctl status --no-pager scanwatch; journalctl -u scanwatch --no-pager | tail -n 25")))
     blocked(box, "XMAS", f"{n}: block in force after SIGKILL and restart")
     box.sh("systemctl stop scanwatch")
     check(f"{n}: systemctl stop detaches XDP", not xdp_attached(box),
@@ -400,22 +402,25 @@ def source_install(tar: Path, wheels: Path) -> None:
     try:
         box.unpack()
         # a clean clone of this tree's HEAD, where an admin would put it
-        clone = box.root / "root/scanwatch"
+        # (at /vagrant: vagrant/provision-sentry.sh, reused below, installs from there)
+        clone = box.root / "vagrant"
         r = run(["git", "clone", "-q", "--no-hardlinks", str(ROOT), str(clone)])
         if not check("clean clone of HEAD", r.returncode == 0, out(r)):
             return
         if not box.boot():
             return
         t0 = time.monotonic()
-        r = box.sh("cd scanwatch && make setup")
+        r = box.sh("cd /vagrant && make setup")
         check(f"sw-src: README set-up (make setup), offline ({time.monotonic() - t0:.0f} s)",
               r.returncode == 0, out(r))
-        r = box.sh("cd scanwatch && make install")
-        if not check("sw-src: make install", r.returncode == 0, out(r)):
+        # the Vagrant sentry's provisioning: make install, its admin in the scanwatch group
+        box.sh(f"useradd -m {ADMIN}")
+        r = box.sh(f"bash /vagrant/vagrant/provision-sentry.sh {SCAN_IP}")
+        if not check("sw-src: make install (vagrant/provision-sentry.sh)", r.returncode == 0, out(r)):
             return
-        attack_and_lifecycle(box, "scanwatch")
+        attack_and_lifecycle(box)
         security_score(box)
-        r = box.sh("cd scanwatch && make uninstall")
+        r = box.sh("cd /vagrant && make uninstall")
         check("sw-src: make uninstall", r.returncode == 0, out(r))
         nothing_left(box, "make uninstall")
     finally:
