@@ -125,8 +125,8 @@ PKGS=(python3-bpfcc python3-nftables python3-venv nftables bpftool nmap hping3
       vagrant vagrant-libvirt shellcheck systemd   # CI checks: Vagrantfile, scripts, unit
       python3-setuptools python3-wheel             # what `make install` builds with
       gcc libc6-dev)                               # bcc's headers on a fresh Debian (tests/e2e)
-# make e2e's host tools (tests/e2e/run.py builds the container's root from PKGS and
-# QUIET_PKGS only: these stay out of it)
+# make e2e's tools (tests/e2e/run.py puts every list here into the container's root too,
+# so that setup finds nothing missing there and needs no network)
 E2E_PKGS=(mmdebstrap systemd-container)
 QUIET_PKGS=(portsentry fail2ban prometheus)   # their services must not start (prometheus: scraping test)
 

@@ -82,6 +82,7 @@ def package_list() -> list[str]:
     setup, install = ROOT / "scripts/setup.sh", ROOT / "scripts/install.sh"
     pkgs = set(BASE_PKGS)
     pkgs |= set(bash_array(setup, "PKGS")) | set(bash_array(setup, "QUIET_PKGS"))
+    pkgs |= set(bash_array(setup, "E2E_PKGS"))
     pkgs |= set(bash_array(install, "RUNTIME_PKGS"))
     return sorted(pkgs)
 
