@@ -25,6 +25,7 @@ class SpoofGuard:
         self.evidence = Evidence(wait=WAIT, clock=mono_now)
         self.challenger = None
         self.kernel_only = {}  # addr -> CLOCK_MONOTONIC end of its XDP-only drop
+        self.spared = {}       # addr -> end: logged "possibly spoofed", not blocked (log)
         self.answers = 0
         self.configure()
 
@@ -49,16 +50,21 @@ class SpoofGuard:
         d, key = self.d, str(ev.addr)
         if self.evidence.is_pending(key):
             return  # its report is being judged; the kernel counts what it drops
-        end = self.kernel_only.get(key)
-        if end is not None:
-            if end > mono_now():
-                return  # a decoy dropped in XDP only: nothing it sends proves it real
-            del self.kernel_only[key]
+        for held in (self.kernel_only, self.spared):
+            end = held.get(key)
+            if end is not None:
+                if end > mono_now():
+                    return  # judged possibly spoofed: nothing it sends proves it real
+                del held[key]
         strength = self.evidence.immediate(ev)
         if self.portsentry:
             return d._handle(replace(ev, strength=strength or UNVERIFIED))
-        if ev.evidence == "connect" or ev.reason not in REPORTS + ("persist",) \
-                or d.is_ignored(ev.addr) or key in d.policy.blocks:
+        # A hit past SCAN_TRIGGER from a source the policy has not blocked is a new report
+        # too (the kernel flags a suspect's trigger without blocking it; its hits follow).
+        report = ev.reason in REPORTS + ("persist",) or (
+            ev.reason == "hit" and ev.tripwire > d.policy.scan_trigger)
+        if ev.evidence == "connect" or not report or d.is_ignored(ev.addr) \
+                or key in d.policy.blocks:
             # Not a new report (or already answered for): the policy's usual path.
             return d._handle(replace(ev, strength=strength or ""))
         challenged = strength is None and self.challenger is not None \
@@ -75,8 +81,9 @@ class SpoofGuard:
         with self.d.lock:
             self._respond_all(self.evidence.due())
             now = mono_now()
-            for key in [k for k, end in self.kernel_only.items() if end <= now]:
-                del self.kernel_only[key]
+            for held in (self.kernel_only, self.spared):
+                for key in [k for k, end in held.items() if end <= now]:
+                    del held[key]
 
     def _respond_all(self, verdicts):
         for verdict in verdicts:
@@ -102,6 +109,7 @@ class SpoofGuard:
         else:
             if ev.kernel_blocked:
                 d.sentry.unblock(addr)
+            self.spared[addr] = mono_now() + cfg.SPOOF_TIMEOUT
             d.log.info("attackalert: Host %s (possibly spoofed: %s) not blocked", addr, why)
         d.reporter.note({"type": "spoofed", "addr": addr, "strength": ev.strength,
                          "response": response, "proto": ev.proto, "port": ev.port,
@@ -129,4 +137,5 @@ class SpoofGuard:
                 self.challenger.sent if self.challenger else 0,
                 "challenges_limited": self.challenger.limited if self.challenger else 0,
                 "challenges_answered": self.answers, "pending": len(self.evidence.pending),
-                "kernel_only": len(self.kernel_only)}
+                "kernel_only": len(self.kernel_only),
+                "spared": len(self.spared)}
