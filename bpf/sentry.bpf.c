@@ -60,7 +60,8 @@ BPF_RINGBUF_OUTPUT(alerts, SW_ALERT_PAGES);
 #ifndef SW_MAX_HOPS
 #define SW_MAX_HOPS 65536
 #endif
-BPF_HASH(cookies, struct sw_addr, struct sw_cookie, SW_MAX_COOKIES);
+/* LRU: a spoofed flood's unanswered cookies make room for new ones by themselves. */
+BPF_TABLE("lru_hash", struct sw_addr, struct sw_cookie, cookies, SW_MAX_COOKIES);
 BPF_RINGBUF_OUTPUT(answers, 4);
 BPF_TABLE("lru_hash", struct sw_addr, __u8, hops, SW_MAX_HOPS);
 

@@ -34,7 +34,7 @@ class SpoofGuard:
         self.portsentry = cfg.EVIDENCE_RESPONSE.strip() == "portsentry"
         self.responses = parse_response(cfg.EVIDENCE_RESPONSE)
         if self.challenger is not None:
-            self.challenger.limit.rate = cfg.CHALLENGE_RATE
+            self.challenger.set_rate(cfg.CHALLENGE_RATE)
 
     def start(self):
         """After the kernel is loaded: the challenger writes expected cookies into it."""
@@ -68,7 +68,7 @@ class SpoofGuard:
             # Not a new report (or already answered for): the policy's usual path.
             return d._handle(replace(ev, strength=strength or ""))
         challenged = strength is None and self.challenger is not None \
-            and self.challenger.challenge(ev.addr) is not None
+            and self.challenger.challenge(ev.addr, ev.reason == "persist") is not None
         for verdict in self.evidence.admit(ev, challenged):
             self.respond(verdict)
 

@@ -75,6 +75,9 @@ class Challenger:
     def __init__(self, rate, expect, clock=time.monotonic, secret=None):
         self.secret = secret or os.urandom(16)
         self.limit = RateLimit(rate, clock)
+        # A second bucket for sources that kept probing after their block: a spoofed flood
+        # spends the first, and a real scanner inside it must still be asked.
+        self.priority = RateLimit(rate, clock)
         self.expect = expect
         # Our port: fixed for this run, drawn from the secret, above the usual services.
         self.sport = 40000 + int.from_bytes(self.secret[:2], "big") % 20000
@@ -97,9 +100,12 @@ class Challenger:
             s.connect((str(remote), 9))
             return s.getsockname()[0]
 
-    def challenge(self, addr):
+    def set_rate(self, rate):
+        self.limit.rate = self.priority.rate = rate
+
+    def challenge(self, addr, priority=False):
         """Send one SYN-ACK to addr; the cookie, or None (rate limit, no route)."""
-        if not self.limit.take():
+        if not self.limit.take() and not (priority and self.priority.take()):
             self.limited += 1
             return None
         remote = ipaddress.ip_address(addr)

@@ -57,7 +57,11 @@ def flooded():
         with Lab() as lab:
             lab.wait_reachable()
             web_proc = listen(lab, 8080)
-            sw = Sentry(lab, d, conf=f'BLOCK_RATE="{FLOOD_RATE}"\nHOSTS_DENY_MAX="{FLOOD_DENY_MAX}"\n')
+            # A --rand-source flood on one port is a lockstep cohort (decoys, XDP only by
+            # default): decoy:full here makes it spend BLOCK_RATE, the caps under test. The
+            # real scanner inside it is proven by the challenge (issue 13), not by persisting.
+            sw = Sentry(lab, d, conf=f'BLOCK_RATE="{FLOOD_RATE}"\nHOSTS_DENY_MAX="{FLOOD_DENY_MAX}"\n'
+                        'EVIDENCE_RESPONSE="proven:full,unverified:full,decoy:full,suspect:log"\n')
             try:
                 r["rss_before_kb"] = int(re.search(r"VmRSS:\s+(\d+)", Path(
                     f"/proc/{sw.pid}/status").read_text()).group(1))

@@ -42,3 +42,11 @@ def test_rate_limit():
     now[0] += 10
     assert sum(rl.take() for _ in range(10)) == 3
     assert not RateLimit(0, clock=lambda: now[0]).take()
+
+
+def test_sources_that_kept_probing_have_a_second_challenge_budget():
+    from scanwatch.sentry.respond.challenge import Challenger
+    now = [0.0]
+    c = Challenger(2, expect=lambda a, k: None, clock=lambda: now[0])
+    assert c.limit.take() and c.limit.take() and not c.limit.take()  # a flood spent it
+    assert c.priority.take() and c.priority.take() and not c.priority.take()
