@@ -12,6 +12,7 @@ from dataclasses import replace
 
 from ..errors import ScanwatchError
 from .evidence import DECOY, SUSPECT, UNVERIFIED, Evidence, hop_count, parse_response
+from . import netinfo
 from .kernel.program import mono_now
 from .respond.challenge import Challenger
 
@@ -57,6 +58,9 @@ class SpoofGuard:
                     return  # judged possibly spoofed: nothing it sends proves it real
                 del held[key]
         strength = self.evidence.immediate(ev)
+        if strength == SUSPECT and not self.connected(ev.addr):
+            # The hop count was learned from a connection now closed: judge it as any other.
+            strength, ev = None, replace(ev, hop_mismatch=False, peer_hops=0)
         if self.portsentry:
             return d._handle(replace(ev, strength=strength or UNVERIFIED))
         # A hit past SCAN_TRIGGER from a source the policy has not blocked is a new report
@@ -71,6 +75,12 @@ class SpoofGuard:
             and self.challenger.challenge(ev.addr, ev.reason == "persist") is not None
         for verdict in self.evidence.admit(ev, challenged):
             self.respond(verdict)
+
+    @staticmethod
+    def connected(addr):
+        """An established TCP connection with addr right now (a walk of the TCP table,
+        only for the rare trigger whose hop count differs)."""
+        return addr in netinfo.ssh_peers(True)
 
     def on_answer(self, addr, _mono, _seq):
         with self.d.lock:
