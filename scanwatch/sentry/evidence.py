@@ -20,6 +20,9 @@ STRENGTHS = (PROVEN, DECOY, SUSPECT, UNVERIFIED)
 RESPONSES = ("full", "kernel", "log")
 DEFAULT_RESPONSE = "proven:full,unverified:full,decoy:kernel,suspect:log"
 COHORT_PORTS = 8  # the last ports compared between cohort members
+# Members kept per lockstep pattern: nmap -D takes a few dozen decoys; a random-source flood
+# on one port is a cohort of thousands, and judging each of its reports must stay O(1).
+COHORT_MAX = 32
 
 
 def parse_response(text):
@@ -65,7 +68,7 @@ class Evidence:
         self.wait, self.cohort_window, self.clock, self.limit = wait, cohort_window, clock, limit
         self.pending = OrderedDict()   # addr -> (event, deadline)
         self.answered = OrderedDict()  # addr -> time of its answer
-        self.triggers = deque()        # (mono, addr, lockstep key) of recent raw triggers
+        self.patterns = OrderedDict()  # lockstep key -> deque of (mono, addr), recent triggers
         self.counts = dict.fromkeys(STRENGTHS, 0)
 
     def immediate(self, ev):
@@ -82,12 +85,11 @@ class Evidence:
         if strength is not None:
             return [self._verdict(ev, strength)]
         key = str(ev.addr)
-        self.triggers.append((ev.mono, key, _lockstep_key(ev)))
-        self._trim()
+        self._remember(ev)
         if key in self.answered:
             return [self._verdict(ev, PROVEN)]
         if not challenged:
-            return [self._verdict(ev, DECOY if len(self.cohort(ev)) > 1 else UNVERIFIED)]
+            return [self._decide(ev)]
         self.pending[key] = (ev, self.clock() + self.wait)
         while len(self.pending) > self.limit:
             old, _ = self.pending.popitem(last=False)[1]
@@ -119,23 +121,34 @@ class Evidence:
         return out
 
     def _decide(self, ev):
-        return self._verdict(ev, DECOY if len(self.cohort(ev)) > 1 else UNVERIFIED)
+        return self._verdict(ev, DECOY if len(self._members(ev, 2)) > 1 else UNVERIFIED)
+
+    def _members(self, ev, limit=COHORT_MAX):
+        me, members = str(ev.addr), [str(ev.addr)]
+        for mono, addr in reversed(self.patterns.get(_lockstep_key(ev), ())):
+            if abs(mono - ev.mono) <= self.cohort_window and addr != me and addr not in members:
+                members.append(addr)
+                if len(members) >= limit:
+                    break
+        return members
 
     def cohort(self, ev):
         """Addresses that probed the same ports in the same order within cohort_window of
-        ev, ev's own included; those that answered first."""
-        key, members = _lockstep_key(ev), []
-        for mono, addr, k in self.triggers:
-            if k == key and abs(mono - ev.mono) <= self.cohort_window and addr not in members:
-                members.append(addr)
-        if str(ev.addr) not in members:
-            members.append(str(ev.addr))
+        ev, ev's own included (the last COHORT_MAX); those that answered first."""
+        members = self._members(ev)
         return sorted(members, key=lambda a: a not in self.answered) if len(members) > 1 else []
 
-    def _trim(self):
-        horizon = self.triggers[-1][0] - max(self.wait, self.cohort_window) * 4
-        while self.triggers and (self.triggers[0][0] < horizon or len(self.triggers) > self.limit):
-            self.triggers.popleft()
+    def _remember(self, ev):
+        key = _lockstep_key(ev)
+        seen = self.patterns.pop(key, None) or deque(maxlen=COHORT_MAX)
+        seen.append((ev.mono, str(ev.addr)))
+        self.patterns[key] = seen  # most recently used last
+        horizon = ev.mono - max(self.wait, self.cohort_window) * 4
+        while self.patterns:
+            old = next(iter(self.patterns.values()))
+            if old[-1][0] >= horizon and len(self.patterns) <= self.limit:
+                break
+            self.patterns.popitem(last=False)
 
     def _verdict(self, ev, strength):
         self.counts[strength] += 1

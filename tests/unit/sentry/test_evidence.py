@@ -86,3 +86,17 @@ def test_parse_response():
                 "x:full", "proven"):
         with pytest.raises(ValueError):
             parse_response(bad)
+
+
+def test_random_source_flood_is_one_bounded_cohort():
+    """hping3 --rand-source on one port: thousands in lockstep, judged in O(1) each."""
+    from scanwatch.sentry.evidence import COHORT_MAX
+    e = Evidence(clock=Clock())
+    out = []
+    for i in range(5000):
+        out += e.admit(ev(f"10.1.{i // 250}.{i % 250}", mono=10.0 + i * 1e-5,
+                          ports=(("TCP", 1),)), challenged=False)
+    assert out[0].strength == UNVERIFIED  # alone, so far
+    assert all(v.strength == DECOY for v in out[1:])
+    assert max(len(v.cohort) for v in out) == COHORT_MAX
+    assert len(e.patterns) == 1
