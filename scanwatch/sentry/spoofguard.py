@@ -18,6 +18,7 @@ from .respond.challenge import Challenger
 
 WAIT = 1.5  # seconds a report waits for its challenge's answer
 REPORTS = ("trigger", "sweep")
+QUEUED_MAX = 64  # events kept per held source (LOG_RATE bounds what is logged anyway)
 
 
 class SpoofGuard:
@@ -27,6 +28,7 @@ class SpoofGuard:
         self.challenger = None
         self.kernel_only = {}  # addr -> CLOCK_MONOTONIC end of its XDP-only drop
         self.spared = {}       # addr -> end: logged "possibly spoofed", not blocked (log)
+        self.queued = {}       # addr -> its events that came while its report was held
         self.answers = 0
         self.configure()
 
@@ -50,7 +52,12 @@ class SpoofGuard:
     def on_event(self, ev):
         d, key = self.d, str(ev.addr)
         if self.evidence.is_pending(key):
-            return  # its report is being judged; the kernel counts what it drops
+            # Held with its report (log-only mode logs every probe, as PortSentry does);
+            # replayed after a full response, dropped after any other.
+            q = self.queued.setdefault(key, [])
+            if len(q) < QUEUED_MAX:
+                q.append(ev)
+            return
         for held in (self.kernel_only, self.spared):
             end = held.get(key)
             if end is not None:
@@ -105,9 +112,13 @@ class SpoofGuard:
     # --- responses ------------------------------------------------------------------------
     def respond(self, ev):
         response = self.responses[ev.strength]
-        if response == "full":
-            return self.d._handle(ev)
         d, addr = self.d, str(ev.addr)
+        later = self.queued.pop(addr, ())
+        if response == "full":
+            d._handle(ev)
+            for q in later:
+                d._handle(replace(q, strength=ev.strength))
+            return
         cfg = d.cfg
         why = self.why(ev)
         if response == "kernel" and not d.dry_run:
