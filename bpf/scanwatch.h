@@ -115,6 +115,22 @@ struct sw_source {
 	__u32 hit_events;                /* hit events sent since event_ns (once caught) */
 };
 
+/* issue 13: return-routability challenge and hop counts. */
+#define SW_F_SUSPECT    0x80  /* event: hop count differs from the one learned from this
+			       * peer's connections; the kernel did not block it */
+/* Value of `cookies`: the ack number of the SYN-ACK userspace sent this source. */
+struct sw_cookie {
+	__u32 cookie;
+	__u32 pad;
+};
+/* A record of the `answers` ring: a RST whose seq echoed the source's cookie. */
+struct sw_answer {
+	struct sw_addr src;
+	__u64 ts_ns;
+	__u32 seq;
+	__u32 pad;
+};
+
 struct sw_event {
 	struct sw_addr src;
 	__u64 ts_ns;
@@ -129,6 +145,10 @@ struct sw_event {
 	__u8 pad;
 	__u32 distinct;                  /* the source's distinct count: the ring's next slot */
 	__u32 recent[SW_RECENT];         /* copy of the source's ring */
+	/* issue 13 */
+	__u8 ttl;                        /* the probe's TTL / hop limit */
+	__u8 peer_hops;                  /* hops learned from an established connection + 1; 0 = none */
+	__u8 pad2[6];
 };
 
 #endif

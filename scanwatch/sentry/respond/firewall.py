@@ -376,3 +376,9 @@ def removal_announced(data):
             break
         off += (length + 3) & ~3
     return False
+
+
+def nft_items(entries, now):
+    """(addr, seconds left) for nft: the remaining time to the millisecond, never a fresh
+    BLOCK_TIMEOUT and never rounded up past what was left."""
+    return [(e.addr, max(1.0, round(e.left(now), 3)) if e.expires else 0) for e in entries]
