@@ -121,3 +121,39 @@ def test_out_of_order_and_overlapping_fragments(lab, family, flags, frag, mode, 
         check_reported_and_blocked(sw, src, scan_type, family)
         assert re.search(rf"attackalert: Packet from host: {re.escape(src)}/{re.escape(src)} "
                          rf"to TCP port: \d+ (came fragmented|is a tiny fragment)", sw.log())
+
+
+@pytest.mark.parametrize("scan, scan_type", [("-sY", "SCTP INIT"), ("-sZ", "SCTP COOKIE-ECHO")])
+@pytest.mark.parametrize("family", [4, 6])
+def test_sctp_scan_is_reported_and_blocked_per_block_tcp(lab, scan, scan_type, family):
+    """SCTP probes count as TCP probes: the TCP tripwires trip, BLOCK_TCP blocks."""
+    lab.wait_reachable()
+    addr = lab.scanner_ip6 if family == 6 else lab.scanner_ip4
+    with SentryProcess(lab) as sw:
+        nmap(lab, scan, "-p", "1-40", v6=family == 6)
+        ev = sw.wait_block_event(timeout=10)
+        assert ev["addr"] == addr and ev["scan_type"] == scan_type, ev
+        check_reported_and_blocked(sw, addr, scan_type, family, alert_re=(
+            rf"attackalert: {scan_type} scan from host: {re.escape(addr)}/{re.escape(addr)} "
+            rf"to SCTP port: \d+$"))
+        assert sw.status()["packets"][scan_type] >= 1
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_ip_protocol_scan_is_reported_and_blocked(lab, family):
+    """nmap -sO sends one packet per IP protocol: 20 distinct protocols other than
+    TCP/UDP/ICMP/SCTP within SWEEP_WINDOW are a sweep, named "IP Protocol"."""
+    lab.wait_reachable()
+    addr = lab.scanner_ip6 if family == 6 else lab.scanner_ip4
+    with SentryProcess(lab) as sw:
+        out = nmap(lab, "-sO", "-p", "0-255", v6=family == 6)
+        ev = sw.wait_block_event(timeout=10)
+        # the 20th distinct probe may be the SCTP INIT nmap sends for protocol 132 (IPv6)
+        assert ev["addr"] == addr and ev["scan_type"] in ("IP Protocol", "SCTP INIT"), ev
+        assert ev["reason"] == "sweep", ev
+        check_reported_and_blocked(sw, addr, ev["scan_type"], family, alert_re=(
+            rf"attackalert: {ev['scan_type']} scan from host: {re.escape(addr)}/"))
+        assert re.search(rf"attackalert: IP Protocol scan from host: {re.escape(addr)}/"
+                         rf"{re.escape(addr)} to IP protocol: \d+$", sw.log(), re.M), sw.log()
+        assert re.search(rf"attackalert: Host {re.escape(addr)} probed 20 closed ports", sw.log())
+        assert sw.status()["packets"]["IP Protocol"] >= 20, out
