@@ -49,8 +49,12 @@ CASES = [
     ("spoof-mac", ("-sS", "--spoof-mac", LAB_MAC), "SYN/Normal", True),
     ("randomize-hosts", ("-sS", "--randomize-hosts"), "SYN/Normal", True),
 ]
+# Found by this matrix, not yet understood or fixed: nmap -6 --ttl 3 gets no report.
+KNOWN_MISSED = {"ttl-6": "nmap -6 --ttl 3: no report (issue 13, open)"}
 PARAMS = [pytest.param(opts, st, 4, id=f"{cid}-4") for cid, opts, st, _ in CASES] + \
-         [pytest.param(opts, st, 6, id=f"{cid}-6") for cid, opts, st, v6 in CASES if v6]
+         [pytest.param(opts, st, 6, id=f"{cid}-6", marks=[pytest.mark.xfail(
+             strict=True, reason=KNOWN_MISSED[f"{cid}-6"])] if f"{cid}-6" in KNOWN_MISSED
+             else []) for cid, opts, st, v6 in CASES if v6]
 
 
 def check_reported_and_blocked(sw, addr, scan_type, family, alert_re=None):
