@@ -42,7 +42,7 @@
 #define SW_CNT_TRIPWIRE  13  /* probes to a watched port without a listener */
 #define SW_CNT_KBLOCKS   14  /* sources the kernel blocked itself */
 #define SW_CNT_PACKETS   15  /* every packet the program saw */
-#define SW_NCOUNTERS     16
+#define SW_NCOUNTERS     19
 
 /* Event reasons. */
 #define SW_EV_HIT     1  /* a tripwire port was probed, below the trigger or with blocking off */
@@ -150,5 +150,16 @@ struct sw_event {
 	__u8 peer_hops;                  /* hops learned from an established connection + 1; 0 = none */
 	__u8 pad2[6];
 };
+
+/* issue 13: kinds past SW_NKINDS have no hits[] slot (they count as "Unknown Type" there)
+ * and their packet counters sit after SW_CNT_PACKETS. All count as TCP probes (tripwires,
+ * sweep, BLOCK_TCP); none has a socket lookup (no helper finds SCTP or raw sockets). */
+#define SW_KIND_SCTP_INIT   9   /* "SCTP INIT": nmap -sY */
+#define SW_KIND_SCTP_COOKIE 10  /* "SCTP COOKIE-ECHO": nmap -sZ */
+#define SW_KIND_IPPROTO     11  /* "IP Protocol": nmap -sO; the "port" is the protocol number */
+#define SW_NALLKINDS        12
+#define SW_CNT_SCTP_INIT    16
+#define SW_CNT_SCTP_COOKIE  17
+#define SW_CNT_IPPROTO      18
 
 #endif

@@ -9,6 +9,8 @@
 #include <linux/udp.h>
 #include "scanwatch.h"
 
+#define SW_IPPROTO_SCTP 132
+
 #ifndef SW_MAX_SOURCES
 #define SW_MAX_SOURCES 65536
 #endif
@@ -179,7 +181,29 @@ static __always_inline int parse_l4(void *l4, void *end, void *ip_end, __u8 next
 		}
 		return 0;
 	}
-	return 1;
+	/* issue 13: SCTP INIT (nmap -sY) and COOKIE-ECHO (-sZ) are the SYN of SCTP. */
+	if (nexthdr == SW_IPPROTO_SCTP) {
+		__u8 *sh = l4;
+		if ((void *)(sh + 13) > end || (void *)(sh + 13) > ip_end)
+			return -1;
+		if (sh[12] != 1 && sh[12] != 10)
+			return 1;  /* other chunks belong to an association or answer nothing */
+		p->kind = sh[12] == 1 ? SW_KIND_SCTP_INIT : SW_KIND_SCTP_COOKIE;
+	} else if (nexthdr == IPPROTO_ICMP || nexthdr == IPPROTO_ICMPV6 || nexthdr == IPPROTO_NONE) {
+		return 1;
+	} else {
+		/* issue 13: any other protocol (nmap -sO): its number stands for the port, so
+		 * a sweep of protocols is a sweep. GRE or ESP peers use one or two, never 20. */
+		p->proto = SW_PROTO_TCP;
+		p->kind = SW_KIND_IPPROTO;
+		p->tcp_flags = 0;
+		p->dport = nexthdr;
+		return 0;
+	}
+	p->proto = SW_PROTO_TCP;
+	p->tcp_flags = 0;
+	p->dport = bpf_ntohs(*(__u16 *)(l4 + 2));
+	return 0;
 }
 
 /* 0 = probe parsed, 1 = pass untouched (src may still be set), -1 = truncated,
@@ -469,10 +493,10 @@ int xdp_sentry(struct xdp_md *ctx)
 	} else if (!s && blocked_drop(&p.src) == XDP_DROP) {
 		return XDP_DROP;
 	}
-	count(p.kind);
+	count(p.kind < SW_NKINDS ? p.kind : SW_CNT_SCTP_INIT + p.kind - SW_NKINDS);
 	__u8 proto = p.proto & 1;
 	__u8 flagbit = proto ? SW_F_FLAG_UDP : SW_F_FLAG_TCP;
-	int watched_port = is_watched(proto, p.dport);
+	int watched_port = p.kind != SW_KIND_IPPROTO && is_watched(proto, p.dport);
 	/* A source already caught needs no sweep bookkeeping: unless the port is a tripwire
 	 * it costs no clock read, no socket lookup and no write. This keeps a flood with
 	 * blocking off cheap (a clock read alone is ~30 ns in a VM). */
@@ -503,7 +527,7 @@ int xdp_sentry(struct xdp_md *ctx)
 	if (!watched_port && !need_sweep)
 		return XDP_PASS;
 	/* PortSentry's smart verify: a port in use is no trap. */
-	int open = acked ? 0 : has_socket(ctx, &p);
+	int open = acked || p.kind >= SW_NKINDS ? 0 : has_socket(ctx, &p);
 	if (open && !need_sweep)
 		return XDP_PASS;
 	if (need_sweep) {
@@ -513,7 +537,7 @@ int xdp_sentry(struct xdp_md *ctx)
 			s->sweep_open = 0;
 			__builtin_memset(s->bloom, 0, sizeof(s->bloom));
 		}
-		if (bloom_add(s->bloom, proto, p.dport)) {
+		if (bloom_add(s->bloom, p.kind == SW_KIND_IPPROTO ? 2 : proto, p.dport)) {
 			s->recent[s->distinct & (SW_RECENT - 1)] = (__u32)proto << 16 | p.dport;
 			s->distinct++;
 			if (open)
@@ -537,7 +561,7 @@ int xdp_sentry(struct xdp_md *ctx)
 			s->slow = 0;
 			__builtin_memset(s->slow_bloom, 0, sizeof(s->slow_bloom));
 		}
-		if (bloom_add(s->slow_bloom, proto, p.dport))
+		if (bloom_add(s->slow_bloom, p.kind == SW_KIND_IPPROTO ? 2 : proto, p.dport))
 			s->slow++;
 		if (!swept && s->slow >= cfg->slow_ports) {
 			swept = 1;

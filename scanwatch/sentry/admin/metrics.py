@@ -34,7 +34,7 @@ class SnapshotCollector:
         counter = lambda *a, **k: family(CounterMetricFamily, *a, **k)  # noqa: E731
         gauge = lambda *a, **k: family(GaugeMetricFamily, *a, **k)  # noqa: E731
         yield counter("probes_total", "Scan probes seen by the XDP program, by PortSentry type.",
-                      [((k,), c[k]) for k in KINDS], labels=("type",))
+                      [((k,), c.get(k, 0)) for k in KINDS], labels=("type",))
         yield counter("tripwire_hits_total", "Probes to a watched port without a listener.",
                       [((), c["tripwire"])])
         yield counter("dropped_packets_total", "Packets dropped in XDP from blocked sources.",

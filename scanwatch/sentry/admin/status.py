@@ -41,7 +41,7 @@ def status(d):
         "interfaces": dict(d.sentry.attached), "watched": ports,
         "sweep": {"ports": d.cfg.SWEEP_PORTS, "window": d.cfg.SWEEP_WINDOW},
         "scan_trigger": d.cfg.SCAN_TRIGGER, "nft_table": f"inet {d.cfg.NFT_TABLE}",
-        "packets": {k: counters[k] for k in KIND_NAMES},
+        "packets": {k: counters.get(k, 0) for k in KIND_NAMES},
         "counters": counters, "sources_tracked": tracked, "blocked": blocks,
         "capped_total": d.capped_total,  # blocked in XDP only: BLOCK_RATE was reached
         "logged": logged,  # reported under BLOCK_*=0 or 2: recorded, not blocked

@@ -26,9 +26,15 @@ RECENT = 32
 
 CNT_DROPPED, CNT_IGNORED, CNT_LOST, CNT_MALFORMED = 9, 10, 11, 12
 CNT_TRIPWIRE, CNT_KBLOCKS, CNT_PACKETS = 13, 14, 15
-NCOUNTERS = 16
-COUNTER_NAMES = KIND_NAMES + ("dropped", "ignored", "events_lost", "malformed",
-                              "tripwire", "kernel_blocks", "packets")
+# issue 13: kinds without a hits[] slot; their packet counters come after CNT_PACKETS
+KIND_SCTP_INIT, KIND_SCTP_COOKIE, KIND_IPPROTO = 9, 10, 11
+NALLKINDS = 12
+CNT_SCTP_INIT, CNT_SCTP_COOKIE, CNT_IPPROTO = 16, 17, 18
+KIND_NAMES += ("SCTP INIT", "SCTP COOKIE-ECHO", "IP Protocol")
+NCOUNTERS = 19
+COUNTER_NAMES = KIND_NAMES[:NKINDS] + ("dropped", "ignored", "events_lost", "malformed",
+                                       "tripwire", "kernel_blocks", "packets") + \
+    KIND_NAMES[NKINDS:]
 
 EV_HIT, EV_TRIGGER, EV_SWEEP, EV_PERSIST = 1, 2, 3, 4
 F_KBLOCKED, F_IPOPTS, F_FLAG_TCP, F_FLAG_UDP, F_BLOCKED = 0x01, 0x02, 0x04, 0x08, 0x10

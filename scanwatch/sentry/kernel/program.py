@@ -179,7 +179,7 @@ class Sentry:
             addr=from_key(key), first_mono=s.first_ns / 1e9, last_mono=s.last_ns / 1e9,
             hits={K.KIND_NAMES[i]: s.hits[i] for i in range(K.NKINDS) if s.hits[i]},
             distinct=s.distinct, sweep=s.sweep, last_port=s.last_port,
-            last_kind=K.KIND_NAMES[min(s.last_kind, K.NKINDS - 1)], flagged=flagged,
+            last_kind=K.KIND_NAMES[min(s.last_kind, K.NALLKINDS - 1)], flagged=flagged,
             ports=tuple(K.recent_ports(s.recent, s.distinct)))
 
     def source(self, addr):
@@ -248,7 +248,7 @@ def decode_event(raw):
     return ScanEvent(
         addr=from_key(bytes(ev.src.a)), mono=ev.ts_ns / 1e9,
         proto=K.PROTO_NAMES[ev.proto & 1], port=ev.port,
-        kind=K.KIND_NAMES[min(ev.kind, K.NKINDS - 1)],
+        kind=K.KIND_NAMES[min(ev.kind, K.NALLKINDS - 1)],
         reason=REASONS.get(ev.reason, "hit"), tcp_flags=ev.tcp_flags,
         tripwire=ev.tripwire, sweep=ev.sweep,
         kernel_blocked=bool(ev.flags & K.F_KBLOCKED), ip_options=bool(ev.flags & K.F_IPOPTS),
