@@ -14,7 +14,8 @@ from . import contract as K
 from ...errors import KernelError
 
 MAPS = ("config", "watched", "counters", "ignored", "sources", "blocked", "kblocked", "events", "alerts",
-        "claims")
+        "cookies", "answers", "hops",  # issue 13
+        "claims")  # issue 14
 
 
 def load(cflags, timeout=120):
