@@ -8,7 +8,7 @@ import struct
 import time
 
 from . import contract as K
-from . import loader
+from . import loader, xdp
 from .bpfsys import Map, RingBuffer, RingSet
 from ...errors import KernelError
 from ..ignore import covered, from_key, to_key, to_lpm
@@ -16,7 +16,6 @@ from ..model import ScanEvent, SourceStats
 
 REASONS = {K.EV_HIT: "hit", K.EV_TRIGGER: "trigger", K.EV_SWEEP: "sweep",
            K.EV_PERSIST: "persist"}
-XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE = 1 << 1, 1 << 2
 
 
 def mono_now():
@@ -38,6 +37,8 @@ class Sentry:
         self.maps = {}
         self.ring = None
         self.attached = {}   # ifname -> "native" | "generic"
+        self._attachments = {}  # ifname -> xdp.Attachment
+        self._say = None
         # Keys the sweep filters' hash (issue 14): fixed for this load, unknown outside,
         # so a scanner cannot order ports to reuse bits. Kept across reconfigures.
         self.bloom_seed = int.from_bytes(os.urandom(8), "little")
@@ -55,37 +56,20 @@ class Sentry:
         return self.fds["prog"]
 
     # --- attachment -----------------------------------------------------------------------
-    def attach(self, ifname):
+    def attach(self, ifname, replace=False, say=None):
         """Attach natively where the driver can, else in generic mode. A program left by
-        a daemon that died is replaced: this one takes the interface over."""
-        last = None
-        for mode, flag in (("native", XDP_FLAGS_DRV_MODE), ("generic", XDP_FLAGS_SKB_MODE)):
-            try:
-                self._set_xdp(ifname, self.prog_fd, flag)
-            except Exception as err:  # netlink errors from pyroute2 come in several types
-                last = err
-                continue
-            self.attached[ifname] = mode
-            return mode
-        raise KernelError(f"cannot attach XDP to {ifname}: {last}") from last
-
-    @staticmethod
-    def _set_xdp(ifname, fd, flags):
-        from pyroute2 import IPRoute
-        with IPRoute() as ipr:
-            idx = ipr.link_lookup(ifname=ifname)
-            if not idx:
-                raise KernelError(f"no such interface: {ifname}")
-            ipr.link("set", index=idx[0],
-                     IFLA_XDP={"attrs": [("IFLA_XDP_FD", fd), ("IFLA_XDP_FLAGS", flags)]})
+        a daemon that died is replaced; another tool's only with `replace` (see xdp.py)."""
+        att = xdp.attach(ifname, self.prog_fd, replace, say)
+        self._say = say  # detach (at close) says what it left alone the same way
+        self._attachments[ifname] = att
+        self.attached[ifname] = att.mode
+        return att.mode
 
     def detach(self):
-        for ifname, mode in list(self.attached.items()):
-            flag = XDP_FLAGS_DRV_MODE if mode == "native" else XDP_FLAGS_SKB_MODE
-            try:
-                self._set_xdp(ifname, -1, flag)
-            except Exception:  # the interface may be gone already; nothing left to detach
-                pass
+        for ifname in list(self.attached):
+            note = xdp.detach(self._attachments.pop(ifname), self.prog_fd)
+            if note and self._say:
+                self._say(note)
             del self.attached[ifname]
 
     # --- parameters -----------------------------------------------------------------------
