@@ -73,6 +73,10 @@ struct sw_config {
 	__u32 slow_ports;        /* 0: slow tier off */
 	__u32 hit_rate;          /* hit events a second from a source already caught (LOG_RATE) */
 	__u64 bloom_seed;        /* issue 14: keys the Bloom hash; drawn at random at load */
+	/* issue 14: count only packets to an address in `local` (this host's own); off until
+	 * userspace has filled it (or when it could not) */
+	__u8 local_only;
+	__u8 pad_local[7];
 };
 
 /* Source addresses are 16 bytes; IPv4 is stored mapped (::ffff:a.b.c.d). */

@@ -79,6 +79,16 @@ BPF_TABLE("lru_hash", struct sw_addr, struct sw_cookie, cookies, SW_MAX_COOKIES)
 BPF_RINGBUF_OUTPUT(answers, 4);
 BPF_TABLE("lru_hash", struct sw_addr, __u8, hops, SW_MAX_HOPS);
 
+/* issue 14: this host's own addresses (userspace keeps them current from netlink) and the
+ * ports its DNAT/redirect rules forward (one bit per port, per protocol, as `watched`).
+ * XDP runs before routing and NAT: on a router, traffic to other hosts found no socket
+ * here; on a container host, neither did a connection to a published port. */
+#ifndef SW_MAX_LOCAL
+#define SW_MAX_LOCAL 1024
+#endif
+BPF_HASH(local, struct sw_addr, __u8, SW_MAX_LOCAL);
+BPF_ARRAY(natted, __u64, 2 * SW_PORT_WORDS);
+
 struct vlan_hdr_sw {
 	__be16 tci;
 	__be16 proto;
@@ -399,6 +409,29 @@ static __always_inline int is_watched(__u8 proto, __u16 port)
 	return w && (*w >> (port & 63)) & 1;
 }
 
+static __always_inline int is_natted(__u8 proto, __u16 port)
+{
+	__u32 idx = proto * SW_PORT_WORDS + (port >> 6);
+	__u64 *w = natted.lookup(&idx);
+	return w && (*w >> (port & 63)) & 1;
+}
+
+/* 1 if the packet is addressed to this host (or its destination was not parsed). */
+static __always_inline int to_this_host(struct probe *p)
+{
+	struct sw_addr d = {};
+	if (p->tuple_len == sizeof(p->tuple.ipv4)) {
+		d.a[10] = 0xff;
+		d.a[11] = 0xff;
+		__builtin_memcpy(&d.a[12], &p->tuple.ipv4.daddr, 4);
+	} else if (p->tuple_len == sizeof(p->tuple.ipv6)) {
+		__builtin_memcpy(d.a, p->tuple.ipv6.daddr, 16);
+	} else {
+		return 1;
+	}
+	return local.lookup(&d) != 0;
+}
+
 /* Hash of (proto, port) keyed by a seed drawn at load (issue 14): with a fixed public
  * multiplier a scanner could order its ports to land on bits already set and go uncounted.
  * A murmur3-style finalizer with the seed mixed in before and between the rounds. */
@@ -550,6 +583,9 @@ int xdp_sentry(struct xdp_md *ctx)
 	} else if (!s && blocked_drop(&p.src) == XDP_DROP) {
 		return XDP_DROP;
 	}
+	/* issue 14: forwarded traffic (a router's) is no probe of this host. */
+	if (cfg->local_only && !to_this_host(&p))
+		return XDP_PASS;
 	count(p.kind < SW_NKINDS ? p.kind : SW_CNT_SCTP_INIT + p.kind - SW_NKINDS);
 	__u8 proto = p.proto & 1;
 	__u8 flagbit = proto ? SW_F_FLAG_UDP : SW_F_FLAG_TCP;
@@ -587,7 +623,9 @@ int xdp_sentry(struct xdp_md *ctx)
 	if (!watched_port && !need_sweep)
 		return XDP_PASS;
 	/* PortSentry's smart verify: a port in use is no trap. */
-	int open = acked || p.kind >= SW_NKINDS ? 0 : has_socket(ctx, &p);
+	/* A port DNAT or redirect forwards (issue 14) is served behind NAT: open. */
+	int open = acked || p.kind >= SW_NKINDS ? 0 :
+		   is_natted(proto, p.dport) || has_socket(ctx, &p);
 	if (open && !need_sweep)
 		return XDP_PASS;
 	if (need_sweep) {

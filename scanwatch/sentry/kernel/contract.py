@@ -55,6 +55,8 @@ class Config(C.Structure):
         ("slow_ports", C.c_uint32),
         ("hit_rate", C.c_uint32),
         ("bloom_seed", C.c_uint64),  # issue 14
+        ("local_only", C.c_uint8),  # issue 14
+        ("pad_local", C.c_uint8 * 7),
     ]
 
 

@@ -16,7 +16,7 @@ from ...errors import KernelError
 
 MAPS = ("config", "watched", "counters", "ignored", "sources", "blocked", "kblocked", "events", "alerts",
         "cookies", "answers", "hops",  # issue 13
-        "claims")  # issue 14
+        "claims", "local", "natted")  # issue 14
 
 
 def load(cflags, timeout=120):

@@ -39,6 +39,8 @@ class Sentry:
         self.attached = {}   # ifname -> "native" | "generic"
         self._attachments = {}  # ifname -> xdp.Attachment
         self._say = None
+        self._cfg = None      # the last config written (set_local turns local_only on/off)
+        self.local_only = 0   # issue 14: on once `local` holds this host's addresses
         # Keys the sweep filters' hash (issue 14): fixed for this load, unknown outside,
         # so a scanner cannot order ports to reuse bits. Kept across reconfigures.
         self.bloom_seed = int.from_bytes(os.urandom(8), "little")
@@ -88,15 +90,48 @@ class Sentry:
         cfg.persist_probes = persist_probes
         cfg.hit_rate = hit_rate
         cfg.bloom_seed = self.bloom_seed
+        cfg.local_only = self.local_only
+        self._cfg = cfg
         self.maps["config"].update(_u32(0), bytes(cfg))
+
+    # --- issue 14: which packets are for this host ----------------------------------------
+    def set_local(self, addrs):
+        """Make `local` hold exactly these own addresses; the kernel then counts only
+        packets to them. False (and every packet counts again) if they do not fit."""
+        m = self.maps["local"]
+        want = {to_key(a) for a in addrs}
+        have = set(m.keys())
+        ok = bool(want)
+        try:
+            for k in have - want:
+                m.delete(k)
+            for k in want - have:
+                m.update(k, b"\1")
+        except OSError as err:
+            if err.errno not in (errno.E2BIG, errno.ENOMEM, errno.ENOSPC):
+                raise
+            ok = False
+        self.local_only = int(ok)
+        if self._cfg is not None and self._cfg.local_only != self.local_only:
+            self._cfg.local_only = self.local_only
+            self.maps["config"].update(_u32(0), bytes(self._cfg))
+        return ok or not want
+
+    def set_forwarded(self, tcp, udp):
+        """The ports DNAT/redirect rules forward, per protocol: served behind NAT, so open."""
+        self._set_ports("natted", 0, tcp)
+        self._set_ports("natted", 1, udp)
 
     def set_watched(self, proto, ports):
         """Replace the watched-port bitmap of one protocol (TCP = 0, UDP = 1)."""
+        self._set_ports("watched", proto, ports)
+
+    def _set_ports(self, name, proto, ports):
         words = [0] * K.PORT_WORDS
         for p in ports:
             words[p >> 6] |= 1 << (p & 63)
         base = proto * K.PORT_WORDS
-        self.maps["watched"].update_batch(
+        self.maps[name].update_batch(
             [(_u32(base + i), struct.pack("<Q", w)) for i, w in enumerate(words)])
 
     def set_ignored(self, networks):
