@@ -447,24 +447,29 @@ static __always_inline __u32 bloom_hash(__u64 seed, __u8 proto, __u16 port)
 	return x;
 }
 
-/* Insert hash h into a Bloom filter of `words` (a power of two) u64 words, two bit
- * positions; 1 if it was not there before. */
+/* Insert hash h into a Bloom filter of `words` (a power of two, at most 16) u64 words,
+ * three bit positions of 10 bits each; 1 if it was not there before. Three, not two: in a
+ * 512-bit half window two positions missed a distinct port in ~8% of 25-port sweeps (a
+ * false positive delays the trigger by a port); three make it ~2%. */
 static __always_inline int bloom_add(__u64 *bloom, __u32 h, __u32 words)
 {
-	__u32 b1 = h, b2 = h >> 16;
-	__u64 m1 = 1ULL << (b1 & 63), m2 = 1ULL << (b2 & 63);
+	__u32 b1 = h, b2 = h >> 11, b3 = h >> 22;
+	__u64 m1 = 1ULL << (b1 & 63), m2 = 1ULL << (b2 & 63), m3 = 1ULL << (b3 & 63);
 	__u32 w1 = (b1 >> 6) & (words - 1), w2 = (b2 >> 6) & (words - 1);
-	int fresh = !(bloom[w1] & m1) || !(bloom[w2] & m2);
+	__u32 w3 = (b3 >> 6) & (words - 1);
+	int fresh = !(bloom[w1] & m1) || !(bloom[w2] & m2) || !(bloom[w3] & m3);
 	bloom[w1] |= m1;
 	bloom[w2] |= m2;
+	bloom[w3] |= m3;
 	return fresh;
 }
 
 static __always_inline int bloom_has(__u64 *bloom, __u32 h, __u32 words)
 {
-	__u32 b1 = h, b2 = h >> 16;
+	__u32 b1 = h, b2 = h >> 11, b3 = h >> 22;
 	__u32 w1 = (b1 >> 6) & (words - 1), w2 = (b2 >> 6) & (words - 1);
-	return (bloom[w1] >> (b1 & 63)) & (bloom[w2] >> (b2 & 63)) & 1;
+	__u32 w3 = (b3 >> 6) & (words - 1);
+	return (bloom[w1] >> (b1 & 63)) & (bloom[w2] >> (b2 & 63)) & (bloom[w3] >> (b3 & 63)) & 1;
 }
 
 /* 1 if this CPU is the one to act on (src, bit) for this life of the entry. */
