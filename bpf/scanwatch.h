@@ -76,7 +76,10 @@ struct sw_config {
 	/* issue 14: count only packets to an address in `local` (this host's own); off until
 	 * userspace has filled it (or when it could not) */
 	__u8 local_only;
-	__u8 pad_local[7];
+	/* issue 14: IPv6 sources are counted (and the kernel blocks them) per prefix of this
+	 * many bits (V6_PREFIX); 0 or 128 = per address */
+	__u8 v6_prefix;
+	__u8 pad_local[6];
 };
 
 /* Source addresses are 16 bytes; IPv4 is stored mapped (::ffff:a.b.c.d). */

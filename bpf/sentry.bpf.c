@@ -115,6 +115,11 @@ struct probe {
 	__u8 ttl;     /* issue 13: TTL / hop limit */
 	__u8 rst;     /* a RST with a whole TCP header: seq holds its sequence number */
 	__u32 seq;
+	/* issue 14: the key the source is counted and kernel-blocked under: src, or for IPv6
+	 * its V6_PREFIX (agg = 1), so a scanner rotating addresses in its /64 adds up */
+	struct sw_addr key;
+	__u8 agg;
+	__u8 is6;
 };
 
 static __always_inline void count(__u32 idx)
@@ -289,6 +294,7 @@ static __always_inline int parse(struct xdp_md *ctx, struct probe *p)
 		if ((void *)(ip6 + 1) > end)
 			return -1;
 		__builtin_memcpy(p->src.a, &ip6->saddr, 16);
+		p->is6 = 1;
 		p->has_src = 1;
 		p->ttl = ip6->hop_limit;
 		if (ip6->version != 6)
@@ -433,6 +439,35 @@ static __always_inline int is_ignored(struct sw_addr *src)
 	return ignored.lookup(&k) != 0;
 }
 
+/* issue 14: p->key = p->src, or an IPv6 source cut to cfg->v6_prefix bits. */
+static __always_inline void source_key(struct probe *p, struct sw_config *cfg)
+{
+	__builtin_memcpy(&p->key, &p->src, sizeof(p->key));
+	__u32 bits = cfg ? cfg->v6_prefix : 0;
+	if (!bits || bits >= 128 || !p->is6)
+		return;
+	p->agg = 1;
+#pragma unroll
+	for (int i = 0; i < 16; i++) {
+		int left = (int)bits - i * 8;
+		if (left <= 0)
+			p->key.a[i] = 0;
+		else if (left < 8)
+			p->key.a[i] &= (__u8)(0xff << (8 - left));
+	}
+}
+
+/* The block check for a probe: its address, then its prefix. A prefix block never drops
+ * an ignored address (an admin who shares the scanner's /64). */
+static __always_inline int blocked_drop_p(struct probe *p)
+{
+	if (blocked_drop(&p->src) == XDP_DROP)
+		return XDP_DROP;
+	if (!p->agg || blocked_drop(&p->key) != XDP_DROP)
+		return XDP_PASS;
+	return is_ignored(&p->src) ? XDP_PASS : XDP_DROP;
+}
+
 static __always_inline int is_watched(__u8 proto, __u16 port)
 {
 	__u32 idx = proto * SW_PORT_WORDS + (port >> 6);
@@ -508,14 +543,14 @@ static __always_inline int claim(struct probe *p, struct sw_source *s, __u64 bit
 {
 	struct sw_claim k = {.born = s->first_ns, .bit = bit};
 	__u8 one = 1;
-	__builtin_memcpy(&k.src, &p->src, sizeof(k.src));
+	__builtin_memcpy(&k.src, &p->key, sizeof(k.src));
 	return claims.insert(&k, &one) == 0;
 }
 
 static __always_inline void unclaim(struct probe *p, struct sw_source *s, __u64 bit)
 {
 	struct sw_claim k = {.born = s->first_ns, .bit = bit};
-	__builtin_memcpy(&k.src, &p->src, sizeof(k.src));
+	__builtin_memcpy(&k.src, &p->key, sizeof(k.src));
 	claims.delete(&k);
 }
 
@@ -564,20 +599,21 @@ int xdp_sentry(struct xdp_md *ctx)
 		return XDP_DROP;
 	if (!p.has_src)
 		return XDP_PASS;  /* neither IPv4 nor IPv6 */
+	struct sw_config *cfg = config.lookup(&zero);
+	source_key(&p, cfg);
 	if (rc < 0 || p.tuple_len == 0)
-		return blocked_drop(&p.src);  /* truncated, a later fragment, a bad version */
+		return blocked_drop_p(&p);  /* truncated, a later fragment, a bad version */
 
 	/* Non-probes (RST, later fragments, other protocols) only need the block check; a RST
 	 * may first answer a challenge (the source is usually blocked by then). */
 	if (rc > 0) {
 		if (p.rst)
 			check_answer(&p);
-		return blocked_drop(&p.src);
+		return blocked_drop_p(&p);
 	}
 
-	struct sw_config *cfg = config.lookup(&zero);
 	if (!cfg || !cfg->watch[p.proto & 1])
-		return blocked_drop(&p.src);
+		return blocked_drop_p(&p);
 
 	/* A packet with ACK is a probe only if no socket owns it. The full-tuple lookup finds
 	 * connections, request and timewait sockets, and falls back to a listener, so a late
@@ -588,13 +624,13 @@ int xdp_sentry(struct xdp_md *ctx)
 		if (sock == 2)
 			learn_hops(&p);
 		if (sock)
-			return blocked_drop(&p.src);
+			return blocked_drop_p(&p);
 	}
 
 	/* Probes look up their source first: for a known source that one hash lookup also
 	 * answers "blocked?" (SW_F_BLOCKED), since userspace deletes the source entry of any
 	 * address it blocks itself, and an address without an entry checks `blocked`. */
-	struct sw_source *s = sources.lookup(&p.src);
+	struct sw_source *s = sources.lookup(&p.key);
 	if (s && (s->state & SW_F_BLOCKED)) {
 		__u64 end = s->block_ns;
 		/* Signed: another CPU may have stored a later end than our clock reading. */
@@ -613,10 +649,10 @@ int xdp_sentry(struct xdp_md *ctx)
 		}
 		/* The kernel's own block ended; userspace's (in `blocked`) may last longer. */
 		__sync_fetch_and_and(&s->state, ~(__u64)SW_F_BLOCKED);
-		kblocked.delete(&p.src);
-		if (blocked_drop(&p.src) == XDP_DROP)
+		kblocked.delete(&p.key);
+		if (blocked_drop_p(&p) == XDP_DROP)
 			return XDP_DROP;
-	} else if (!s && blocked_drop(&p.src) == XDP_DROP) {
+	} else if (!s && blocked_drop_p(&p) == XDP_DROP) {
 		return XDP_DROP;
 	}
 	/* issue 14: forwarded traffic (a router's) is no probe of this host. */
@@ -649,8 +685,8 @@ int xdp_sentry(struct xdp_md *ctx)
 		/* NOEXIST: another CPU may have created it meanwhile, and with BPF_ANY a loser
 		 * would overwrite that entry (or, in an LRU, one recycled for another source).
 		 * Whoever created it, look it up again and use what is there. */
-		sources.insert(&p.src, zeroed);  /* BPF_NOEXIST */
-		s = sources.lookup(&p.src);
+		sources.insert(&p.key, zeroed);  /* BPF_NOEXIST */
+		s = sources.lookup(&p.key);
 		if (!s)
 			return XDP_PASS;
 	}
@@ -805,7 +841,7 @@ int xdp_sentry(struct xdp_md *ctx)
 			if (!ev && (!t || t > SW_UNREPORTED_BLOCK_NS))
 				t = SW_UNREPORTED_BLOCK_NS;
 			struct sw_block b = {.expires_ns = t ? now + t : 0};
-			kblocked.update(&p.src, &b);
+			kblocked.update(&p.key, &b);
 			s->block_ns = b.expires_ns;
 			s->dropped = 0;
 			__sync_fetch_and_or(&s->state, SW_F_BLOCKED);

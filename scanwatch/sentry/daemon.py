@@ -168,7 +168,7 @@ class Daemon:
             watch_tcp=self.raw("TCP"), watch_udp=self.raw("UDP"),
             kblock_tcp=kblock and cfg.BLOCK_TCP == 1, kblock_udp=kblock and cfg.BLOCK_UDP == 1,
             persist_probes=PERSIST_PROBES, slow_ports=cfg.SLOW_PORTS, slow_window=cfg.SLOW_WINDOW,
-            hit_rate=cfg.LOG_RATE)
+            hit_rate=cfg.LOG_RATE, v6_prefix=cfg.V6_PREFIX)
 
     def run(self):
         """Poll the ring buffer until SIGTERM/SIGINT; returns the exit status."""

@@ -56,7 +56,8 @@ class Config(C.Structure):
         ("hit_rate", C.c_uint32),
         ("bloom_seed", C.c_uint64),  # issue 14
         ("local_only", C.c_uint8),  # issue 14
-        ("pad_local", C.c_uint8 * 7),
+        ("v6_prefix", C.c_uint8),  # issue 14
+        ("pad_local", C.c_uint8 * 6),
     ]
 
 

@@ -11,7 +11,7 @@ from . import contract as K
 from . import loader, xdp
 from .bpfsys import Map, RingBuffer, RingSet
 from ...errors import KernelError
-from ..ignore import covered, from_key, to_key, to_lpm
+from ..ignore import MAPPED_PREFIX, covered, from_key, to_key, to_lpm
 from ..model import ScanEvent, SourceStats
 
 REASONS = {K.EV_HIT: "hit", K.EV_TRIGGER: "trigger", K.EV_SWEEP: "sweep",
@@ -41,6 +41,7 @@ class Sentry:
         self._say = None
         self._cfg = None      # the last config written (set_local turns local_only on/off)
         self.local_only = 0   # issue 14: on once `local` holds this host's addresses
+        self.v6_prefix = 128  # issue 14: IPv6 sources counted per prefix of this length
         # Keys the sweep filters' hash (issue 14): fixed for this load, unknown outside,
         # so a scanner cannot order ports to reuse bits. Kept across reconfigures.
         self.bloom_seed = int.from_bytes(os.urandom(8), "little")
@@ -77,7 +78,7 @@ class Sentry:
     # --- parameters -----------------------------------------------------------------------
     def configure(self, *, scan_trigger, sweep_ports, sweep_window, block_timeout,
                   watch_tcp, watch_udp, kblock_tcp, kblock_udp, persist_probes=0,
-                  slow_ports=0, slow_window=0, hit_rate=1):
+                  slow_ports=0, slow_window=0, hit_rate=1, v6_prefix=128):
         cfg = K.Config()
         cfg.sweep_window_ns = int(sweep_window * 1e9)
         cfg.slow_window_ns = int(slow_window * 1e9)
@@ -91,6 +92,8 @@ class Sentry:
         cfg.hit_rate = hit_rate
         cfg.bloom_seed = self.bloom_seed
         cfg.local_only = self.local_only
+        self.v6_prefix = v6_prefix if 0 < v6_prefix < 128 else 128
+        cfg.v6_prefix = self.v6_prefix % 128
         self._cfg = cfg
         self.maps["config"].update(_u32(0), bytes(cfg))
 
@@ -153,6 +156,15 @@ class Sentry:
                 self.maps["sources"].delete(k)
 
     # --- blocks and sources ---------------------------------------------------------------
+    def source_key(self, addr):
+        """The kernel's key for addr's counts and own blocks: the address, or for IPv6 its
+        V6_PREFIX network (issue 14)."""
+        key = to_key(addr)
+        if self.v6_prefix >= 128 or key[:12] == MAPPED_PREFIX:
+            return key
+        mask = ((1 << self.v6_prefix) - 1) << (128 - self.v6_prefix)
+        return (int.from_bytes(key, "big") & mask).to_bytes(16, "big")
+
     def block(self, addr, expires_mono=None, unreported=False):
         """A reported block goes into `blocked`, which never evicts (full: KernelError);
         an unreported one (past BLOCK_RATE, likely spoofed) into the kernel's own LRU, so a
@@ -172,7 +184,7 @@ class Sentry:
         # back (a read-modify-write would undo the counts CPUs add meanwhile): a source
         # the kernel has not blocked itself loses its entry, so its next packet finds
         # `blocked`; one it blocked itself consults `blocked` when that block ends.
-        sources = self.maps["sources"]
+        sources, key = self.maps["sources"], self.source_key(addr)
         raw = sources.lookup(key)
         if raw is not None and not K.Source.from_buffer_copy(raw).state & K.F_BLOCKED:
             sources.delete(key)
@@ -187,10 +199,11 @@ class Sentry:
 
     def unblock(self, addr):
         """Lift a block and forget the source's counts, so it is judged afresh."""
-        key = to_key(addr)
+        key, skey = to_key(addr), self.source_key(addr)
         self.maps["blocked"].delete(key)
         self.maps["kblocked"].delete(key)
-        self.maps["sources"].delete(key)
+        self.maps["kblocked"].delete(skey)  # the kernel's own block of its prefix (issue 14)
+        self.maps["sources"].delete(skey)
 
     @staticmethod
     def _source_stats(key, value):
@@ -205,8 +218,8 @@ class Sentry:
             ports=tuple(K.recent_ports(s.recent, s.distinct)))
 
     def source(self, addr):
-        """One source's kernel row, or None."""
-        key = to_key(addr)
+        """One source's kernel row (its prefix's, for aggregated IPv6), or None."""
+        key = self.source_key(addr)
         value = self.maps["sources"].lookup(key)
         return None if value is None else self._source_stats(key, value)
 
