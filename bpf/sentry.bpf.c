@@ -655,18 +655,23 @@ int xdp_sentry(struct xdp_md *ctx)
 	} else if (!s && blocked_drop_p(&p) == XDP_DROP) {
 		return XDP_DROP;
 	}
-	/* issue 14: forwarded traffic (a router's) is no probe of this host. */
-	if (cfg->local_only && !to_this_host(&p))
-		return XDP_PASS;
-	count(p.kind < SW_NKINDS ? p.kind : SW_CNT_SCTP_INIT + p.kind - SW_NKINDS);
+	__u32 kind_cnt = p.kind < SW_NKINDS ? p.kind : SW_CNT_SCTP_INIT + p.kind - SW_NKINDS;
 	__u8 proto = p.proto & 1;
 	__u8 flagbit = proto ? SW_F_FLAG_UDP : SW_F_FLAG_TCP;
 	int watched_port = p.kind != SW_KIND_IPPROTO && is_watched(proto, p.dport);
 	/* A source already caught needs no sweep bookkeeping: unless the port is a tripwire
 	 * it costs no clock read, no socket lookup and no write. This keeps a flood with
 	 * blocking off cheap (a clock read alone is ~30 ns in a VM). */
-	if (s && !watched_port && (!cfg->sweep_ports || (s->state & flagbit)))
+	if (s && !watched_port && (!cfg->sweep_ports || (s->state & flagbit))) {
+		count(kind_cnt);
 		return XDP_PASS;
+	}
+	/* issue 14: forwarded traffic (a router's) is no probe of this host. Checked after the
+	 * caught-source shortcut: that source has an entry because it probed this host, and a
+	 * flood from it then costs no extra lookup. */
+	if (cfg->local_only && !to_this_host(&p))
+		return XDP_PASS;
+	count(kind_cnt);
 	now = bpf_ktime_get_ns();
 	if (!s) {
 		/* Ignored sources get no entry, so only new sources (and triggers) pay for the trie. */
