@@ -384,8 +384,17 @@ def wait_active(box: Box, old_pid: str = "", secs: float = 60) -> bool:
     return False
 
 
-def xdp_attached(box: Box) -> bool:
-    return "xdp" in box.sh(f"ip -d link show dev {BOX_IF}").stdout
+def link_show(box: Box) -> subprocess.CompletedProcess:
+    """The container's interface seen from the host (its netns is BOX_NS): the box needs no
+    iproute2 of its own (sw-deb's root has none), and a missing `ip` cannot pass for
+    "no XDP attached"."""
+    return run(["ip", "-n", BOX_NS, "-d", "link", "show", "dev", BOX_IF])
+
+
+def xdp_attached(box: Box) -> bool | None:
+    """True/False; None when the interface could not be read (fails both checks)."""
+    r = link_show(box)
+    return None if r.returncode else "xdp" in r.stdout
 
 
 def attack_and_lifecycle(box: Box) -> None:
@@ -418,7 +427,7 @@ def attack_and_lifecycle(box: Box) -> None:
           r.returncode == 0 and int(r.stdout.strip() or 0) > 0, out(r))
     # one block left in force for the lifecycle checks
     scan_and_check(box, "-sX", "XMAS", f"{n}: blocked after nmap -sX")
-    check(f"{n}: XDP attached while running", xdp_attached(box), out(box.sh(f"ip -d link show dev {BOX_IF}")))
+    check(f"{n}: XDP attached while running", xdp_attached(box) is True, out(link_show(box)))
     pid = main_pid(box)
     box.sh("systemctl restart scanwatch")
     check(f"{n}: systemctl restart scanwatch comes back", wait_active(box, pid),
@@ -430,8 +439,8 @@ def attack_and_lifecycle(box: Box) -> None:
           out(box.sh("systemctl status --no-pager scanwatch; journalctl -u scanwatch --no-pager | tail -n 25")))
     blocked(box, "XMAS", f"{n}: block in force after SIGKILL and restart")
     box.sh("systemctl stop scanwatch")
-    check(f"{n}: systemctl stop detaches XDP", not xdp_attached(box),
-          out(box.sh(f"ip -d link show dev {BOX_IF}")))
+    check(f"{n}: systemctl stop detaches XDP", xdp_attached(box) is False,
+          out(link_show(box)))
     box.sh("systemctl start scanwatch")
     wait_active(box)
 
