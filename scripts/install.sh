@@ -500,10 +500,21 @@ remove_conffile() {
     fi
 }
 
+# /etc/hosts.deny that the daemon created on a machine without one (no tcp-wrappers):
+# empty once flushed and no package's file. An empty hosts.deny denies nothing either way.
+remove_empty_hosts_deny() {
+    local f=/etc/hosts.deny
+    if [ -f "$f" ] && [ ! -s "$f" ] && ! dpkg -S "$f" >/dev/null 2>&1; then
+        rm -f "$f"
+        say "removed the empty $f (no package owns it)"
+    fi
+}
+
 do_uninstall() {
     local f
     uninstall_service
     uninstall_blocks
+    remove_empty_hosts_deny
     for f in "$BASH_COMPL" "$ZSH_COMPL" "$UNITDIR/$UNIT"; do
         if [ -e "$f" ]; then
             rm -f "$f"

@@ -204,6 +204,10 @@ if [ "$1" = remove ]; then
     fi
     # shellcheck disable=SC2086
     scanwatch flush $conf || echo "scanwatch: flush failed; remove table inet scanwatch yourself" >&2
+    # a hosts.deny the daemon created on a machine without one: empty now, no package's
+    if [ -f /etc/hosts.deny ] && [ ! -s /etc/hosts.deny ] && ! dpkg -S /etc/hosts.deny >/dev/null 2>&1; then
+        rm -f /etc/hosts.deny
+    fi
 fi
 if command -v py3clean >/dev/null 2>&1; then
     py3clean -p scanwatch

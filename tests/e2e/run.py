@@ -459,6 +459,9 @@ SCORES: dict[str, str] = {}
 LEFTOVERS = {
     "table inet scanwatch": "nft list table inet scanwatch >/dev/null 2>&1",
     "hosts.deny line": f"grep -qF {SCAN_IP} /etc/hosts.deny 2>/dev/null",
+    # neither root has tcp-wrappers: the daemon made the file, so removal takes it away
+    "hosts.deny file (empty, no package's)": "test -f /etc/hosts.deny && ! test -s /etc/hosts.deny && "
+                                             "! dpkg -S /etc/hosts.deny >/dev/null 2>&1",
     "unit": "systemctl cat scanwatch.service >/dev/null 2>&1 || "
             "ls /etc/systemd/system/*/scanwatch.service >/dev/null 2>&1",
     "group": "getent group scanwatch >/dev/null",
