@@ -127,7 +127,8 @@ PKGS=(python3-bpfcc python3-nftables python3-venv nftables bpftool nmap hping3
       gcc libc6-dev)                               # bcc's headers on a fresh Debian (tests/e2e)
 # make e2e's tools (tests/e2e/run.py puts every list here into the container's root too,
 # so that setup finds nothing missing there and needs no network)
-E2E_PKGS=(mmdebstrap systemd-container)
+E2E_PKGS=(mmdebstrap systemd-container
+          dpkg-dev lintian)   # make deb checks its package; dpkg-scanpackages: e2e's local archive
 QUIET_PKGS=(portsentry fail2ban prometheus)   # their services must not start (prometheus: scraping test)
 
 missing=()

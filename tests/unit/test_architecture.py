@@ -83,6 +83,5 @@ def test_modules_stay_small_or_say_why():
 def test_view_libraries_stay_in_the_views():
     # the daemon imports neither: a live view or a chart never costs it memory or start-up
     assert _importers("rich") == ["scanwatch/sentry/admin/top.py"]
-    assert _importers("sparklines") == ["scanwatch/sentry/admin/top.py"]
     assert _importers("matplotlib") == ["scanwatch/sentry/admin/charts.py"]
     assert _importers("prometheus_client") == ["scanwatch/sentry/admin/metrics.py"]

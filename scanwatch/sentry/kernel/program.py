@@ -4,6 +4,7 @@ loader.py), XDP attachment over netlink, typed records out.
 import ctypes as C
 import errno
 import os
+import socket
 import struct
 import time
 
@@ -17,6 +18,9 @@ from ..model import ScanEvent, SourceStats
 REASONS = {K.EV_HIT: "hit", K.EV_TRIGGER: "trigger", K.EV_SWEEP: "sweep",
            K.EV_PERSIST: "persist"}
 XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE = 1 << 1, 1 << 2
+# rtnetlink numbers (linux/rtnetlink.h, linux/if_link.h, linux/netlink.h)
+RTM_SETLINK, NLMSG_ERROR, NLM_F_REQUEST, NLM_F_ACK, NLA_F_NESTED = 19, 2, 1, 4, 1 << 15
+IFLA_XDP, IFLA_XDP_FD, IFLA_XDP_FLAGS = 43, 1, 3
 
 
 def mono_now():
@@ -68,13 +72,26 @@ class Sentry:
 
     @staticmethod
     def _set_xdp(ifname, fd, flags):
-        from pyroute2 import IPRoute
-        with IPRoute() as ipr:
-            idx = ipr.link_lookup(ifname=ifname)
-            if not idx:
-                raise KernelError(f"no such interface: {ifname}")
-            ipr.link("set", index=idx[0],
-                     IFLA_XDP={"attrs": [("IFLA_XDP_FD", fd), ("IFLA_XDP_FLAGS", flags)]})
+        """RTM_SETLINK with IFLA_XDP {FD, FLAGS}, built here rather than by pyroute2:
+        Debian 12's pyroute2 (0.7.2, what the .deb depends on) encodes IFLA_XDP_FLAGS in
+        2 bytes and the kernel refuses it with ERANGE (found by make e2e's sw-deb box)."""
+        try:
+            index = socket.if_nametoindex(ifname)
+        except OSError:
+            raise KernelError(f"no such interface: {ifname}") from None
+        xdp = struct.pack("=HHi", 8, IFLA_XDP_FD, fd) + struct.pack("=HHI", 8, IFLA_XDP_FLAGS, flags)
+        body = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, index, 0, 0)  # struct ifinfomsg
+        body += struct.pack("=HH", 4 + len(xdp), IFLA_XDP | NLA_F_NESTED) + xdp
+        msg = struct.pack("=IHHII", 16 + len(body), RTM_SETLINK, NLM_F_REQUEST | NLM_F_ACK, 1, 0)
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock:
+            sock.bind((0, 0))
+            sock.send(msg + body)
+            reply = sock.recv(65536)
+        # the ACK is an NLMSG_ERROR whose error field (after the 16-byte header) is 0 or -errno
+        if len(reply) >= 20 and struct.unpack_from("=H", reply, 4)[0] == NLMSG_ERROR:
+            err = struct.unpack_from("=i", reply, 16)[0]
+            if err:
+                raise OSError(-err, os.strerror(-err))
 
     def detach(self):
         for ifname, mode in list(self.attached.items()):
