@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sentryproc import SentryProcess, nmap
+from sentryproc import SentryProcess, nmap, wait_for
 
 RAWSEND = str(Path(__file__).resolve().parents[1] / "rawsend.py")
 LAB_MAC = "02:53:57:00:00:13"  # locally administered: belongs to nobody outside the lab
@@ -161,3 +161,41 @@ def test_ip_protocol_scan_is_reported_and_blocked(lab, family):
                          rf"{re.escape(addr)} to IP protocol: \d+$", sw.log(), re.M), sw.log()
         assert re.search(rf"attackalert: Host {re.escape(addr)} probed 20 closed ports", sw.log())
         assert sw.status()["packets"]["IP Protocol"] >= 20, out
+
+
+METRICS = ("import urllib.request\n"
+           "print(urllib.request.urlopen('http://127.0.0.1:9878/metrics', timeout=5).read()"
+           ".decode())")
+
+
+@pytest.mark.parametrize("scan", ["-sS", "-sU"])
+@pytest.mark.parametrize("family", [4, 6])
+def test_badsum_is_counted_never_blocked(lab, scan, family):
+    """nmap --badsum: the target's stack drops every probe unanswered (nmap learns nothing);
+    the sentry counts them as bad checksums (status, --json, /metrics) and blocks nobody.
+    The same scanner's valid scan right after is reported and blocked as usual."""
+    lab.wait_reachable()
+    addr = lab.scanner_ip6 if family == 6 else lab.scanner_ip4
+    # IPv6: nmap puts the bad checksum on its own neighbour solicitation too, the target
+    # drops it and nmap gives up ("0 hosts up", nothing sent); --send-ip lets the kernel
+    # resolve the neighbour, so the probes themselves go out.
+    extra = ("--send-ip",) if family == 6 else ()
+    with SentryProcess(lab, conf='METRICS_LISTEN="127.0.0.1:9878"\n') as sw:
+        out = nmap(lab, scan, "--badsum", *extra, "-p", "1-40", v6=family == 6)
+        assert "/open/" not in out and "/closed/" not in out, out  # nothing revealed
+        wait_for(lambda: sw.status()["counters"]["badsum"] >= 40, 10, "40 bad checksums")
+        st = sw.status()
+        assert st["blocked"] == [] and st["counters"]["kernel_blocks"] == 0, st
+        assert st["counters"]["tripwire"] == 0, st["counters"]
+        assert not [e for e in sw.events() if e.get("action") == "block"], sw.events()
+        assert addr not in sw.nft_set(family) and addr not in sw.read("hosts_deny")
+        assert "attackalert" not in sw.log(), sw.log()
+        plain = sw.cli("status", "--run-dir", sw.paths["run"]).stdout
+        assert re.search(r"bad checksums (\d+) \(never blocked\)", plain), plain
+        res = lab.run(lab.target_ns, sys.executable, "-c", METRICS, timeout=20)
+        m = re.search(r"^scanwatch_badsum_probes_total (\S+)$", res.stdout, re.M)
+        assert m and float(m.group(1)) >= 40, res.stdout + res.stderr
+        nmap(lab, "-sS", *extra, "-p", "1-40", v6=family == 6)
+        ev = sw.wait_block_event(timeout=10)
+        assert ev["addr"] == addr and ev["scan_type"] == "SYN/Normal", ev
+        check_reported_and_blocked(sw, addr, "SYN/Normal", family)
