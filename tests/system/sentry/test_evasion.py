@@ -45,16 +45,13 @@ CASES = [
     ("data-length", ("-sS", "--data-length", "40"), "SYN/Normal", True),
     ("sA-data-length", ("-sA", "--data-length", "40"), "ACK/Window", True),
     ("ip-options", ("-sS", "--ip-options", "R"), "SYN/Normal", False),  # IPv4 only
-    ("ttl", ("-sS", "--ttl", "3"), "SYN/Normal", True),
+    # IPv6: test_ipv6_low_hop_limit_sends_no_probe_unless_neighbour_known below
+    ("ttl", ("-sS", "--ttl", "3"), "SYN/Normal", False),
     ("spoof-mac", ("-sS", "--spoof-mac", LAB_MAC), "SYN/Normal", True),
     ("randomize-hosts", ("-sS", "--randomize-hosts"), "SYN/Normal", True),
 ]
-# Found by this matrix, not yet understood or fixed: nmap -6 --ttl 3 gets no report.
-KNOWN_MISSED = {"ttl-6": "nmap -6 --ttl 3: no report (issue 13, open)"}
 PARAMS = [pytest.param(opts, st, 4, id=f"{cid}-4") for cid, opts, st, _ in CASES] + \
-         [pytest.param(opts, st, 6, id=f"{cid}-6", marks=[pytest.mark.xfail(
-             strict=True, reason=KNOWN_MISSED[f"{cid}-6"])] if f"{cid}-6" in KNOWN_MISSED
-             else []) for cid, opts, st, v6 in CASES if v6]
+         [pytest.param(opts, st, 6, id=f"{cid}-6") for cid, opts, st, v6 in CASES if v6]
 
 
 def check_reported_and_blocked(sw, addr, scan_type, family, alert_re=None):
@@ -199,3 +196,44 @@ def test_badsum_is_counted_never_blocked(lab, scan, family):
         ev = sw.wait_block_event(timeout=10)
         assert ev["addr"] == addr and ev["scan_type"] == "SYN/Normal", ev
         check_reported_and_blocked(sw, addr, "SYN/Normal", family)
+
+
+# Prints the hop limit of every ICMPv6 neighbour solicitation (type 135) the target sees.
+NS_SNIFFER = ("import socket,sys,time\n"
+              "s=socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x86dd))\n"
+              "s.bind((sys.argv[1], 0)); s.settimeout(0.2); print('ready', flush=True)\n"
+              "end=time.monotonic()+float(sys.argv[2])\n"
+              "while time.monotonic()<end:\n"
+              " try: f=s.recv(2048)\n"
+              " except socket.timeout: continue\n"
+              " if len(f)>54 and f[20]==58 and f[54]==135: print('ns', f[21], flush=True)\n")
+
+
+def test_ipv6_low_hop_limit_sends_no_probe_unless_neighbour_known(lab):
+    """nmap -6 --ttl 3 puts hop limit 3 on its own neighbour solicitation as well; the target
+    drops it (RFC 4861 7.1.1: a solicitation must arrive with hop limit 255), nmap never
+    learns the target's MAC, reports "0 hosts up" even with -Pn, and sends no probe at all:
+    nothing reaches the sentry because nothing is sent, and nothing is revealed. When the
+    neighbour is resolved another way (--send-ip: the kernel's own solicitation), the probes
+    go out with hop limit 3 and are reported and blocked like any other."""
+    import subprocess
+    lab.wait_reachable()
+    addr = lab.scanner_ip6
+    # a fresh neighbour cache in the scanner: wait_reachable's ping filled it
+    lab.run(lab.scanner_ns, "ip", "-6", "neigh", "flush", "dev", lab.scanner_if)
+    with SentryProcess(lab) as sw:
+        sniff = lab.popen(lab.target_ns, sys.executable, "-c", NS_SNIFFER, lab.target_if, "15",
+                          stdout=subprocess.PIPE, text=True)
+        assert sniff.stdout.readline().strip() == "ready"
+        out = nmap(lab, "-sS", "--ttl", "3", "-p", "1-40", v6=True)
+        assert "(0 hosts up)" in out, out
+        sniff.kill()
+        hops = [int(line.split()[1]) for line in sniff.stdout.read().splitlines()
+                if line.startswith("ns ")]
+        assert 3 in hops, hops  # nmap's solicitation, with the hop limit it was given
+        st = sw.status()
+        assert st["packets"]["SYN/Normal"] == 0 and st["blocked"] == [], st  # nothing sent
+        nmap(lab, "-sS", "--ttl", "3", "--send-ip", "-p", "1-40", v6=True)
+        ev = sw.wait_block_event(timeout=10)
+        assert ev["addr"] == addr and ev["scan_type"] == "SYN/Normal" and ev["ttl"] == 3, ev
+        check_reported_and_blocked(sw, addr, "SYN/Normal", 6)
