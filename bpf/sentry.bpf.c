@@ -65,7 +65,15 @@ BPF_RINGBUF_OUTPUT(alerts, SW_ALERT_PAGES);
 /* LRU: a spoofed flood's unanswered cookies make room for new ones by themselves. */
 BPF_TABLE("lru_hash", struct sw_addr, struct sw_cookie, cookies, SW_MAX_COOKIES);
 BPF_RINGBUF_OUTPUT(answers, 4);
-BPF_TABLE("lru_hash", struct sw_addr, __u8, hops, SW_MAX_HOPS);
+/* A peer's hop count and the connection that taught it: the trigger path asks whether that
+ * connection still exists, since a scanner that once browsed the site and then scans with
+ * nmap's own TTLs is no forged peer. Kernel-only (userspace never reads it). */
+struct sw_peer {
+	struct bpf_sock_tuple tuple;
+	__u32 tuple_len;
+	__u8 hops;
+};
+BPF_TABLE("lru_hash", struct sw_addr, struct sw_peer, hops, SW_MAX_HOPS);
 
 struct vlan_hdr_sw {
 	__be16 tci;
@@ -409,15 +417,38 @@ static __always_inline __u8 hop_count(__u8 ttl)
 	return init - ttl;
 }
 
-/* Learn (or correct) the hop count of a peer we have a connection with; written only on
- * change, so steady traffic costs one lookup. */
+/* Learn (or correct) the hop count of a peer we have a connection with; written only when
+ * missing or changed, so steady traffic (even over several connections) costs one lookup. */
 static __always_inline void learn_hops(struct probe *p)
 {
 	__u8 h = hop_count(p->ttl);
-	__u8 *old = hops.lookup(&p->src);
-	if (old && *old == h)
+	struct sw_peer *old = hops.lookup(&p->src);
+	if (old && old->hops == h)
 		return;
-	hops.update(&p->src, &h);
+	struct sw_peer peer = {.tuple = p->tuple, .tuple_len = p->tuple_len, .hops = h};
+	hops.update(&p->src, &peer);
+}
+
+/* The hop count learned from a connection that is still established, or -1 (then the entry
+ * is dropped: the next packet of another live connection learns it again). Trigger path only. */
+static __always_inline int peer_hops_now(struct xdp_md *ctx, struct sw_addr *src)
+{
+	struct sw_peer *peer = hops.lookup(src);
+	if (!peer)
+		return -1;
+	struct bpf_sock *sk = peer->tuple_len == sizeof(peer->tuple.ipv4)
+		? bpf_skc_lookup_tcp(ctx, &peer->tuple, sizeof(peer->tuple.ipv4), BPF_F_CURRENT_NETNS, 0)
+		: bpf_skc_lookup_tcp(ctx, &peer->tuple, sizeof(peer->tuple.ipv6), BPF_F_CURRENT_NETNS, 0);
+	int est = 0;
+	if (sk) {
+		est = sk->state == BPF_TCP_ESTABLISHED;
+		bpf_sk_release(sk);
+	}
+	if (!est) {
+		hops.delete(src);
+		return -1;
+	}
+	return peer->hops;
 }
 
 /* A RST whose seq is the cookie we sent its source: the address has a live stack behind
@@ -710,10 +741,10 @@ int xdp_sentry(struct xdp_md *ctx)
 	 * over a path of another length, is forged; blocking it would cut off the real peer. */
 	__u8 peer_hops = 0;
 	if (reason != SW_EV_HIT) {
-		__u8 *known = hops.lookup(&p.src);
-		if (known) {
-			peer_hops = *known + 1;
-			if (*known != hop_count(p.ttl))
+		int known = peer_hops_now(ctx, &p.src);
+		if (known >= 0) {
+			peer_hops = known + 1;
+			if (known != hop_count(p.ttl))
 				evflags |= SW_F_SUSPECT;
 		}
 	}
