@@ -380,7 +380,7 @@ static __always_inline int bad_checksum(struct xdp_md *ctx, struct probe *p)
 			sum += (__u64)p->tuple.ipv6.saddr[i] + p->tuple.ipv6.daddr[i];
 	}
 	if (check == sw_csum_fold(sum))
-		return 0;  /* CHECKSUM_PARTIAL */
+		return 0;  /* CHECKSUM_PARTIAL: a connect() SYN over veth arrives like this */
 	__u32 words = len >> 2;
 	for (__u32 i = 0; i < SW_CSUM_MAX / 4; i++) {
 		if (i >= words)
