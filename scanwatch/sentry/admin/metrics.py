@@ -43,6 +43,10 @@ class SnapshotCollector:
                       [((), c["kernel_blocks"])])
         yield counter("malformed_packets_total", "Packets with truncated headers.",
                       [((), c["malformed"])])
+        # issue 13: the host's stack drops these unanswered; they never count toward a block
+        yield counter("badsum_probes_total", "Probes to a port without a socket with a bad "
+                      "TCP/UDP checksum (nmap --badsum): counted, never blocked.",
+                      [((), c.get("badsum", 0))])
         yield counter("events_dropped_total",
                       "Reports lost: ring buffer full, worker queue full, or summarised by "
                       "LOG_RATE.",

@@ -70,7 +70,8 @@ def format_status(st, now=None):
     lines.append("packets:     " + "  ".join(f"{k} {v}" for k, v in st["packets"].items()))
     c = st["counters"]
     lines.append(f"kernel:      dropped {c['dropped']}  tripwire hits {c['tripwire']}  "
-                 f"kernel blocks {c['kernel_blocks']}  events lost {c['events_lost']}")
+                 f"kernel blocks {c['kernel_blocks']}  events lost {c['events_lost']}"
+                 f"  bad checksums {c.get('badsum', 0)} (never blocked)")
     lines.append(f"sources:     {st['sources_tracked']} tracked")
     proc = st.get("process")
     if proc:

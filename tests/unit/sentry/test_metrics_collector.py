@@ -10,7 +10,7 @@ from scanwatch.errors import ConfigError
 
 SNAP = {"counters": {"SYN/Normal": 12, "FIN": 1, "NULL": 0, "XMAS": 2, "Unknown Type": 0,
                      "UDP": 3, "ACK/Window": 0, "Maimon": 7, "Tiny Fragment": 0, "tripwire": 4, "dropped": 50, "kernel_blocks": 1,
-                     "malformed": 0, "events_lost": 6},
+                     "malformed": 0, "events_lost": 6, "badsum": 9},
         "map_fill": {"sources": (7, 65536), "blocked": (1, 8192)},
         "blocks_active": 1, "blocks_total": 2, "capped_total": 0, "queue_dropped": 0,
         "suppressed": 5, "process": {"cpu_seconds": 1.234, "rss_bytes": 52428800,
@@ -24,6 +24,7 @@ SERIES = {
     ("scanwatch_dropped_packets_total", ()): 50,
     ("scanwatch_kernel_blocks_total", ()): 1,
     ("scanwatch_malformed_packets_total", ()): 0,
+    ("scanwatch_badsum_probes_total", ()): 9,
     ("scanwatch_events_dropped_total", (("where", "ringbuf"),)): 6,
     ("scanwatch_events_dropped_total", (("where", "log_rate"),)): 5,
     ("scanwatch_sources_tracked", ()): 7,
