@@ -124,7 +124,8 @@ PKGS=(python3-bpfcc python3-nftables python3-venv nftables bpftool nmap hping3
       netbase                                      # /etc/services: report names the ports
       vagrant vagrant-libvirt shellcheck systemd   # CI checks: Vagrantfile, scripts, unit
       python3-setuptools python3-wheel)            # what `make install` builds with
-QUIET_PKGS=(portsentry fail2ban prometheus)   # their services must not start (prometheus: scraping test)
+QUIET_PKGS=(portsentry fail2ban prometheus   # their services must not start (prometheus: scraping test)
+            redis-server)                     # fleet tests start their own redis-server
 
 missing=()
 for p in "${PKGS[@]}"; do installed "$p" || missing+=("$p"); done
@@ -174,6 +175,7 @@ if [ ${#missing[@]} -gt 0 ] || [ ${#missing_quiet[@]} -gt 0 ] || [ "$HDR_LOOKUP"
                 portsentry) stop_service portsentry portsentry ;;
                 fail2ban)   stop_service fail2ban fail2ban-server ;;
                 prometheus) stop_service prometheus prometheus ;;
+                redis-server) stop_service redis-server redis-server ;;
             esac
         done
     fi
