@@ -12,6 +12,7 @@ import json
 import os
 import queue
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -94,9 +95,20 @@ class Fleet:
     # --- lifecycle ---------------------------------------------------------------------
     def start(self):
         for fn, name in ((self._publisher, "fleet-pub"), (self._reader, "fleet-read")):
-            t = threading.Thread(target=fn, name=name, daemon=True)
+            t = threading.Thread(target=self._guarded, args=(fn, name), name=name, daemon=True)
             t.start()
             self.threads.append(t)
+
+    def _guarded(self, fn, name):
+        """A bug in a fleet thread must not end the fleet silently (nor print a traceback
+        into the log): one line, a pause, and the thread's loop starts over."""
+        while not self.stop_ev.is_set():
+            try:
+                return fn()
+            except Exception as err:  # noqa: BLE001 - the last guard of a thread
+                self.d.log.error("error: fleet: %s stopped on %s: %s; restarting", name,
+                                 type(err).__name__, err, exc_info="--debug" in sys.argv)
+                self.stop_ev.wait(5.0)
 
     def stop(self):
         self.stop_ev.set()
@@ -178,9 +190,9 @@ class Fleet:
                 continue
             self._src_seen[key] = (st.last_mono, st.distinct)
             addr = str(st.addr)
-            if self._protected(addr) or addr in self.swept:
+            if self._protected(addr) or addr in self.swept or addr in self.d.policy.blocks:
                 continue
-            ports = [("TCP", p) for p in st.ports] or [("TCP", st.last_port)]
+            ports = list(st.ports) or [("TCP", st.last_port)]  # (proto, port) pairs
             fresh[addr] = ports
         if len(self._src_seen) > 4 * self.d.cfg.MAX_SOURCES:
             self._src_seen.clear()

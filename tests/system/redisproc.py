@@ -1,0 +1,91 @@
+"""Redis servers for the fleet tests, started from Debian's redis-server binary inside a
+lab's service namespace (a helper, not a test). Never a system service."""
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+PASSWORD = "fleet-test-secret-7c1"
+# The least-privilege ACL line the README documents (keys of the fleet's prefix only,
+# the commands link.py uses only).
+ACL = ("user {user} on >{pw} ~{prefix}:* resetchannels -@all +xadd +xread +xrevrange "
+       "+pfadd +pfcount +expire +hset +hgetall +ping +cluster|slots +command")
+
+
+class RedisServer:
+    def __init__(self, lab, port=6379, users=("fleet",), prefix="scanwatch", cluster=False,
+                 ns=None):
+        self.lab, self.port, self.cluster = lab, port, cluster
+        self.ns = ns or lab.service_ns
+        self.host = lab.service_ip4
+        self.dir = Path(tempfile.mkdtemp(prefix="swredis-"))
+        acl = "\n".join(ACL.format(user=u, pw=PASSWORD, prefix=prefix) for u in users)
+        # admin: what the tests themselves need (cluster create, inspecting keys)
+        admin = f"user admin on >{PASSWORD} ~* &* +@all"
+        (self.dir / "users.acl").write_text(f"{acl}\n{admin}\nuser default off\n")
+        conf = [f"port {port}", f"bind {self.host}", f"dir {self.dir}", "save \"\"",
+                "appendonly yes", "appendfsync always", "protected-mode no",
+                f"aclfile {self.dir / 'users.acl'}", f"logfile {self.dir / 'redis.log'}"]
+        if cluster:
+            conf += ["cluster-enabled yes", f"cluster-config-file {self.dir / 'nodes.conf'}",
+                     "cluster-node-timeout 2000"]
+        (self.dir / "redis.conf").write_text("\n".join(conf) + "\n")
+        self.proc = None
+        self.start()
+
+    def start(self):
+        self.proc = self.lab.popen(self.ns, shutil.which("redis-server"),
+                                   str(self.dir / "redis.conf"), stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while self.cli("PING").stdout.strip() != "PONG":
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start: {self.log()}")
+            time.sleep(0.05)
+        return self
+
+    def cli(self, *args, user="fleet"):
+        return self.lab.run(self.ns, "redis-cli", "-h", self.host, "-p", str(self.port),
+                            "--user", user, "--pass", PASSWORD, "--no-auth-warning", *args,
+                            timeout=20)
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def log(self):
+        p = self.dir / "redis.log"
+        return p.read_text()[-2000:] if p.exists() else ""
+
+    def url(self, user="fleet"):
+        return f"redis://{user}@{self.host}:{self.port}/0"
+
+    def close(self):
+        self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def password_file(directory, text=PASSWORD, mode=0o600):
+    p = Path(directory) / "fleet.secret"
+    p.write_text(text + "\n")
+    os.chmod(p, mode)
+    return p
+
+
+def make_cluster(lab, ports=(7001, 7002, 7003)):
+    """Three masters, no replicas, created with redis-cli --cluster create."""
+    nodes = [RedisServer(lab, port=p, cluster=True) for p in ports]
+    res = lab.run(lab.service_ns, "redis-cli", "--user", "admin", "--pass", PASSWORD,
+                  "--no-auth-warning", "--cluster", "create",
+                  *[f"{lab.service_ip4}:{p}" for p in ports], "--cluster-yes", timeout=60)
+    if res.returncode != 0:
+        raise RuntimeError(f"cluster create failed: {res.stdout}{res.stderr}")
+    deadline = time.monotonic() + 20
+    while "cluster_state:ok" not in nodes[0].cli("CLUSTER", "INFO", user="admin").stdout:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    return nodes
