@@ -1,9 +1,12 @@
 """Redis servers for the fleet tests, started from Debian's redis-server binary inside a
 lab's service namespace (a helper, not a test). Never a system service."""
+import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -50,6 +53,19 @@ class RedisServer:
         return self.lab.run(self.ns, "redis-cli", "-h", self.host, "-p", str(self.port),
                             "--user", user, "--pass", PASSWORD, "--no-auth-warning", *args,
                             timeout=20)
+
+    def py(self, body, user="admin"):
+        """Run `body` (python; client() gives a redis-py client as `user`) inside the
+        service namespace and return the JSON it prints."""
+        head = ("import json, redis\n"
+                f"def client(): return redis.Redis(host={self.host!r}, port={self.port}, "
+                f"username={user!r}, password={PASSWORD!r})\n")
+        res = self.lab.run(self.ns, sys.executable, "-c", head + textwrap.dedent(body),
+                           timeout=30)
+        if res.returncode != 0:
+            raise RuntimeError(f"redis-py in the service namespace failed: {res.stderr}")
+        out = res.stdout.strip()
+        return json.loads(out) if out else None
 
     def kill(self):
         if self.proc and self.proc.poll() is None:

@@ -114,17 +114,21 @@ class Fleet:
         self.stop_ev.set()
         for t in self.threads:
             t.join(timeout=3)
+        self._to_spool(0)  # offered after the publisher's last look: kept for the next run
         for link in (self.pub_link, self.read_link, self.admin_link):
             link.close()
 
-    def _trouble(self, err, attempt):
-        """One line per outage (not per retry); then wait the backoff step."""
+    def _trouble(self, err, attempt, wait=True):
+        """One line per outage (not per retry); then wait the backoff step (or return it
+        for a caller that has other work while it waits)."""
         line = str(err)
         if self.stats["connected"] or self.stats["error"] != line:
             self.d.log.error("error: fleet: %s; retrying with backoff", line)
         self.stats["connected"], self.stats["error"] = False, line
-        self.stop_ev.wait(BACKOFF[min(attempt, len(BACKOFF) - 1)])
-        return attempt + 1
+        step = BACKOFF[min(attempt, len(BACKOFF) - 1)]
+        if wait:
+            self.stop_ev.wait(step)
+        return attempt + 1, step
 
     def _up(self):
         if not self.stats["connected"]:
@@ -133,20 +137,29 @@ class Fleet:
         self.stats["connected"], self.stats["error"] = True, ""
 
     # --- publisher thread --------------------------------------------------------------
+    def _to_spool(self, timeout):
+        """Move what the daemon offered into the spool (fsync'ed, bounded); waits at most
+        `timeout` for the first item."""
+        try:
+            item = self.q.get(timeout=timeout) if timeout else self.q.get_nowait()
+        except queue.Empty:
+            return
+        try:
+            while item is not None:
+                self.spool.push(item[1])
+                item = self.q.get_nowait() if not self.q.empty() else None
+        except ScanwatchError as err:
+            self.d.log.error("error: fleet: %s", err)
+
     def _publisher(self):
-        attempt, next_beat, next_sight = 0, 0.0, 0.0
+        attempt, next_beat, next_sight, retry_at = 0, 0.0, 0.0, 0.0
         while not self.stop_ev.is_set():
-            try:
-                item = self.q.get(timeout=SIGHT_S)
-            except queue.Empty:
-                item = None
-            try:
-                while item is not None:  # drain into the spool first: fsync'ed, bounded
-                    self.spool.push(item[1])
-                    item = self.q.get_nowait() if not self.q.empty() else None
-            except ScanwatchError as err:
-                self.d.log.error("error: fleet: %s", err)
+            # during a backoff pause offers still reach the disk at once: a daemon stopped
+            # in an outage keeps them
+            self._to_spool(SIGHT_S)
             now = time.monotonic()
+            if now < retry_at:
+                continue
             try:
                 self._send_spool()
                 if now >= next_sight:
@@ -158,7 +171,8 @@ class Fleet:
                 self._up()
                 attempt = 0
             except FleetError as err:
-                attempt = self._trouble(err, attempt)
+                attempt, step = self._trouble(err, attempt, wait=False)
+                retry_at = time.monotonic() + step
 
     def _send_spool(self):
         while len(self.spool):
@@ -255,7 +269,7 @@ class Fleet:
                     self._save_pos(pos)
                 attempt = 0
             except FleetError as err:
-                attempt = self._trouble(err, attempt)
+                attempt, _step = self._trouble(err, attempt)
             except OSError as err:
                 self.d.log.error("error: fleet: %s: %s", self.pos_path, err.strerror)
                 self.stop_ev.wait(1.0)
