@@ -2,7 +2,6 @@
 a FleetLab's host namespaces, a fresh scanner address per test, nmap over the hosts."""
 import itertools
 import tempfile
-import time
 
 from redisproc import password_file
 from resilience import Sentry, kernel_blocked

@@ -38,12 +38,14 @@ def read_password(path):
     return data.decode("utf-8", "replace").strip()
 
 
-def describe(err):
+def describe(err, have_password=True):
     """One line for any redis-py error (the password never appears: redis-py's messages
     do not carry it, and we add only the server's own words)."""
     text = str(err).splitlines()[0] if str(err) else type(err).__name__
-    if isinstance(err, redis.AuthenticationError) or "WRONGPASS" in text \
-            or "NOAUTH" in text:
+    if "NOAUTH" in text or (not have_password and ("WRONGPASS" in text or isinstance(
+            err, redis.AuthenticationError))):
+        return f"Redis refused the fleet user: no password given, set FLEET_PASSWORD_FILE ({text})"
+    if isinstance(err, redis.AuthenticationError) or "WRONGPASS" in text:
         return f"Redis refused the fleet user's password ({text})"
     if "NOPERM" in text:
         return f"Redis ACL forbids it ({text})"
@@ -97,7 +99,7 @@ class Link:
             self.client.ping()
         except redis.RedisError as err:
             self.client = None
-            raise FleetError(describe(err)) from None
+            raise FleetError(describe(err, self.password is not None)) from None
         except OSError as err:
             self.client = None
             raise FleetError(f"Redis unreachable ({err})") from None
@@ -118,7 +120,7 @@ class Link:
             return fn(*args, **kw)
         except redis.RedisError as err:
             self.close()  # the next call reconnects
-            raise FleetError(describe(err)) from None
+            raise FleetError(describe(err, self.password is not None)) from None
         except OSError as err:
             self.close()
             raise FleetError(f"Redis unreachable ({err})") from None

@@ -277,7 +277,9 @@ class Fleet:
     def _refuse(self, eid, why):
         self.stats["refused"] += 1
         if self.limiter.allow(time.time()):
-            self.d.log.warning("warning: fleet: entry %s refused: %s", eid[:40], why)
+            more = self.limiter.take_suppressed()
+            self.d.log.warning("warning: fleet: entry %s refused: %s%s", eid[:40], why,
+                               f" (and {more} more refused without a line)" if more else "")
 
     def _protected(self, addr):
         try:

@@ -5,11 +5,9 @@ import time
 
 import pytest
 
-from fleetproc import (Fleet, all_logs, blocked_everywhere, conf, fresh_scanner, nmap_hosts,
-                       stream_count)
+from fleetproc import Fleet, all_logs, blocked_everywhere, fresh_scanner, nmap_hosts, stream_count
 from lab import FleetLab
-from redisproc import RedisServer, password_file
-from sentryproc import SentryProcess
+from redisproc import RedisServer
 
 N = 5
 
@@ -81,17 +79,3 @@ def test_unblock_fleet_lifts_everywhere(flab):
         assert "the fleet lifts it" in res.stdout
         fl.wait(lambda: all(scanner not in sw.nft_set(4) for sw in fl.sws), 10,
                 "lifted everywhere")
-
-
-def test_wrong_password_is_refused_in_one_line(flab, tmp_path):
-    h = flab.hosts[0]
-    c = conf(flab.redis, tmp_path, "web1")
-    password_file(tmp_path, text="not-the-password")
-    sw = SentryProcess(h, args=("-stcp",), conf=c)
-    try:
-        sw.wait_log("error: fleet: Redis refused the fleet user's password", timeout=20)
-        log = sw.log()
-        assert "Traceback" not in log and "not-the-password" not in log, log
-        assert log.count("Redis refused") == 1, log  # one line per outage, not per retry
-    finally:
-        sw.stop()
