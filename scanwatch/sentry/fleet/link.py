@@ -97,7 +97,7 @@ class Link:
             else:
                 self.client = plain
             self.client.ping()
-        except redis.RedisError as err:
+        except (redis.RedisError, rcluster.RedisClusterException) as err:
             self.client = None
             raise FleetError(describe(err, self.password is not None)) from None
         except OSError as err:
@@ -118,7 +118,7 @@ class Link:
             self.connect()
         try:
             return fn(*args, **kw)
-        except redis.RedisError as err:
+        except (redis.RedisError, rcluster.RedisClusterException) as err:
             self.close()  # the next call reconnects
             raise FleetError(describe(err, self.password is not None)) from None
         except OSError as err:
@@ -160,7 +160,9 @@ class Link:
                 key = keys_for(addr)
                 pipe.pfadd(key, *members)
                 pipe.expire(key, window, nx=True)
-                pipe.pfcount(key)
+                # one key per PFCOUNT: redis-py's cluster pipeline refuses .pfcount() as a
+                # possibly cross-slot command; the raw command on one key is fine anywhere
+                pipe.execute_command("PFCOUNT", key)
                 order.append(addr)
             res = pipe.execute()
             return {a: int(res[3 * i + 2]) for i, a in enumerate(order)}
