@@ -20,6 +20,7 @@ import uuid
 from ...errors import FleetError, ScanwatchError
 from ..kernel.program import mono_now
 from ..model import BlockEntry
+from ..policy import BlockBudget
 from . import member, message
 from .spool import Spool
 
@@ -59,7 +60,12 @@ class Fleet:
         self.threads = []
         self.stats = {"connected": False, "sent": 0, "received": 0, "applied": 0,
                       "refused": 0, "queue_dropped": 0, "lag_ms": None, "error": "",
-                      "blocks_made": 0, "sweeps": 0}
+                      "blocks_made": 0, "sweeps": 0, "capped": 0}
+        # BLOCK_RATE holds for what the fleet asks too, on a budget of its own: a flood of
+        # entries (a member gone wrong, stolen keys) cannot fill nft and the logs, nor
+        # spend the budget this host's own scanners need
+        self.budget = BlockBudget(cfg.BLOCK_RATE)
+        self._cap_noted = -1e9
         self._src_seen = {}
         from .link import Link  # the one Redis importer, loaded only with a fleet
         args = dict(password_file=cfg.FLEET_PASSWORD_FILE, ca_file=cfg.FLEET_CA_FILE)
@@ -263,10 +269,12 @@ class Fleet:
                 if pos is None:
                     pos = self.read_link.last_id(self.keys.stream)
                     self._save_pos(pos)
-                for eid, fields in self.read_link.read(self.keys.stream, pos, block_ms=1000):
+                batch = self.read_link.read(self.keys.stream, pos, block_ms=1000, count=500)
+                for eid, fields in batch:
                     self.on_entry(eid, fields)
                     pos = eid
-                    self._save_pos(pos)
+                if batch:  # one fsync per batch: a replay after a crash applies nothing
+                    self._save_pos(pos)  # twice (already blocked, or already lifted)
                 attempt = 0
             except FleetError as err:
                 attempt, _step = self._trouble(err, attempt)
@@ -315,6 +323,8 @@ class Fleet:
         state file, one log line, one record."""
         d, now = self.d, time.time()
         secs = max(1, int(round(secs)))
+        if not local and not self.budget.take(entry.evidence == "proven"):
+            return self._capped(entry, secs)
         be = BlockEntry(addr=entry.addr, since=now, expires=now + secs,
                         scan_type=entry.scan, proto="TCP",
                         port=entry.ports[0] if entry.ports else 0, mode="fleet",
@@ -342,6 +352,21 @@ class Fleet:
                        entry.addr, entry.host)
         d.reporter.note({"type": "fleet", "addr": entry.addr, "by": entry.host,
                          "kind": entry.kind, "seconds": secs, "evidence": entry.evidence})
+
+    def _capped(self, entry, secs):
+        """Over BLOCK_RATE: the source is dropped in XDP only, with its expiry, and
+        counted; one line a minute says so."""
+        if not self.d.dry_run:
+            try:
+                self.d.sentry.block(entry.addr, mono_now() + secs, unreported=True)
+            except ScanwatchError as err:
+                self.d.log.error("error: fleet block of %s: %s", entry.addr, err)
+        self.stats["capped"] += 1
+        if time.monotonic() - self._cap_noted >= 60:
+            self._cap_noted = time.monotonic()
+            self.d.log.info("adminalert: fleet: block rate cap (BLOCK_RATE=%d/min) reached: "
+                            "further fleet blocks this minute are made in XDP only",
+                            self.cfg.BLOCK_RATE)
 
     # --- for status ---------------------------------------------------------------------
     def status(self):
