@@ -84,7 +84,8 @@ def metrics(d):
             "capped_total": d.capped_total,
             "queue_dropped": d.reporter.worker.dropped,
             "suppressed": d.reporter.suppressed_total,
-            "process": process_figures()}
+            "process": process_figures(),
+            "fleet": d.fleet.status() if getattr(d, "fleet", None) else None}
 
 
 def handle_request(daemon, req):

@@ -5,4 +5,6 @@
              the refusal line limiter (pure, injected clocks)
     spool    publications queued on disk while Redis is away (fsync, bounded)
     link     the only module that imports redis: connection, backoff, commands
+    wire     the fleet inside a running daemon: its two threads, the queue from the
+             daemon, applying received blocks (daemon.py itself is not grown)
 """
