@@ -7,6 +7,8 @@
 #   make install          (root) system-wide: /opt/scanwatch, /usr/local/bin/scanwatch,
 #                         /etc/scanwatch, the scanwatch group, scanwatch.service (started
 #                         when systemd runs; START=no only enables it)
+#   make e2e              (root) README's commands on a freshly built Debian 12 booted with
+#                         systemd-nspawn, attacked from a scanner namespace (tests/e2e/run.py)
 #   make uninstall        (root) remove all of it, every block and the hosts.deny lines
 #                         scanwatch wrote; a config file you changed is kept
 
@@ -14,7 +16,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 ARGS   ?=
 
-.PHONY: all setup run test unit clean install uninstall
+.PHONY: all setup run test unit clean install uninstall e2e
 
 all: test
 
@@ -40,3 +42,6 @@ install:
 
 uninstall:
 	bash scripts/install.sh uninstall
+
+e2e: setup
+	/usr/bin/python3 tests/e2e/run.py $(ARGS)

@@ -621,7 +621,7 @@ class Portsentry:
         d = trial.dir
         (d / "ignore").write_text("127.0.0.1/32\n0.0.0.0\n")
         (d / "hosts.deny").write_text("")
-        for sub in ("up", "work"):
+        for sub in ("up", "work", "etc-up", "etc-work"):
             (d / sub).mkdir()
         kill = (f'KILL_ROUTE="/usr/sbin/nft add element inet {PS_TABLE} blocked {{ $TARGET$ }}"\n'
                 'KILL_HOSTS_DENY="ALL: $TARGET$ : DENY"\n')
@@ -646,9 +646,13 @@ class Portsentry:
         self.t.sysctl("net.unix.max_dgram_qlen", "512")
         self.t.helper("syslog", "target", d / "log.sock", self.syslog_out)
         # A private mount namespace: /dev/log (absent here) via an overlay on /dev, the
-        # config and hosts.deny bind-mounted over the compiled-in paths.
+        # config and hosts.deny bind-mounted over the compiled-in paths. /etc gets an
+        # overlay too, so that the mount points exist even where the files do not (a fresh
+        # Debian 12 without tcp-wrappers has no /etc/hosts.deny); the host's /etc is untouched.
         sh = (f"mount -t overlay overlay -o lowerdir=/dev,upperdir={d}/up,workdir={d}/work /dev"
               f" && touch /dev/log && mount --bind {d}/log.sock /dev/log"
+              f" && mount -t overlay overlay -o lowerdir=/etc,upperdir={d}/etc-up,workdir={d}/etc-work /etc"
+              f" && mkdir -p {os.path.dirname(PS_CONF)} && touch {PS_CONF} {PS_HOSTS_DENY}"
               f" && mount --bind {self.conf} {PS_CONF}"
               f" && mount --bind {d}/hosts.deny {PS_HOSTS_DENY}"
               f" && exec {PORTSENTRY} -{self.mode}")
@@ -1149,9 +1153,7 @@ def preflight(xdp_only=False):
                 "/usr/sbin/nft", "/usr/bin/unshare"):
         if not os.access(exe, os.X_OK):
             raise SystemExit(f"missing {exe} (run `make setup`)")
-    for path in () if xdp_only else (PS_CONF, PS_HOSTS_DENY):  # portsentry is not run then
-        if not os.path.isfile(path):
-            raise SystemExit(f"{path} must exist: the bench bind-mounts its own copy over it")
+    # PS_CONF and PS_HOSTS_DENY need not exist: Portsentry.start mounts an overlay on /etc
 
 
 def main(argv=None):

@@ -42,7 +42,7 @@
 #define SW_CNT_TRIPWIRE  13  /* probes to a watched port without a listener */
 #define SW_CNT_KBLOCKS   14  /* sources the kernel blocked itself */
 #define SW_CNT_PACKETS   15  /* every packet the program saw */
-#define SW_NCOUNTERS     16
+#define SW_NCOUNTERS     19
 
 /* Event reasons. */
 #define SW_EV_HIT     1  /* a tripwire port was probed, below the trigger or with blocking off */
@@ -115,6 +115,22 @@ struct sw_source {
 	__u32 hit_events;                /* hit events sent since event_ns (once caught) */
 };
 
+/* issue 13: return-routability challenge and hop counts. */
+#define SW_F_SUSPECT    0x80  /* event: hop count differs from the one learned from this
+			       * peer's connections; the kernel did not block it */
+/* Value of `cookies`: the ack number of the SYN-ACK userspace sent this source. */
+struct sw_cookie {
+	__u32 cookie;
+	__u32 pad;
+};
+/* A record of the `answers` ring: a RST whose seq echoed the source's cookie. */
+struct sw_answer {
+	struct sw_addr src;
+	__u64 ts_ns;
+	__u32 seq;
+	__u32 pad;
+};
+
 struct sw_event {
 	struct sw_addr src;
 	__u64 ts_ns;
@@ -129,6 +145,21 @@ struct sw_event {
 	__u8 pad;
 	__u32 distinct;                  /* the source's distinct count: the ring's next slot */
 	__u32 recent[SW_RECENT];         /* copy of the source's ring */
+	/* issue 13 */
+	__u8 ttl;                        /* the probe's TTL / hop limit */
+	__u8 peer_hops;                  /* hops learned from an established connection + 1; 0 = none */
+	__u8 pad2[6];
 };
+
+/* issue 13: kinds past SW_NKINDS have no hits[] slot (they count as "Unknown Type" there)
+ * and their packet counters sit after SW_CNT_PACKETS. All count as TCP probes (tripwires,
+ * sweep, BLOCK_TCP); none has a socket lookup (no helper finds SCTP or raw sockets). */
+#define SW_KIND_SCTP_INIT   9   /* "SCTP INIT": nmap -sY */
+#define SW_KIND_SCTP_COOKIE 10  /* "SCTP COOKIE-ECHO": nmap -sZ */
+#define SW_KIND_IPPROTO     11  /* "IP Protocol": nmap -sO; the "port" is the protocol number */
+#define SW_NALLKINDS        12
+#define SW_CNT_SCTP_INIT    16
+#define SW_CNT_SCTP_COOKIE  17
+#define SW_CNT_IPPROTO      18
 
 #endif

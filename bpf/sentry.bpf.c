@@ -9,6 +9,8 @@
 #include <linux/udp.h>
 #include "scanwatch.h"
 
+#define SW_IPPROTO_SCTP 132
+
 #ifndef SW_MAX_SOURCES
 #define SW_MAX_SOURCES 65536
 #endif
@@ -52,6 +54,26 @@ BPF_ARRAY(blank, struct sw_source, 1);  /* never written: the template of a new 
 /* SW_EV_PERSIST only: a spoofed flood fills `events`, never this one, so a real scanner
  * that keeps probing through the flood is still heard. */
 BPF_RINGBUF_OUTPUT(alerts, SW_ALERT_PAGES);
+/* issue 13: challenge cookies (source -> expected RST seq, written by userspace), the RSTs
+ * that echoed one, and hop counts learned from established connections. */
+#ifndef SW_MAX_COOKIES
+#define SW_MAX_COOKIES 4096
+#endif
+#ifndef SW_MAX_HOPS
+#define SW_MAX_HOPS 65536
+#endif
+/* LRU: a spoofed flood's unanswered cookies make room for new ones by themselves. */
+BPF_TABLE("lru_hash", struct sw_addr, struct sw_cookie, cookies, SW_MAX_COOKIES);
+BPF_RINGBUF_OUTPUT(answers, 4);
+/* A peer's hop count and the connection that taught it: the trigger path asks whether that
+ * connection still exists, since a scanner that once browsed the site and then scans with
+ * nmap's own TTLs is no forged peer. Kernel-only (userspace never reads it). */
+struct sw_peer {
+	struct bpf_sock_tuple tuple;
+	__u32 tuple_len;
+	__u8 hops;
+};
+BPF_TABLE("lru_hash", struct sw_addr, struct sw_peer, hops, SW_MAX_HOPS);
 
 struct vlan_hdr_sw {
 	__be16 tci;
@@ -68,6 +90,9 @@ struct probe {
 	__u8 tcp_flags;
 	__u8 flags;   /* SW_F_IPOPTS, SW_F_FRAG */
 	__u8 has_src; /* src was parsed: whatever else the frame is, check `blocked` */
+	__u8 ttl;     /* issue 13: TTL / hop limit */
+	__u8 rst;     /* a RST with a whole TCP header: seq holds its sequence number */
+	__u32 seq;
 };
 
 static __always_inline void count(__u32 idx)
@@ -115,6 +140,10 @@ static __always_inline int parse_l4(void *l4, void *end, void *ip_end, __u8 next
 				return 1;  /* the stack discards it: no probe, nothing answers */
 			f = ((__u8 *)th)[13];
 			kind = tcp_kind(f);
+			if (f & TH_RST) {
+				p->rst = 1;
+				p->seq = bpf_ntohl(th->seq);
+			}
 		} else {
 			/* A first fragment cut inside the TCP header (nmap -f, --mtu 8/16) is
 			 * classified from what it holds: the ports are in any fragment (8 bytes at
@@ -160,7 +189,29 @@ static __always_inline int parse_l4(void *l4, void *end, void *ip_end, __u8 next
 		}
 		return 0;
 	}
-	return 1;
+	/* issue 13: SCTP INIT (nmap -sY) and COOKIE-ECHO (-sZ) are the SYN of SCTP. */
+	if (nexthdr == SW_IPPROTO_SCTP) {
+		__u8 *sh = l4;
+		if ((void *)(sh + 13) > end || (void *)(sh + 13) > ip_end)
+			return -1;
+		if (sh[12] != 1 && sh[12] != 10)
+			return 1;  /* other chunks belong to an association or answer nothing */
+		p->kind = sh[12] == 1 ? SW_KIND_SCTP_INIT : SW_KIND_SCTP_COOKIE;
+	} else if (nexthdr == IPPROTO_ICMP || nexthdr == IPPROTO_ICMPV6 || nexthdr == IPPROTO_NONE) {
+		return 1;
+	} else {
+		/* issue 13: any other protocol (nmap -sO): its number stands for the port, so
+		 * a sweep of protocols is a sweep. GRE or ESP peers use one or two, never 20. */
+		p->proto = SW_PROTO_TCP;
+		p->kind = SW_KIND_IPPROTO;
+		p->tcp_flags = 0;
+		p->dport = nexthdr;
+		return 0;
+	}
+	p->proto = SW_PROTO_TCP;
+	p->tcp_flags = 0;
+	p->dport = bpf_ntohs(*(__u16 *)(l4 + 2));
+	return 0;
 }
 
 /* 0 = probe parsed, 1 = pass untouched (src may still be set), -1 = truncated,
@@ -194,6 +245,7 @@ static __always_inline int parse(struct xdp_md *ctx, struct probe *p)
 		p->src.a[11] = 0xff;
 		__builtin_memcpy(&p->src.a[12], &ip->saddr, 4);
 		p->has_src = 1;
+		p->ttl = ip->ttl;
 		if (ip->version != 4)
 			return 1;  /* the stack drops a version that contradicts the ethertype */
 		__u32 ihl = ip->ihl * 4;
@@ -216,6 +268,7 @@ static __always_inline int parse(struct xdp_md *ctx, struct probe *p)
 			return -1;
 		__builtin_memcpy(p->src.a, &ip6->saddr, 16);
 		p->has_src = 1;
+		p->ttl = ip6->hop_limit;
 		if (ip6->version != 6)
 			return 1;
 		p->tuple_len = sizeof(p->tuple.ipv6);
@@ -257,16 +310,81 @@ static __always_inline int has_socket(struct xdp_md *ctx, struct probe *p)
 	struct bpf_sock *sk;
 	/* The verifier wants the tuple size as a constant, hence four calls. */
 	int v4 = p->tuple_len == sizeof(p->tuple.ipv4);
-	if (p->proto == SW_PROTO_TCP)
+	if (p->proto == SW_PROTO_TCP) {
 		sk = v4 ? bpf_skc_lookup_tcp(ctx, &p->tuple, sizeof(p->tuple.ipv4), BPF_F_CURRENT_NETNS, 0)
 			: bpf_skc_lookup_tcp(ctx, &p->tuple, sizeof(p->tuple.ipv6), BPF_F_CURRENT_NETNS, 0);
-	else
-		sk = v4 ? bpf_sk_lookup_udp(ctx, &p->tuple, sizeof(p->tuple.ipv4), BPF_F_CURRENT_NETNS, 0)
-			: bpf_sk_lookup_udp(ctx, &p->tuple, sizeof(p->tuple.ipv6), BPF_F_CURRENT_NETNS, 0);
+		if (!sk)
+			return 0;
+		/* 2 = an established connection: its packets teach the peer's hop count */
+		int est = sk->state == BPF_TCP_ESTABLISHED;
+		bpf_sk_release(sk);
+		return est ? 2 : 1;
+	}
+	sk = v4 ? bpf_sk_lookup_udp(ctx, &p->tuple, sizeof(p->tuple.ipv4), BPF_F_CURRENT_NETNS, 0)
+		: bpf_sk_lookup_udp(ctx, &p->tuple, sizeof(p->tuple.ipv6), BPF_F_CURRENT_NETNS, 0);
 	if (!sk)
 		return 0;
 	bpf_sk_release(sk);
 	return 1;
+}
+
+/* Hop count from a TTL, assuming the sender started at the next usual initial value. */
+static __always_inline __u8 hop_count(__u8 ttl)
+{
+	__u8 init = ttl <= 32 ? 32 : ttl <= 64 ? 64 : ttl <= 128 ? 128 : 255;
+	return init - ttl;
+}
+
+/* Learn (or correct) the hop count of a peer we have a connection with; written only when
+ * missing or changed, so steady traffic (even over several connections) costs one lookup. */
+static __always_inline void learn_hops(struct probe *p)
+{
+	__u8 h = hop_count(p->ttl);
+	struct sw_peer *old = hops.lookup(&p->src);
+	if (old && old->hops == h)
+		return;
+	struct sw_peer peer = {.tuple = p->tuple, .tuple_len = p->tuple_len, .hops = h};
+	hops.update(&p->src, &peer);
+}
+
+/* The hop count learned from a connection that is still established, or -1 (then the entry
+ * is dropped: the next packet of another live connection learns it again). Trigger path only. */
+static __always_inline int peer_hops_now(struct xdp_md *ctx, struct sw_addr *src)
+{
+	struct sw_peer *peer = hops.lookup(src);
+	if (!peer)
+		return -1;
+	struct bpf_sock *sk = peer->tuple_len == sizeof(peer->tuple.ipv4)
+		? bpf_skc_lookup_tcp(ctx, &peer->tuple, sizeof(peer->tuple.ipv4), BPF_F_CURRENT_NETNS, 0)
+		: bpf_skc_lookup_tcp(ctx, &peer->tuple, sizeof(peer->tuple.ipv6), BPF_F_CURRENT_NETNS, 0);
+	int est = 0;
+	if (sk) {
+		est = sk->state == BPF_TCP_ESTABLISHED;
+		bpf_sk_release(sk);
+	}
+	if (!est) {
+		hops.delete(src);
+		return -1;
+	}
+	return peer->hops;
+}
+
+/* A RST whose seq is the cookie we sent its source: the address has a live stack behind
+ * it (a spoofed address with nothing there never answers). Checked before any block. */
+static __always_inline void check_answer(struct probe *p)
+{
+	struct sw_cookie *c = cookies.lookup(&p->src);
+	if (!c || c->cookie != p->seq)
+		return;
+	struct sw_answer *a = answers.ringbuf_reserve(sizeof(*a));
+	if (a) {
+		__builtin_memcpy(&a->src, &p->src, sizeof(a->src));
+		a->ts_ns = bpf_ktime_get_ns();
+		a->seq = p->seq;
+		a->pad = 0;
+		answers.ringbuf_submit(a, 0);
+	}
+	cookies.delete(&p->src);
 }
 
 /* XDP_DROP if the source is in `blocked` or `kblocked` and its block has not ended. */
@@ -329,6 +447,9 @@ static __always_inline void fill(struct sw_event *ev, struct probe *p, struct sw
 	ev->pad = 0;
 	ev->distinct = s->distinct;
 	__builtin_memcpy(ev->recent, s->recent, sizeof(ev->recent));
+	ev->ttl = p->ttl;
+	ev->peer_hops = 0;
+	__builtin_memset(ev->pad2, 0, sizeof(ev->pad2));
 }
 
 static __always_inline void emit_persist(struct probe *p, struct sw_source *s, __u64 now)
@@ -358,9 +479,13 @@ int xdp_sentry(struct xdp_md *ctx)
 	if (rc < 0 || p.tuple_len == 0)
 		return blocked_drop(&p.src);  /* truncated, a later fragment, a bad version */
 
-	/* Non-probes (RST, later fragments, other protocols) only need the block check. */
-	if (rc > 0)
+	/* Non-probes (RST, later fragments, other protocols) only need the block check; a RST
+	 * may first answer a challenge (the source is usually blocked by then). */
+	if (rc > 0) {
+		if (p.rst)
+			check_answer(&p);
 		return blocked_drop(&p.src);
+	}
 
 	struct sw_config *cfg = config.lookup(&zero);
 	if (!cfg || !cfg->watch[p.proto & 1])
@@ -370,8 +495,13 @@ int xdp_sentry(struct xdp_md *ctx)
 	 * connections, request and timewait sockets, and falls back to a listener, so a late
 	 * or SYN-cookie ACK to a listening port belongs too. */
 	int acked = p.tcp_flags & TH_ACK;
-	if (acked && has_socket(ctx, &p))
-		return blocked_drop(&p.src);
+	if (acked) {
+		int sock = has_socket(ctx, &p);
+		if (sock == 2)
+			learn_hops(&p);
+		if (sock)
+			return blocked_drop(&p.src);
+	}
 
 	/* Probes look up their source first: for a known source that one hash lookup also
 	 * answers "blocked?" (SW_F_BLOCKED), since userspace deletes the source entry of any
@@ -394,10 +524,10 @@ int xdp_sentry(struct xdp_md *ctx)
 	} else if (!s && blocked_drop(&p.src) == XDP_DROP) {
 		return XDP_DROP;
 	}
-	count(p.kind);
+	count(p.kind < SW_NKINDS ? p.kind : SW_CNT_SCTP_INIT + p.kind - SW_NKINDS);
 	__u8 proto = p.proto & 1;
 	__u8 flagbit = proto ? SW_F_FLAG_UDP : SW_F_FLAG_TCP;
-	int watched_port = is_watched(proto, p.dport);
+	int watched_port = p.kind != SW_KIND_IPPROTO && is_watched(proto, p.dport);
 	/* A source already caught needs no sweep bookkeeping: unless the port is a tripwire
 	 * it costs no clock read, no socket lookup and no write. This keeps a flood with
 	 * blocking off cheap (a clock read alone is ~30 ns in a VM). */
@@ -428,7 +558,7 @@ int xdp_sentry(struct xdp_md *ctx)
 	if (!watched_port && !need_sweep)
 		return XDP_PASS;
 	/* PortSentry's smart verify: a port in use is no trap. */
-	int open = acked ? 0 : has_socket(ctx, &p);
+	int open = acked || p.kind >= SW_NKINDS ? 0 : has_socket(ctx, &p);
 	if (open && !need_sweep)
 		return XDP_PASS;
 	if (need_sweep) {
@@ -438,7 +568,7 @@ int xdp_sentry(struct xdp_md *ctx)
 			s->sweep_open = 0;
 			__builtin_memset(s->bloom, 0, sizeof(s->bloom));
 		}
-		if (bloom_add(s->bloom, proto, p.dport)) {
+		if (bloom_add(s->bloom, p.kind == SW_KIND_IPPROTO ? 2 : proto, p.dport)) {
 			s->recent[s->distinct & (SW_RECENT - 1)] = (__u32)proto << 16 | p.dport;
 			s->distinct++;
 			if (open)
@@ -462,7 +592,7 @@ int xdp_sentry(struct xdp_md *ctx)
 			s->slow = 0;
 			__builtin_memset(s->slow_bloom, 0, sizeof(s->slow_bloom));
 		}
-		if (bloom_add(s->slow_bloom, proto, p.dport))
+		if (bloom_add(s->slow_bloom, p.kind == SW_KIND_IPPROTO ? 2 : proto, p.dport))
 			s->slow++;
 		if (!swept && s->slow >= cfg->slow_ports) {
 			swept = 1;
@@ -519,10 +649,21 @@ int xdp_sentry(struct xdp_md *ctx)
 	}
 	__u8 evflags = reason == SW_EV_SWEEP ? slowflag : 0;
 	int drop = 0;
+	/* Hop-count filtering (issue 13): a probe claiming a peer we hold a connection with,
+	 * over a path of another length, is forged; blocking it would cut off the real peer. */
+	__u8 peer_hops = 0;
+	if (reason != SW_EV_HIT) {
+		int known = peer_hops_now(ctx, &p.src);
+		if (known >= 0) {
+			peer_hops = known + 1;
+			if (known != hop_count(p.ttl))
+				evflags |= SW_F_SUSPECT;
+		}
+	}
 	if (reason != SW_EV_HIT) {
 		if (ev)
 			s->flags |= flagbit;
-		if (cfg->kblock[proto]) {
+		if (cfg->kblock[proto] && !(evflags & SW_F_SUSPECT)) {
 			__u64 t = cfg->block_timeout_ns;
 			if (!ev && (!t || t > SW_UNREPORTED_BLOCK_NS))
 				t = SW_UNREPORTED_BLOCK_NS;
@@ -538,6 +679,7 @@ int xdp_sentry(struct xdp_md *ctx)
 	}
 	if (ev) {
 		fill(ev, &p, s, reason, evflags, now);
+		ev->peer_hops = peer_hops;
 		events.ringbuf_submit(ev, 0);
 	}
 	return drop ? XDP_DROP : XDP_PASS;

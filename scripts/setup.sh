@@ -123,12 +123,16 @@ PKGS=(python3-bpfcc python3-nftables python3-venv nftables bpftool nmap hping3
       tmux chromium                                # tests: top, report HTML
       netbase                                      # /etc/services: report names the ports
       vagrant vagrant-libvirt shellcheck systemd   # CI checks: Vagrantfile, scripts, unit
-      python3-setuptools python3-wheel)            # what `make install` builds with
+      python3-setuptools python3-wheel             # what `make install` builds with
+      gcc libc6-dev)                               # bcc's headers on a fresh Debian (tests/e2e)
+# make e2e's tools (tests/e2e/run.py puts every list here into the container's root too,
+# so that setup finds nothing missing there and needs no network)
+E2E_PKGS=(mmdebstrap systemd-container)
 QUIET_PKGS=(portsentry fail2ban prometheus   # their services must not start (prometheus: scraping test)
             redis-server)                     # fleet tests start their own redis-server
 
 missing=()
-for p in "${PKGS[@]}"; do installed "$p" || missing+=("$p"); done
+for p in "${PKGS[@]}" "${E2E_PKGS[@]}"; do installed "$p" || missing+=("$p"); done
 missing_quiet=()
 for p in "${QUIET_PKGS[@]}"; do installed "$p" || missing_quiet+=("$p"); done
 

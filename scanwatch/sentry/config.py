@@ -10,7 +10,7 @@ _LINE = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$')
 MAX_CONFIG_BYTES = 1 << 20
 MINIMUM = {"MAX_SOURCES": 1, "MAX_BLOCKED": 1, "SWEEP_WINDOW": 1, "SLOW_WINDOW": 1, "LOG_RATE": 1}
 # Upper bounds where the kernel or nftables sets one (values land in u32 fields or map sizes).
-MAXIMUM = {"ADVANCED_PORTS_TCP": 65535, "ADVANCED_PORTS_UDP": 65535, "SWEEP_PORTS": 65535,
+MAXIMUM = {"ADVANCED_PORTS_TCP": 65535, "CHALLENGE_RATE": 100000, "SPOOF_TIMEOUT": 86400, "ADVANCED_PORTS_UDP": 65535, "SWEEP_PORTS": 65535,
            "SLOW_PORTS": 65535, "SWEEP_WINDOW": 86400, "SLOW_WINDOW": 86400, "COMMAND_TIMEOUT": 3600,
            "BLOCK_TIMEOUT_MAX": 10 * 365 * 86400, "REPEAT_WINDOW": 10 * 365 * 86400, "BLOCK_TIMEOUT": 10 * 365 * 86400,
            "MAX_SOURCES": 1 << 22, "MAX_BLOCKED": 1 << 22}  # a real portsentry.conf is ~10 KB; anything huge is a mistake
@@ -89,6 +89,12 @@ def _convert(setting, raw, path, lineno):
             raise ConfigError(f"{name}: {err}", path, lineno) from None
     if name == "LOG_FORMAT" and raw not in ("portsentry", "portsentry2"):
         raise ConfigError(f"{name}: {raw!r} must be portsentry or portsentry2", path, lineno)
+    if name == "EVIDENCE_RESPONSE":
+        from .evidence import parse_response
+        try:
+            parse_response(raw)
+        except ValueError as err:
+            raise ConfigError(f"{name}: {err}", path, lineno) from None
     return raw
 
 

@@ -13,9 +13,10 @@ from .kernel.program import Sentry, mono_now
 from .model import ScanEvent
 from .policy import ALREADY, BLOCK, IGNORE, BlockBudget, Policy, proven
 from .respond import records
-from .respond.firewall import Firewall, RulesetMonitor
+from .respond.firewall import Firewall, RulesetMonitor, nft_items
 from .respond.hostsdeny import HostsDeny
 from .respond.report import Reporter
+from .spoofguard import SpoofGuard
 from .state import BlockStore, gc_paused, probe_writable
 
 MODES = {"classic": ("tcp", "udp"), "stealth": ("stcp", "sudp"), "advanced": ("atcp", "audp")}
@@ -77,6 +78,7 @@ class Daemon:
         self.metrics = None
         self.ruleset_monitor = None
         self.blocks_total = 0
+        self.guard = SpoofGuard(self)  # issue 13: evidence, challenge, spoof-aware response
 
     # --- lifecycle ----------------------------------------------------------------------
     def start(self):
@@ -106,7 +108,8 @@ class Daemon:
                 self.firewall.setup()
             self.recorder.start()
             self._restore()
-            self.sentry.open_events(self.on_event)
+            self.guard.start()
+            self.sentry.open_events(self.on_event, self.guard.on_answer)
             for name in ifaces:
                 self.sentry.attach(name)
             if "classic" in self.kinds.values():
@@ -176,6 +179,7 @@ class Daemon:
         next_refresh = time.monotonic() + REFRESH_S
         while not self.stopping:
             self.sentry.poll(200)
+            self.guard.tick()
             if self.reload_wanted:
                 self.reload_wanted = False
                 self.reload()
@@ -217,6 +221,7 @@ class Daemon:
             self.file_ignores = nets
             self._push_ignores()
             self._apply_policy_settings()
+            self.guard.configure()
             self._configure_kernel()
             self.sentry.set_watched(0, self.trap_ports("TCP") if self.raw("TCP") else ())
             self.sentry.set_watched(1, self.trap_ports("UDP") if self.raw("UDP") else ())
@@ -318,7 +323,7 @@ class Daemon:
     def on_event(self, ev):
         with self.lock:
             try:
-                self._handle(ev)
+                self.guard.on_event(ev)
             except ScanwatchError as err:  # a failed output must not stop detection
                 self.log.error("error: %s", err)
 
@@ -492,9 +497,3 @@ class Daemon:
             self.sentry.block_many([(e.addr, mono + e.left(now) if e.expires else None)
                                     for e in live])
         return live
-
-
-def nft_items(entries, now):
-    """(addr, seconds left) for nft: the remaining time to the millisecond, never a fresh
-    BLOCK_TIMEOUT and never rounded up past what was left."""
-    return [(e.addr, max(1.0, round(e.left(now), 3)) if e.expires else 0) for e in entries]

@@ -121,6 +121,14 @@ SETTINGS = (
     Setting("MAX_BLOCKED", "int", "65536", "Capacity of the kernel's blocked-sources map."),
     Setting("LOG_FORMAT", "text", "portsentry",
             "`portsentry` (1.2 lines) or `portsentry2` (also PortSentry 2.0's `Scan from:` line)."),
+    # issue 13: spoof-aware response
+    Setting("EVIDENCE_RESPONSE", "text", "proven:full,unverified:full,decoy:kernel,suspect:log",
+            "Response per evidence strength: full (nft, hosts.deny, KILL_*), kernel (XDP drop "
+            "for SPOOF_TIMEOUT only), log (not blocked); `portsentry` = everything full."),
+    Setting("SPOOF_TIMEOUT", "int", "60",
+            "Seconds a `kernel` response (a possibly spoofed decoy) is dropped in XDP."),
+    Setting("CHALLENGE_RATE", "int", "50",
+            "Return-routability challenges (one SYN-ACK each) sent a second at most; 0 = none."),
     # --- fleet (issue 15): sentries sharing blocks and sightings through Redis ---
     Setting("FLEET_URL", "text", "",
             "redis://HOST:PORT/DB or rediss:// (TLS), optionally USER@ before the host; "

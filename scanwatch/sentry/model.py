@@ -22,6 +22,12 @@ class ScanEvent:
     slow: bool = False          # a sweep of the slow tier: `sweep` counts SLOW_WINDOW
     ports: tuple = ()           # recent distinct closed ports: ((proto, port), ...)
     evidence: str = "stealth"   # "stealth" raw probe, "connect" handshake done, "datagram"
+    # issue 13: spoof awareness
+    ttl: int = 0                # the probe's TTL / hop limit
+    peer_hops: int = 0          # hops learned from a connection with this address + 1; 0 none
+    hop_mismatch: bool = False  # the kernel saw peer_hops differ (and did not block)
+    strength: str = ""          # evidence.py: proven | decoy | suspect | unverified
+    cohort: tuple = ()          # decoy cohort members (addresses as text), the real one first
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,7 @@ class BlockEntry:
     # Modes reported under this entry: PortSentry's TCP and UDP sentries are separate
     # processes, so a host caught by one is reported and recorded again by the other.
     modes: list = field(default_factory=list)
+    strength: str = ""          # issue 13: evidence strength of the report that blocked it
 
     def row(self):
         """Field values in FIELDS order (the snapshot's compact form)."""

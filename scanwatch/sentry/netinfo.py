@@ -150,7 +150,8 @@ def ssh_ports(path="/etc/ssh/sshd_config"):
 
 
 def ssh_peers(ports=None):
-    """Remote addresses of established TCP connections to the SSH port(s)."""
+    """Remote addresses of established TCP connections to the SSH port(s) (ports=True:
+    to any port)."""
     ports = ssh_ports() if ports is None else ports
     peers = set()
     for path in ("/proc/net/tcp", "/proc/net/tcp6"):
@@ -161,7 +162,7 @@ def ssh_peers(ports=None):
                     f = line.split()
                     if len(f) < 4 or f[3] != "01":  # ESTABLISHED
                         continue
-                    if int(f[1].rsplit(":", 1)[1], 16) in ports:
+                    if ports is True or int(f[1].rsplit(":", 1)[1], 16) in ports:
                         peers.add(_proc_addr(f[2].rsplit(":", 1)[0]))
         except FileNotFoundError:
             continue

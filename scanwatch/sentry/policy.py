@@ -89,7 +89,8 @@ class Policy:
             expires=now + duration if duration else None,
             scan_type=ev.kind, proto=ev.proto, port=ev.port, mode=mode,
             reason="sweep" if ev.reason == "sweep" else "tripwire",
-            ports=list(row["ports"]), evidence=ev.evidence, level=level, modes=[mode])
+            ports=list(row["ports"]), evidence=ev.evidence, level=level, modes=[mode],
+            strength=ev.strength)
         self.blocks[key] = entry
         return Decision({0: ALERT, 1: BLOCK, 2: RUN}[level], ev, mode, entry)
 
@@ -161,11 +162,10 @@ class Policy:
 
 def proven(ev):
     """True when the event shows a real source, not a spoofed one: a completed TCP
-    handshake, or a source probing on after it was caught (dropped probes counted by the
-    kernel, or tripwire hits after its block ended). A spoofed flood sends one packet
-    per made-up address, so it never shows either."""
-    return ev.evidence == "connect" or (
-        ev.evidence == "stealth" and ev.reason in ("hit", "persist"))
+    handshake, or the return-routability challenge answered (evidence.py). Probing on
+    after the block (EV_PERSIST) is no proof (issue 14): a forger can send as many packets
+    as it likes under an address it does not own; only an answer needs the address."""
+    return ev.evidence == "connect" or ev.strength == "proven"
 
 
 class BlockBudget:

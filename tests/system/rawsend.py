@@ -29,16 +29,18 @@ def tcp_segment(src, dst, sport, dport, flags, pseudo):
 
 
 def frame(src_mac, dst_mac, src, dst, sport, dport, flags, vlan=None, ip_options=b"",
-          frag=0):
-    """One Ethernet frame, or with frag=N (a multiple of 8) the IP fragments of N bytes."""
+          frag=0, overlap=False):
+    """One Ethernet frame, or with frag=N (a multiple of 8) the IP fragments of N bytes;
+    overlap: fragments of 2N bytes every N bytes, each rewriting half of the one before."""
     src, dst = ipaddress.ip_address(src), ipaddress.ip_address(dst)
     if src.version == 4:
         pseudo = src.packed + dst.packed + struct.pack("!BBH", 0, 6, 20)
     else:
         pseudo = src.packed + dst.packed + struct.pack("!IxxxB", 20, 6)
     l4 = tcp_segment(src, dst, sport, dport, flags, pseudo)
+    step = frag * 2 if overlap else frag
     pieces = [(0, l4, False)] if not frag else [
-        (off, l4[off:off + frag], off + frag < len(l4)) for off in range(0, len(l4), frag)]
+        (off, l4[off:off + step], off + step < len(l4)) for off in range(0, len(l4), frag)]
     eth = dst_mac + src_mac
     if vlan is not None:
         eth += struct.pack("!HH", 0x8100, vlan)
@@ -73,6 +75,7 @@ def main():
     ap.add_argument("--ip-options", action="store_true", help="add 4 bytes of NOP options")
     ap.add_argument("--frag", type=int, default=0, help="fragment the TCP header every N bytes")
     ap.add_argument("--reverse", action="store_true", help="send the fragments last first")
+    ap.add_argument("--overlap", action="store_true", help="fragments overlap by half")
     a = ap.parse_args()
     lo, _, hi = a.ports.partition("-")
     flags = sum(FLAGS[c] for c in a.flags)
@@ -82,7 +85,7 @@ def main():
     dst_mac = bytes.fromhex(a.dst_mac.replace(":", ""))
     for port in range(int(lo), int(hi or lo) + 1):
         frames = frame(src_mac, dst_mac, a.src, a.dst, 40000, port, flags, a.vlan,
-                       b"\x01\x01\x01\x00" if a.ip_options else b"", a.frag)
+                       b"\x01\x01\x01\x00" if a.ip_options else b"", a.frag, a.overlap)
         for f in reversed(frames) if a.reverse else frames:
             s.send(f)
 

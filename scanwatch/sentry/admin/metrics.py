@@ -34,7 +34,7 @@ class SnapshotCollector:
         counter = lambda *a, **k: family(CounterMetricFamily, *a, **k)  # noqa: E731
         gauge = lambda *a, **k: family(GaugeMetricFamily, *a, **k)  # noqa: E731
         yield counter("probes_total", "Scan probes seen by the XDP program, by PortSentry type.",
-                      [((k,), c[k]) for k in KINDS], labels=("type",))
+                      [((k,), c.get(k, 0)) for k in KINDS], labels=("type",))
         yield counter("tripwire_hits_total", "Probes to a watched port without a listener.",
                       [((), c["tripwire"])])
         yield counter("dropped_packets_total", "Packets dropped in XDP from blocked sources.",
@@ -62,6 +62,15 @@ class SnapshotCollector:
         yield counter("capped_blocks_total", "Sources blocked in XDP only, without a log "
                       "line or an nft element, because BLOCK_RATE was reached (a spoofed "
                       "flood).", [((), snap["capped_total"])])
+        spoof = snap.get("spoof")
+        if spoof:  # issue 13
+            yield counter("reports_by_evidence_total", "Scan reports by the strength of their "
+                          "evidence that the source address is real.",
+                          [((k,), v) for k, v in spoof["evidence"].items()], labels=("evidence",))
+            yield counter("challenges_sent_total", "Return-routability SYN-ACKs sent.",
+                          [((), spoof["challenges_sent"])])
+            yield counter("challenges_answered_total", "Challenges answered by a RST echoing "
+                          "the cookie.", [((), spoof["challenges_answered"])])
         proc = snap["process"]
         yield counter("process_cpu_seconds_total", "CPU time of the daemon process.",
                       [((), proc["cpu_seconds"])])

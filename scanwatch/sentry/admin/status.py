@@ -33,7 +33,7 @@ def status(d):
             "port": e.port, "mode": e.mode, "modes": e.modes or [e.mode], "reason": e.reason,
             "ports": row.get("ports", e.ports), "first_seen": first, "since": e.since,
             "expires": e.expires, "left": e.left(now), "evidence": e.evidence,
-            "action": LEVEL_NAMES[e.level], "offences": e.offences})
+            "action": LEVEL_NAMES[e.level], "offences": e.offences, "strength": e.strength})
     return {
         "running": True, "pid": os.getpid(), "since": d.started,
         "config": d.cfg.path or "(embedded defaults)",
@@ -41,12 +41,13 @@ def status(d):
         "interfaces": dict(d.sentry.attached), "watched": ports,
         "sweep": {"ports": d.cfg.SWEEP_PORTS, "window": d.cfg.SWEEP_WINDOW},
         "scan_trigger": d.cfg.SCAN_TRIGGER, "nft_table": f"inet {d.cfg.NFT_TABLE}",
-        "packets": {k: counters[k] for k in KIND_NAMES},
+        "packets": {k: counters.get(k, 0) for k in KIND_NAMES},
         "counters": counters, "sources_tracked": tracked, "blocked": blocks,
         "capped_total": d.capped_total,  # blocked in XDP only: BLOCK_RATE was reached
         "logged": logged,  # reported under BLOCK_*=0 or 2: recorded, not blocked
         "protected": {k: sorted(map(str, v)) for k, v in d.protected.items()},
         "process": process_figures(),
+        "spoof": d.guard.figures(),  # issue 13: evidence strengths, challenges, XDP-only drops
         "fleet": d.fleet.status() if getattr(d, "fleet", None) else None,
     }
 
@@ -81,7 +82,7 @@ def metrics(d):
         active = sum(1 for e in d.policy.blocks.values() if e.level == 1)
     return {"counters": d.sentry.counters(), "map_fill": d.sentry.map_fill(),
             "blocks_active": active, "blocks_total": d.blocks_total,
-            "capped_total": d.capped_total,
+            "capped_total": d.capped_total, "spoof": d.guard.figures(),
             "queue_dropped": d.reporter.worker.dropped,
             "suppressed": d.reporter.suppressed_total,
             "process": process_figures(),

@@ -93,6 +93,13 @@ def format_status(st, now=None):
     if st.get("capped_total"):
         lines.append(f"             + {st['capped_total']} in XDP only since the start: "
                      "BLOCK_RATE was reached (a spoofed flood?)")
+    spoof = st.get("spoof")
+    if spoof:  # issue 13
+        ev = spoof["evidence"]
+        lines.append("evidence:    " + ", ".join(f"{k} {v}" for k, v in ev.items())
+                     + f"; challenges {spoof['challenges_sent']} sent, "
+                     f"{spoof['challenges_answered']} answered; {spoof['kernel_only']} "
+                     "possibly spoofed in XDP only")
     lines += _host_table(blocked)
     logged = st.get("logged", [])
     if logged:
@@ -125,5 +132,6 @@ def _host_table(rows):
         ports = ",".join(b["ports"][:12]) + (",..." if len(b["ports"]) > 12 else "")
         port = f"{b['port']}/{b['proto'].lower()}"
         out.append(f"  {b['addr']:<39} {b['scan_type']:<12} {port:<9} {b['reason']:<8} "
-                   f"{_when(b['first_seen']):<19} {left:>6}  {ports}")
+                   f"{_when(b['first_seen']):<19} {left:>6}  {ports}"
+                   + (f"  ({b['strength']})" if b.get("strength") else ""))
     return out

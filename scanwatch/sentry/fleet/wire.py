@@ -31,13 +31,14 @@ VERSION = "0.1.0"
 
 
 def evidence_of(entry):
-    """The fleet's evidence strength of a local block. The evasion/spoofing work adds
-    `evidence` strengths to reports (proven/unverified/decoy/suspect); until then a
-    handshake or a source that kept probing is proven, anything else unverified."""
-    ev = getattr(entry, "evidence", "")
-    if ev in message.EVIDENCE:
-        return ev
-    return "proven" if ev in ("connect", "persist") else "unverified"
+    """The fleet's evidence strength of a local block: the strength the spoof guard gave
+    its report (issue 13); a block made without one (EVIDENCE_RESPONSE="portsentry", an
+    older state file) is proven if it came from a handshake or a source that kept
+    probing, unverified otherwise."""
+    strength = getattr(entry, "strength", "")
+    if strength in message.EVIDENCE:
+        return strength
+    return "proven" if getattr(entry, "evidence", "") in ("connect", "persist") else "unverified"
 
 
 class Fleet:
@@ -329,8 +330,8 @@ class Fleet:
                         scan_type=entry.scan, proto="TCP",
                         port=entry.ports[0] if entry.ports else 0, mode="fleet",
                         reason="sweep" if entry.kind == "sweep" else "fleet",
-                        ports=[f"{p}/tcp" for p in entry.ports], host=entry.host, evidence=entry.evidence,
-                        modes=["fleet"])
+                        ports=[f"{p}/tcp" for p in entry.ports], host=entry.host,
+                        evidence="fleet", strength=entry.evidence, modes=["fleet"])
         with d.lock:
             if entry.addr in d.policy.blocks:
                 return
@@ -399,7 +400,8 @@ def attach(daemon):
 
     def submit_and_share(ev, d, extra=None):
         submit(ev, d, extra)
-        if d.action == "block" and not daemon.dry_run and d.block is not None:
+        if d.action == "block" and not daemon.dry_run and d.block is not None \
+                and d.block.level == 1:  # full blocks only: not log-only, not KILL_RUN_CMD-only
             fleet.stats["blocks_made"] += 1
             fleet.offer_block(d.block)
 

@@ -26,13 +26,20 @@ RECENT = 32
 
 CNT_DROPPED, CNT_IGNORED, CNT_LOST, CNT_MALFORMED = 9, 10, 11, 12
 CNT_TRIPWIRE, CNT_KBLOCKS, CNT_PACKETS = 13, 14, 15
-NCOUNTERS = 16
-COUNTER_NAMES = KIND_NAMES + ("dropped", "ignored", "events_lost", "malformed",
-                              "tripwire", "kernel_blocks", "packets")
+# issue 13: kinds without a hits[] slot; their packet counters come after CNT_PACKETS
+KIND_SCTP_INIT, KIND_SCTP_COOKIE, KIND_IPPROTO = 9, 10, 11
+NALLKINDS = 12
+CNT_SCTP_INIT, CNT_SCTP_COOKIE, CNT_IPPROTO = 16, 17, 18
+KIND_NAMES += ("SCTP INIT", "SCTP COOKIE-ECHO", "IP Protocol")
+NCOUNTERS = 19
+COUNTER_NAMES = KIND_NAMES[:NKINDS] + ("dropped", "ignored", "events_lost", "malformed",
+                                       "tripwire", "kernel_blocks", "packets") + \
+    KIND_NAMES[NKINDS:]
 
 EV_HIT, EV_TRIGGER, EV_SWEEP, EV_PERSIST = 1, 2, 3, 4
 F_KBLOCKED, F_IPOPTS, F_FLAG_TCP, F_FLAG_UDP, F_BLOCKED = 0x01, 0x02, 0x04, 0x08, 0x10
 F_FRAG, F_SLOW = 0x20, 0x40
+F_SUSPECT = 0x80  # issue 13
 
 
 class Config(C.Structure):
@@ -104,11 +111,22 @@ class Event(C.Structure):
         ("pad", C.c_uint8),
         ("distinct", C.c_uint32),
         ("recent", C.c_uint32 * RECENT),
+        ("ttl", C.c_uint8),
+        ("peer_hops", C.c_uint8),
+        ("pad2", C.c_uint8 * 6),
     ]
 
 
+class Cookie(C.Structure):
+    _fields_ = [("cookie", C.c_uint32), ("pad", C.c_uint32)]
+
+
+class Answer(C.Structure):
+    _fields_ = [("src", Addr), ("ts_ns", C.c_uint64), ("seq", C.c_uint32), ("pad", C.c_uint32)]
+
+
 STRUCTS = {"sw_config": Config, "sw_addr": Addr, "sw_lpm_key": LpmKey, "sw_block": Block,
-           "sw_source": Source, "sw_event": Event}
+           "sw_source": Source, "sw_event": Event, "sw_cookie": Cookie, "sw_answer": Answer}
 
 
 def recent_ports(ring, distinct):

@@ -13,7 +13,8 @@ import sys
 from . import contract as K
 from ...errors import KernelError
 
-MAPS = ("config", "watched", "counters", "ignored", "sources", "blocked", "kblocked", "events", "alerts")
+MAPS = ("config", "watched", "counters", "ignored", "sources", "blocked", "kblocked", "events", "alerts",
+        "cookies", "answers", "hops")  # the last three: issue 13
 
 
 def load(cflags, timeout=120):

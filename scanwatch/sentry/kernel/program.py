@@ -179,7 +179,7 @@ class Sentry:
             addr=from_key(key), first_mono=s.first_ns / 1e9, last_mono=s.last_ns / 1e9,
             hits={K.KIND_NAMES[i]: s.hits[i] for i in range(K.NKINDS) if s.hits[i]},
             distinct=s.distinct, sweep=s.sweep, last_port=s.last_port,
-            last_kind=K.KIND_NAMES[min(s.last_kind, K.NKINDS - 1)], flagged=flagged,
+            last_kind=K.KIND_NAMES[min(s.last_kind, K.NALLKINDS - 1)], flagged=flagged,
             ports=tuple(K.recent_ports(s.recent, s.distinct)))
 
     def source(self, addr):
@@ -209,14 +209,26 @@ class Sentry:
         return dict(zip(K.COUNTER_NAMES, self.maps["counters"].percpu_sums()))
 
     # --- events ---------------------------------------------------------------------------
-    def open_events(self, handler):
+    def set_cookie(self, addr, cookie):
+        """Expect a RST from addr whose seq is cookie (the challenge's ack number)."""
+        self.maps["cookies"].update(to_key(addr), struct.pack("<II", cookie, 0))
+
+    def drop_cookie(self, addr):
+        self.maps["cookies"].delete(to_key(addr))
+
+    def open_events(self, handler, on_answer=None):
         """Call handler(ScanEvent) for each ring-buffer record during poll(). `events`
         first: a source's trigger there comes before its EV_PERSIST in `alerts`, unless
         a flood queued or lost it."""
         def ring(name):
             m = self.maps[name]
             return RingBuffer(m.fd, m.max_entries, lambda raw: handler(decode_event(raw)))
-        self.ring = RingSet([ring("events"), ring("alerts")])
+        rings = [ring("events"), ring("alerts")]
+        if on_answer is not None:
+            m = self.maps["answers"]
+            rings.insert(0, RingBuffer(m.fd, m.max_entries,
+                                       lambda raw: on_answer(*decode_answer(raw))))
+        self.ring = RingSet(rings)
 
     def poll(self, timeout_ms):
         self.ring.poll(timeout_ms)
@@ -236,9 +248,16 @@ def decode_event(raw):
     return ScanEvent(
         addr=from_key(bytes(ev.src.a)), mono=ev.ts_ns / 1e9,
         proto=K.PROTO_NAMES[ev.proto & 1], port=ev.port,
-        kind=K.KIND_NAMES[min(ev.kind, K.NKINDS - 1)],
+        kind=K.KIND_NAMES[min(ev.kind, K.NALLKINDS - 1)],
         reason=REASONS.get(ev.reason, "hit"), tcp_flags=ev.tcp_flags,
         tripwire=ev.tripwire, sweep=ev.sweep,
         kernel_blocked=bool(ev.flags & K.F_KBLOCKED), ip_options=bool(ev.flags & K.F_IPOPTS),
         fragmented=bool(ev.flags & K.F_FRAG), slow=bool(ev.flags & K.F_SLOW),
-        ports=tuple(K.recent_ports(ev.recent, ev.distinct)))
+        ports=tuple(K.recent_ports(ev.recent, ev.distinct)),
+        ttl=ev.ttl, peer_hops=ev.peer_hops, hop_mismatch=bool(ev.flags & K.F_SUSPECT))
+
+
+def decode_answer(raw):
+    """An `answers` record: (address, CLOCK_MONOTONIC seconds, seq)."""
+    a = K.Answer.from_buffer_copy(bytes(raw).ljust(C.sizeof(K.Answer), b"\0"))
+    return from_key(bytes(a.src.a)), a.ts_ns / 1e9, a.seq

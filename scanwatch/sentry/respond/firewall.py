@@ -66,7 +66,11 @@ def _timeout(timeout_s):
     if timeout_s == int(timeout_s):
         return f" timeout {int(timeout_s)}s"
     # Sub-second part: nft takes milliseconds; never round a real timeout down to 0.
-    return f" timeout {max(1, round(timeout_s * 1000))}ms"
+    # Written as seconds plus milliseconds: nft 1.0.6 refuses a large plain millisecond
+    # count ("value too large" for 230352205ms, a doubled block's remainder restored after
+    # a restart; found by make e2e) and accepts "230352s205ms".
+    s, ms = divmod(max(1, round(timeout_s * 1000)), 1000)
+    return f" timeout {s}s{ms}ms" if s and ms else f" timeout {s}s" if s else f" timeout {ms}ms"
 
 
 def render_setup(table):
@@ -372,3 +376,9 @@ def removal_announced(data):
             break
         off += (length + 3) & ~3
     return False
+
+
+def nft_items(entries, now):
+    """(addr, seconds left) for nft: the remaining time to the millisecond, never a fresh
+    BLOCK_TIMEOUT and never rounded up past what was left."""
+    return [(e.addr, max(1.0, round(e.left(now), 3)) if e.expires else 0) for e in entries]

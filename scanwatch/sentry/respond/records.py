@@ -31,7 +31,10 @@ _TYPES_12 = {"SYN/Normal": "TCP SYN/Normal scan", "FIN": "TCP FIN scan",
              "NULL": " TCP NULL scan", "XMAS": "TCP XMAS scan",
              # PortSentry has no ACK-family types; these follow its wording
              "ACK/Window": "TCP ACK/Window scan", "Maimon": "TCP Maimon scan",
-             "Tiny Fragment": "TCP tiny fragment scan"}
+             "Tiny Fragment": "TCP tiny fragment scan",
+             # issue 13: counted and blocked as TCP probes (BLOCK_TCP), named for what they are
+             "SCTP INIT": "SCTP INIT scan", "SCTP COOKIE-ECHO": "SCTP COOKIE-ECHO scan",
+             "IP Protocol": "IP Protocol scan"}
 
 
 def _addr(addr):
@@ -102,8 +105,10 @@ def scan_alert_line(scan_type, host, addr, proto, port, flags=None):
         return f"attackalert: UDP scan from host: {host}/{addr} to UDP port: {port}"
     if proto != "TCP":
         raise ValueError(f"scan type {scan_type!r} must have proto TCP")
+    where = ("SCTP port" if scan_type.startswith("SCTP") else
+             "IP protocol" if scan_type == "IP Protocol" else "TCP port")
     return (f"attackalert: {packet_type(scan_type, flags)} from host: {host}/{addr} "
-            f"to TCP port: {port}")
+            f"to {where}: {port}")
 
 
 def ip_options_line(host, addr, port, proto="TCP"):

@@ -14,6 +14,16 @@ from . import records
 LEVEL = {BLOCK: 1, ALERT: 0, RUN: 2}
 
 
+def evidence_note(ev):
+    """Issue 13: the strength of the report's evidence, for its block line."""
+    if not ev.strength:
+        return ""
+    if ev.cohort:
+        return (f" (evidence: {ev.strength}; the real scanner of a decoy cohort of "
+                f"{len(ev.cohort)}: {', '.join(ev.cohort[1:])})")
+    return f" (evidence: {ev.strength})"
+
+
 class Reporter:
     def __init__(self, cfg, log, recorder, hosts_deny, dry_run=False, command_timeout=30.0):
         self.cfg, self.log, self.recorder, self.hosts_deny = cfg, log, recorder, hosts_deny
@@ -106,10 +116,10 @@ class Reporter:
             self.log.info("attackalert: Ignoring %s response per configuration file setting.",
                           ev.proto)
         elif cfg.NFT_BLOCK and level == 1:
-            self.log.info("attackalert: Host %s has been blocked via nftables set inet %s %s%s",
+            self.log.info("attackalert: Host %s has been blocked via nftables set inet %s %s%s%s",
                           addr, cfg.NFT_TABLE, "blocked4" if ev.addr.version == 4 else "blocked6",
                           f" for {cfg.BLOCK_TIMEOUT}s" if cfg.BLOCK_TIMEOUT else "",
-                          extra=fields)
+                          evidence_note(ev), extra=fields)
         ok = run_steps(action_order(level, cfg.KILL_RUN_CMD_FIRST), self.log, ev.addr, ev.port,
                        d.mode, hosts_deny=lambda: self._hosts_deny(ev, d.mode),
                        route=cfg.KILL_ROUTE, command=cfg.KILL_RUN_CMD, timeout=self.timeout)
@@ -147,4 +157,5 @@ class Reporter:
                 "ports": [f"{p}/{proto.lower()}" for proto, p in ev.ports],
                 "kernel_blocked": ev.kernel_blocked, "ip_options": ev.ip_options,
                 "fragmented": ev.fragmented, "slow_sweep": ev.slow,
-                "evidence": ev.evidence, "mode": d.mode, "dry_run": self.dry_run}
+                "evidence": ev.evidence, "mode": d.mode, "dry_run": self.dry_run,
+                "strength": ev.strength, "cohort": list(ev.cohort), "ttl": ev.ttl}

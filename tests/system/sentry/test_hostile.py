@@ -113,7 +113,9 @@ def test_a_blocked_source_is_dropped_however_its_frames_are_wrapped(lab, workdir
     lab.wait_reachable()
     t4, t6, mac = lab.target_ip4, lab.target_ip6, target_mac(lab)
     a4, a6 = "198.18.2.1", "fd53:7761:ff::31"
-    sw = Sentry(lab, workdir)
+    # Forged sources probing in lockstep would be decoys (XDP only): this test is about the
+    # drop path, so PortSentry's response (everything blocked in full).
+    sw = Sentry(lab, workdir, conf='EVIDENCE_RESPONSE="portsentry"\n')
     try:
         send_l3(lab, [ipv4(a4, t4, tcp(a4, t4, 1)), ipv6(a6, t6, 6, tcp(a6, t6, 1))], mac)
         wait_for(lambda: {a4, a6} <= {b["addr"] for b in sw.status()["blocked"]}, 5,
@@ -178,7 +180,9 @@ def test_a_forged_flood_cannot_evict_a_reported_block(lab, workdir):
     lab.wait_reachable()
     t4, mac = lab.target_ip4, target_mac(lab)
     first = "198.18.4.1"
-    sw = Sentry(lab, workdir, conf='MAX_BLOCKED="64"\nBLOCK_RATE="100"\n')
+    # PortSentry's response: every forged source is a full block that fills the map.
+    sw = Sentry(lab, workdir, conf='MAX_BLOCKED="64"\nBLOCK_RATE="100"\n'
+                'EVIDENCE_RESPONSE="portsentry"\n')
     try:
         send_l3(lab, [ipv4(first, t4, tcp(first, t4, 1))], mac)
         sw.wait_history(first)

@@ -301,7 +301,8 @@ def test_flag_classification_unknown_type_and_non_probes(lab, web):
                       lab.target_ip4, "--ports", ports, "--flags", flags, *extra)
         assert res.returncode == 0, res.stderr
 
-    with SentryProcess(lab) as sw:
+    # Forged sources in lockstep would be decoys: PortSentry's response blocks them all.
+    with SentryProcess(lab, conf='EVIDENCE_RESPONSE="portsentry"\n') as sw:
         send("198.51.100.10", "1-100", "R")
         send("198.51.100.10", "1-100", "RA")
         # ACK to a listening port belongs to it (a late or SYN-cookie ACK): never a probe

@@ -89,7 +89,7 @@ def test_known_sizes(c_layout):
     # Pinned so that an accidental change shows up even if both sides move together.
     assert {s: c_layout[(s, ".")][0] for s in K.STRUCTS} == {
         "sw_config": 48, "sw_addr": 16, "sw_lpm_key": 20, "sw_block": 8,
-        "sw_source": 512, "sw_event": 176}
+        "sw_source": 512, "sw_event": 184, "sw_cookie": 8, "sw_answer": 32}
 
 
 # --- constants: parse the header's #defines ---------------------------------------------
@@ -117,8 +117,8 @@ def test_define_matches_contract(name):
 
 def test_kind_and_counter_tables():
     kinds = sorted((v, n) for n, v in DEFINES.items() if n.startswith("SW_KIND_"))
-    assert [v for v, _ in kinds] == list(range(DEFINES["SW_NKINDS"]))
-    assert len(K.KIND_NAMES) == K.NKINDS
+    assert [v for v, _ in kinds] == list(range(DEFINES["SW_NALLKINDS"]))
+    assert len(K.KIND_NAMES) == K.NALLKINDS > K.NKINDS
     assert K.KIND_NAMES[K.KIND_SYN] == "SYN/Normal"
     assert K.KIND_NAMES[K.KIND_UNKNOWN] == "Unknown Type"
     assert len(K.COUNTER_NAMES) == K.NCOUNTERS
@@ -126,6 +126,9 @@ def test_kind_and_counter_tables():
     cnts = sorted(v for n, v in DEFINES.items() if n.startswith("SW_CNT_"))
     # The per-kind packet counters come first, then one slot per SW_CNT_*.
     assert cnts == list(range(K.NKINDS, K.NCOUNTERS))
+    # issue 13's kinds (no hits[] slot) count in the slots after CNT_PACKETS, in order
+    for kind in range(K.NKINDS, K.NALLKINDS):
+        assert K.COUNTER_NAMES[K.CNT_SCTP_INIT + kind - K.NKINDS] == K.KIND_NAMES[kind]
     assert K.COUNTER_NAMES[K.CNT_DROPPED] == "dropped"
     assert K.COUNTER_NAMES[K.CNT_LOST] == "events_lost"
     assert K.COUNTER_NAMES[K.CNT_TRIPWIRE] == "tripwire"

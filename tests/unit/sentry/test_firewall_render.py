@@ -80,7 +80,11 @@ def test_address_objects_accepted():
 
 
 def test_fractional_timeout_in_ms():
-    assert "{ 10.0.0.1 timeout 1500ms }" in fw.render_add("t", "10.0.0.1", 1.5)
+    assert "{ 10.0.0.1 timeout 1s500ms }" in fw.render_add("t", "10.0.0.1", 1.5)
+    assert "{ 10.0.0.1 timeout 500ms }" in fw.render_add("t", "10.0.0.1", 0.5)
+    assert "{ 10.0.0.1 timeout 2s }" in fw.render_add("t", "10.0.0.1", 1.9999)
+    # a doubled block's remainder after a restart: nft 1.0.6 refuses "230352205ms"
+    assert "{ 10.0.0.1 timeout 230352s205ms }" in fw.render_add("t", "10.0.0.1", 230352.205)
     assert "{ 10.0.0.1 timeout 1ms }" in fw.render_add("t", "10.0.0.1", 0.0001)
     assert "{ 10.0.0.1 timeout 2s }" in fw.render_add("t", "10.0.0.1", 2.0)
 
@@ -107,7 +111,7 @@ def test_add_many_one_script_grouped_and_deduplicated():
         "add element inet scanwatch blocked4 { 10.0.0.2, 10.0.0.1 timeout 120s }\n"
         "add element inet scanwatch blocked6 { 2001:db8::1, 2001:db8::2 }\n"
         "delete element inet scanwatch blocked6 { 2001:db8::1, 2001:db8::2 }\n"
-        "add element inet scanwatch blocked6 { 2001:db8::1, 2001:db8::2 timeout 1250ms }\n"
+        "add element inet scanwatch blocked6 { 2001:db8::1, 2001:db8::2 timeout 1s250ms }\n"
     )
 
 

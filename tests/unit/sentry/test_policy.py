@@ -1,4 +1,5 @@
 """policy.py: PortSentry's reaction rules over kernel reports, with an injected clock."""
+import dataclasses
 import ipaddress
 
 import pytest
@@ -475,16 +476,32 @@ def test_withdrawing_a_repeat_offence_keeps_the_earlier_ones():
     assert p.withdraw("192.0.2.200") is None  # never seen: nothing to take back
 
 
-@pytest.mark.parametrize("reason, evidence, real", [
-    ("trigger", "stealth", False),   # one probe: could be spoofed
-    ("sweep", "stealth", False),
-    ("persist", "stealth", True),    # probed on after the kernel blocked it
-    ("hit", "stealth", True),        # probed on after its block ended
-    ("hit", "connect", True),        # completed a TCP handshake (classic -tcp)
-    ("hit", "datagram", False),      # a UDP datagram (classic -udp) proves nothing
+@pytest.mark.parametrize("reason, evidence, strength, real", [
+    ("trigger", "stealth", "", False),   # one probe: could be spoofed
+    ("sweep", "stealth", "", False),
+    # Issue 14: probing on after the block is no proof: a forger sends what it likes.
+    ("persist", "stealth", "", False),
+    ("hit", "stealth", "", False),
+    ("persist", "stealth", "unverified", False),
+    ("persist", "stealth", "decoy", False),
+    ("trigger", "stealth", "proven", True),  # the return-routability challenge answered
+    ("hit", "connect", "", True),        # completed a TCP handshake (classic -tcp)
+    ("hit", "datagram", "", False),      # a UDP datagram (classic -udp) proves nothing
 ])
-def test_proven_sources(reason, evidence, real):
-    assert proven(event(reason=reason, evidence=evidence)) is real
+def test_proven_sources(reason, evidence, strength, real):
+    ev = dataclasses.replace(event(reason=reason, evidence=evidence), strength=strength)
+    assert proven(ev) is real
+
+
+def test_forged_persistent_source_never_gets_the_proven_budget():
+    """A spoofed flood spends the first budget; a forged source that keeps 'probing after
+    its block' (EV_PERSIST) must not reach a full block (nft, hosts.deny) as proven."""
+    b = BlockBudget(2, clock=lambda: 0.0)
+    assert b.take(proven(event("192.0.2.1"))) and b.take(proven(event("192.0.2.2")))
+    for i in range(10):
+        assert not b.take(proven(event(f"192.0.2.{50 + i}", reason="persist")))
+    answered = dataclasses.replace(event("192.0.2.99", reason="persist"), strength="proven")
+    assert b.take(proven(answered))
 
 
 def test_block_budget_per_minute_with_a_second_budget_for_proven_sources():
