@@ -19,8 +19,9 @@ ACL = ("user {user} on >{pw} ~{prefix}:* resetchannels -@all +xadd +xread +xrevr
 
 class RedisServer:
     def __init__(self, lab, port=6379, users=("fleet",), prefix="scanwatch", cluster=False,
-                 ns=None):
-        self.lab, self.port, self.cluster = lab, port, cluster
+                 ns=None, tls=None):
+        """tls: a Certs (TLS only: the plain port is closed)."""
+        self.lab, self.port, self.cluster, self.tls = lab, port, cluster, tls
         self.ns = ns or lab.service_ns
         self.host = lab.service_ip4
         self.dir = Path(tempfile.mkdtemp(prefix="swredis-"))
@@ -31,6 +32,10 @@ class RedisServer:
         conf = [f"port {port}", f"bind {self.host}", f"dir {self.dir}", "save \"\"",
                 "appendonly yes", "appendfsync always", "protected-mode no",
                 f"aclfile {self.dir / 'users.acl'}", f"logfile {self.dir / 'redis.log'}"]
+        if tls:
+            conf[0] = "port 0"
+            conf += [f"tls-port {port}", f"tls-cert-file {tls.cert}", f"tls-key-file {tls.key}",
+                     f"tls-ca-cert-file {tls.ca}", "tls-auth-clients no"]
         if cluster:
             conf += ["cluster-enabled yes", f"cluster-config-file {self.dir / 'nodes.conf'}",
                      "cluster-node-timeout 2000"]
@@ -50,7 +55,8 @@ class RedisServer:
         return self
 
     def cli(self, *args, user="fleet"):
-        return self.lab.run(self.ns, "redis-cli", "-h", self.host, "-p", str(self.port),
+        tls = ("--tls", "--cacert", str(self.tls.ca)) if self.tls else ()
+        return self.lab.run(self.ns, "redis-cli", *tls, "-h", self.host, "-p", str(self.port),
                             "--user", user, "--pass", PASSWORD, "--no-auth-warning", *args,
                             timeout=20)
 
@@ -59,7 +65,8 @@ class RedisServer:
         service namespace and return the JSON it prints."""
         head = ("import json, redis\n"
                 f"def client(): return redis.Redis(host={self.host!r}, port={self.port}, "
-                f"username={user!r}, password={PASSWORD!r})\n")
+                f"username={user!r}, password={PASSWORD!r}"
+                + (f", ssl=True, ssl_ca_certs={str(self.tls.ca)!r}" if self.tls else "") + ")\n")
         res = self.lab.run(self.ns, sys.executable, "-c", head + textwrap.dedent(body),
                            timeout=30)
         if res.returncode != 0:
@@ -77,11 +84,32 @@ class RedisServer:
         return p.read_text()[-2000:] if p.exists() else ""
 
     def url(self, user="fleet"):
-        return f"redis://{user}@{self.host}:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://{user}@{self.host}:{self.port}/0"
 
     def close(self):
         self.kill()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Certs:
+    """A throw-away CA and a server certificate for `ip` (openssl CLI)."""
+
+    def __init__(self, directory, ip, name="swtest"):
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        self.ca, self.key, self.cert = d / f"{name}-ca.pem", d / f"{name}.key", d / f"{name}.pem"
+        ca_key, csr, ext = d / f"{name}-ca.key", d / f"{name}.csr", d / f"{name}.ext"
+        ext.write_text(f"subjectAltName=IP:{ip}\n")
+
+        def openssl(*a):
+            subprocess.run(["openssl", *a], check=True, capture_output=True, timeout=60)
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                "-subj", f"/CN={name} test CA", "-keyout", ca_key, "-out", self.ca)
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={ip}",
+                "-keyout", self.key, "-out", csr)
+        openssl("x509", "-req", "-in", csr, "-CA", self.ca, "-CAkey", ca_key,
+                "-CAcreateserial", "-days", "2", "-extfile", ext, "-out", self.cert)
+        os.chmod(self.key, 0o600)
 
 
 def password_file(directory, text=PASSWORD, mode=0o600):

@@ -2,7 +2,9 @@
 publications queue on disk (across a daemon restart), the queue drains when Redis is back,
 a member that was stopped catches up from its saved stream position, and nothing is
 applied or published twice."""
+import os
 import re
+import signal
 import time
 
 import pytest
@@ -76,3 +78,29 @@ def test_redis_killed_then_back_nothing_lost_nothing_twice(flab):
             assert "Traceback" not in log, log
         # one line per outage, not one per retry
         assert all_logs(fl.sws[1]).count("error: fleet: Redis unreachable") <= 2, all_logs(fl.sws[1])
+
+
+def test_redis_frozen_does_not_hold_up_the_local_block(flab):
+    """SIGSTOP: Redis accepts connections (the kernel does) but answers nothing, the worst
+    kind of slow. The local block and status do not wait; on SIGCONT the block travels and
+    is applied once (a publication that timed out may be sent twice: receivers know its id)."""
+    scanner = fresh_scanner(flab)
+    with Fleet(flab, hosts=flab.hosts[:2]) as fl:
+        web1, web2 = fl.sws
+        os.kill(flab.redis.proc.pid, signal.SIGSTOP)
+        try:
+            nmap_hosts(flab, "-sS", "-p", "1-200", hosts=flab.hosts[:1])
+            web1.wait_history(scanner, timeout=10)
+            assert blocked_in(web1, scanner)
+            t0 = time.monotonic()
+            st = web1.status()
+            assert time.monotonic() - t0 < 5 and st["fleet"]["queued"] + st["fleet"]["sent"] >= 1
+            assert not blocked_in(web2, scanner)
+        finally:
+            os.kill(flab.redis.proc.pid, signal.SIGCONT)
+        fl.wait(lambda: blocked_in(web2, scanner), 30, "the block travels after SIGCONT")
+        fl.wait(lambda: web1.status()["fleet"]["queued"] == 0, 15, "queue drained")
+        assert stream_count(flab.redis, scanner) >= 1
+        log = all_logs(web2)
+        assert log.count(f"Host {scanner} has been blocked via fleet (reported by web1)") == 1, log
+        assert "Traceback" not in all_logs(web1) + log
