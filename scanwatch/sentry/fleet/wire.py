@@ -12,18 +12,21 @@ import json
 import os
 import queue
 import socket
+import struct
 import sys
 import threading
 import time
 import uuid
 
 from ...errors import FleetError, ScanwatchError
+from ..kernel import contract as K
 from ..kernel.program import mono_now
 from ..model import BlockEntry
 from ..policy import BlockBudget
 from . import member, message
 from .spool import Spool
 
+_U64 = struct.Struct("<Q")
 SIGHT_S = 0.25        # sightings are gathered and sent this often, never per packet
 HEARTBEAT_S = 5.0
 BACKOFF = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
@@ -61,13 +64,14 @@ class Fleet:
         self.threads = []
         self.stats = {"connected": False, "sent": 0, "received": 0, "applied": 0,
                       "refused": 0, "queue_dropped": 0, "lag_ms": None, "error": "",
-                      "blocks_made": 0, "sweeps": 0, "capped": 0}
+                      "blocks_made": 0, "sweeps": 0, "capped": 0,
+                      "unshareable": 0}
         # BLOCK_RATE holds for what the fleet asks too, on a budget of its own: a flood of
         # entries (a member gone wrong, stolen keys) cannot fill nft and the logs, nor
         # spend the budget this host's own scanners need
         self.budget = BlockBudget(cfg.BLOCK_RATE)
         self._cap_noted = -1e9
-        self._src_seen = {}
+        self._walk_from = 0  # CLOCK_MONOTONIC ns of the last walk of the source table
         from .link import Link  # the one Redis importer, loaded only with a fleet
         args = dict(password_file=cfg.FLEET_PASSWORD_FILE, ca_file=cfg.FLEET_CA_FILE)
         self.pub_link = Link(cfg.FLEET_URL, **args)
@@ -76,6 +80,8 @@ class Fleet:
 
     # --- called by the daemon (any thread, never blocks) ----------------------------------
     def offer_block(self, entry):
+        """On the detection path: a few attribute reads and a put_nowait; the entry is
+        built and checked in the publisher thread."""
         ev = evidence_of(entry)
         if not member.should_share(ev, self.share):
             return
@@ -83,15 +89,22 @@ class Fleet:
         left = entry.left(now)
         if left is None:  # a permanent local block travels as the longest allowed
             left = self.cfg.BLOCK_TIMEOUT_MAX
-        fields = message.encode("block", entry.addr, host=self.me, left=max(1, int(left)),
-                                evidence=ev, scan=entry.scan_type, ports=entry.ports,
-                                ts=now, uid=f"{self.me}:{uuid.uuid4().hex[:16]}")
-        self._put(("pub", fields))
+        self._put(("block", dict(addr=entry.addr, left=max(1, int(left)), evidence=ev,
+                                 scan=entry.scan_type, ports=tuple(entry.ports), ts=now)))
 
     def offer_unblock(self, addr):
-        fields = message.encode("unblock", addr, host=self.me, left=0, ts=time.time(),
-                                uid=f"{self.me}:{uuid.uuid4().hex[:16]}")
-        self._put(("pub", fields))
+        self._put(("unblock", dict(addr=addr, left=0, ts=time.time())))
+
+    def _encode(self, item):
+        """A queued offer as a stream entry; None for what the fleet cannot carry (an
+        address no member would accept: reserved, multicast...; a forged flood makes them)."""
+        kind, kw = item
+        try:
+            return message.encode(kind, host=self.me, uid=f"{self.me}:{uuid.uuid4().hex[:16]}",
+                                  **kw)
+        except ValueError:  # message.Refused included
+            self.stats["unshareable"] += 1
+            return None
 
     def _put(self, item):
         try:
@@ -153,7 +166,9 @@ class Fleet:
             return
         try:
             while item is not None:
-                self.spool.push(item[1])
+                fields = self._encode(item)
+                if fields is not None:
+                    self.spool.push(fields)
                 item = self.q.get_nowait() if not self.q.empty() else None
         except ScanwatchError as err:
             self.d.log.error("error: fleet: %s", err)
@@ -171,7 +186,8 @@ class Fleet:
                 self._send_spool()
                 if now >= next_sight:
                     self._send_sightings()
-                    next_sight = now + SIGHT_S
+                    # at most ~10 % of a core for the walk, however full the table is
+                    next_sight = now + max(SIGHT_S, 9 * (time.monotonic() - now))
                 if now >= next_beat:
                     self._heartbeat()
                     next_beat = now + HEARTBEAT_S
@@ -205,18 +221,24 @@ class Fleet:
         if not self.cfg.FLEET_SWEEP:
             return
         sentry, fresh = self.d.sentry, {}
+        # Only rows the kernel touched since the last walk are parsed (a watermark on
+        # their last packet, no per-source memory here); the walk itself is paced by its
+        # own cost in _publisher, so a flood that fills the table cannot make it a hog.
+        since, started = self._walk_from, time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        last_ns, at = _U64.unpack_from, K.Source.last_ns.offset
+        room = self.sightings.max_sources
         for key, value in sentry.maps["sources"].items():
+            if last_ns(value, at)[0] < since:
+                continue
+            if len(fresh) >= room:  # a batch's worth (a flood of forged sources): the
+                self.sightings.dropped += 1  # rest are not even parsed
+                continue
             st = sentry._source_stats(key, value)
-            if self._src_seen.get(key) == (st.last_mono, st.distinct):
-                continue
-            self._src_seen[key] = (st.last_mono, st.distinct)
-            addr = str(st.addr)
-            if self._protected(addr) or addr in self.swept or addr in self.d.policy.blocks:
-                continue
-            ports = list(st.ports) or [("TCP", st.last_port)]  # (proto, port) pairs
-            fresh[addr] = ports
-        if len(self._src_seen) > 4 * self.d.cfg.MAX_SOURCES:
-            self._src_seen.clear()
+            fresh[str(st.addr)] = list(st.ports) or [("TCP", st.last_port)]  # (proto, port)
+        self._walk_from = started
+        blocks = self.d.policy.blocks
+        fresh = {a: p for a, p in fresh.items()
+                 if a not in self.swept and a not in blocks and not self._protected(a)}
         for addr, ports in fresh.items():
             self.sightings.add(addr, ports)
         batch = self.sightings.take(time.monotonic())
@@ -403,7 +425,11 @@ def attach(daemon):
         if d.action == "block" and not daemon.dry_run and d.block is not None \
                 and d.block.level == 1:  # full blocks only: not log-only, not KILL_RUN_CMD-only
             fleet.stats["blocks_made"] += 1
-            fleet.offer_block(d.block)
+            try:
+                fleet.offer_block(d.block)
+            except Exception as err:  # noqa: BLE001 - the fleet never breaks detection
+                daemon.log.error("error: fleet: %s not offered: %s: %s", d.block.addr,
+                                 type(err).__name__, err)
 
     def start_with_fleet():
         start()

@@ -125,3 +125,26 @@ def test_no_or_wrong_password_is_refused_in_one_line(flab, tmp_path, secret):
         assert not st["connected"] and "refused" in st["error"], st
     finally:
         sw.stop()
+
+
+def test_a_forged_flood_neither_breaks_nor_burdens_the_member(flab):
+    """hping3 --rand-source: blocks of addresses no member would accept (240/4 ...) are
+    not offered, the member keeps running and answering, and what it sends the fleet stays
+    within BLOCK_RATE."""
+    web1 = member(flab, flab.hosts[0])
+    try:
+        flood = flab.popen(flab.scanner_ns, "hping3", "-n", "-q", "--rand-source", "--flood",
+                           "-S", "-p", "++1000", flab.hosts[0].target_ip4)
+        time.sleep(6)
+        flood.terminate()
+        flood.wait(timeout=10)
+        assert web1.proc.poll() is None, all_logs(web1)
+        st = web1.status()
+        assert st["counters"]["packets"] > 10000
+        fl = st["fleet"]
+        assert fl["connected"] and fl["blocks_made"] <= 2 * 120, fl  # BLOCK_RATE (+ proven)
+        wait_for(lambda: web1.status()["fleet"]["queued"] == 0, 15, "queue drained")
+        log = all_logs(web1)
+        assert "Traceback" not in log and "error: fleet" not in log, log[-3000:]
+    finally:
+        web1.stop()
