@@ -30,7 +30,16 @@ _U64 = struct.Struct("<Q")
 SIGHT_S = 0.25        # sightings are gathered and sent this often, never per packet
 HEARTBEAT_S = 5.0
 BACKOFF = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
-VERSION = "0.1.0"
+
+
+def _version():
+    """The installed scanwatch's version, for `status --fleet` (mixed versions in a fleet
+    during an upgrade are worth seeing)."""
+    from importlib import metadata
+    try:
+        return metadata.version("scanwatch")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def evidence_of(entry):
@@ -63,7 +72,7 @@ class Fleet:
         self.stop_ev = threading.Event()
         self.threads = []
         self.stats = {"connected": False, "sent": 0, "received": 0, "applied": 0,
-                      "refused": 0, "queue_dropped": 0, "lag_ms": None, "error": "",
+                      "refused": 0, "queue_dropped": 0, "lag_ms": None, "error": "connecting",
                       "blocks_made": 0, "sweeps": 0, "capped": 0,
                       "unshareable": 0}
         # BLOCK_RATE holds for what the fleet asks too, on a budget of its own: a flood of
@@ -71,6 +80,7 @@ class Fleet:
         # spend the budget this host's own scanners need
         self.budget = BlockBudget(cfg.BLOCK_RATE)
         self._cap_noted = -1e9
+        self.version = _version()
         self._walk_from = 0  # CLOCK_MONOTONIC ns of the last walk of the source table
         from .link import Link  # the one Redis importer, loaded only with a fleet
         args = dict(password_file=cfg.FLEET_PASSWORD_FILE, ca_file=cfg.FLEET_CA_FILE)
@@ -210,7 +220,7 @@ class Fleet:
                 self.spool.drop(done)
 
     def _heartbeat(self):
-        rec = json.dumps({"last_seen": round(time.time(), 3), "version": VERSION,
+        rec = json.dumps({"last_seen": round(time.time(), 3), "version": self.version,
                           "blocks": self.stats["blocks_made"], "sent": self.stats["sent"],
                           "received": self.stats["received"]})
         self.pub_link.heartbeat(self.keys.members, self.me, rec)
