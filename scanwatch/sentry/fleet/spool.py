@@ -7,6 +7,7 @@ the file atomically.
 """
 import json
 import os
+import threading
 
 from ...errors import StateError
 
@@ -17,6 +18,8 @@ class Spool:
         self.limit = limit
         self.items = []
         self.dropped = 0
+        # the publisher thread sends and drops while a stopping daemon may still push
+        self.lock = threading.Lock()
         self._load()
 
     def _load(self):
@@ -39,6 +42,10 @@ class Spool:
         return len(self.items)
 
     def push(self, item):
+        with self.lock:
+            self._push(item)
+
+    def _push(self, item):
         self.items.append(item)
         if len(self.items) > self.limit:
             self.dropped += len(self.items) - self.limit
@@ -54,13 +61,15 @@ class Spool:
             raise StateError(f"{self.path}: {err.strerror}") from None
 
     def head(self, n=100):
-        return self.items[:n]
+        with self.lock:
+            return self.items[:n]
 
     def drop(self, n):
         """The first n entries were sent."""
         if n:
-            self.items = self.items[n:]
-            self._rewrite()
+            with self.lock:
+                self.items = self.items[n:]
+                self._rewrite()
 
     def _rewrite(self):
         tmp = self.path + ".tmp"
