@@ -149,6 +149,15 @@ class Link:
             return r[0][0].decode() if r else "0-0"
         return self._call(newest)
 
+    def holds(self, stream, pos):
+        """False when the stream was trimmed past `pos` (the entry there and every older
+        one are gone while newer ones exist): what came between may be lost."""
+        def check():
+            if self.client.xrevrange(stream, max=pos, min="-", count=1):
+                return True
+            return not self.client.xrevrange(stream, count=1)  # empty: nothing to miss
+        return self._call(check)
+
     def sight(self, keys_for, batch, window):
         """PFADD each source's host:port pairs into its HyperLogLog, start its window
         (EXPIRE NX: the window runs from the first sighting, it does not slide), and return

@@ -74,7 +74,7 @@ class Fleet:
         self.stats = {"connected": False, "sent": 0, "received": 0, "applied": 0,
                       "refused": 0, "queue_dropped": 0, "lag_ms": None, "error": "connecting",
                       "blocks_made": 0, "sweeps": 0, "capped": 0,
-                      "unshareable": 0}
+                      "unshareable": 0, "gap": 0}
         # BLOCK_RATE holds for what the fleet asks too, on a budget of its own: a flood of
         # entries (a member gone wrong, stolen keys) cannot fill nft and the logs, nor
         # spend the budget this host's own scanners need
@@ -296,12 +296,20 @@ class Fleet:
         os.replace(tmp, self.pos_path)
 
     def _reader(self):
-        pos, attempt = self._load_pos(), 0
+        pos, attempt, verify = self._load_pos(), 0, True
         while not self.stop_ev.is_set():
             try:
                 if pos is None:
                     pos = self.read_link.last_id(self.keys.stream)
                     self._save_pos(pos)
+                elif verify and pos != "0-0":  # back from a stop or an outage
+                    if not self.read_link.holds(self.keys.stream, pos):
+                        self.stats["gap"] += 1
+                        self.d.log.warning(
+                            "warning: fleet: the stream no longer holds our position %s (away "
+                            "longer than FLEET_STREAM_MAX entries last): blocks published "
+                            "meanwhile may be missing here", pos)
+                verify = False
                 batch = self.read_link.read(self.keys.stream, pos, block_ms=1000, count=500)
                 for eid, fields in batch:
                     self.on_entry(eid, fields)
@@ -311,6 +319,7 @@ class Fleet:
                 attempt = 0
             except FleetError as err:
                 attempt, _step = self._trouble(err, attempt)
+                verify = True
             except OSError as err:
                 self.d.log.error("error: fleet: %s: %s", self.pos_path, err.strerror)
                 self.stop_ev.wait(1.0)

@@ -148,3 +148,29 @@ def test_a_forged_flood_neither_breaks_nor_burdens_the_member(flab):
         assert "Traceback" not in log and "error: fleet" not in log, log[-3000:]
     finally:
         web1.stop()
+
+
+def test_a_member_away_longer_than_the_stream_lasts_says_so(flab):
+    web2 = member(flab, flab.hosts[1])
+    try:
+        xadd(flab.redis, [entry("203.0.113.60", id="web9:before")])
+        web2.wait_log("Host 203.0.113.60 has been blocked via fleet", timeout=10)
+        assert web2.stop() == 0
+        # while it is away the stream moves on and is trimmed past its position
+        flab.redis.py("""
+import time
+r = client()
+for i in range(30):
+    r.xadd('scanwatch:{blocks}:stream', {'v': '1', 'kind': 'block', 'addr': f'203.0.113.{100 + i}',
+           'left': '600', 'evidence': 'proven', 'scan': 'SYN/Normal', 'ports': '22',
+           'host': 'web9', 'ts': f'{time.time():.3f}', 'id': f'web9:away{i}'},
+           maxlen=5, approximate=False)
+""")
+        web2 = web2.restart()
+        web2.wait_log("warning: fleet: the stream no longer holds our position", timeout=15)
+        # what is still in the stream is applied
+        wait_for(lambda: "203.0.113.129" in web2.nft_set(4), 10, "the newest entry applied")
+        assert web2.status()["fleet"]["gap"] == 1
+        assert "Traceback" not in all_logs(web2)
+    finally:
+        web2.stop()
