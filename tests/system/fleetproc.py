@@ -1,6 +1,7 @@
 """Helpers for the fleet's system tests (issue 15), not a test: N restartable daemons on
 a FleetLab's host namespaces, a fresh scanner address per test, nmap over the hosts."""
 import itertools
+import shutil
 import tempfile
 
 from redisproc import password_file
@@ -39,7 +40,6 @@ class Member(Sentry):
     def __init__(self, host, workdir, conf_text=None, fleet=True):
         self.host, self.fleet = host, fleet
         super().__init__(host, workdir, args=("-stcp",), conf=conf_text)
-        self.proc_pid = self.pid
         if fleet:
             self.wait_log("fleet: connected", timeout=30)
 
@@ -70,6 +70,9 @@ class Fleet:
 
     def __exit__(self, *exc):
         self.stop()
+        if exc[0] is None:  # kept after a failure, for a look at the logs and state
+            for sw in self.sws:
+                shutil.rmtree(sw.dir, ignore_errors=True)
 
     def logs(self):
         return "\n".join(f"--- {sw.lab.target_ns}\n{all_logs(sw)[-3000:]}" for sw in self.sws)
