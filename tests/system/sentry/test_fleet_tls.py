@@ -1,6 +1,7 @@
 """The fleet over TLS (issue 15): rediss:// to a redis-server that only speaks TLS,
 verified against FLEET_CA_FILE; a server whose certificate another CA signed is refused in
 one line."""
+import shutil
 import tempfile
 
 import pytest
@@ -23,6 +24,7 @@ def flab():
             yield lab
         finally:
             lab.redis.close()
+            shutil.rmtree(certdir, ignore_errors=True)
 
 
 def test_blocks_are_shared_over_tls(flab):
