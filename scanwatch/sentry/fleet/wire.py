@@ -365,7 +365,7 @@ class Fleet:
         state file, one log line, one record."""
         d, now = self.d, time.time()
         secs = max(1, int(round(secs)))
-        if not local and not self.budget.take(entry.evidence == "proven"):
+        if not self.budget.take(entry.evidence == "proven"):  # fleet sweeps found here too
             return self._capped(entry, secs)
         be = BlockEntry(addr=entry.addr, since=now, expires=now + secs,
                         scan_type=entry.scan, proto="TCP",
