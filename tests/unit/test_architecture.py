@@ -85,3 +85,8 @@ def test_view_libraries_stay_in_the_views():
     assert _importers("rich") == ["scanwatch/sentry/admin/top.py"]
     assert _importers("matplotlib") == ["scanwatch/sentry/admin/charts.py"]
     assert _importers("prometheus_client") == ["scanwatch/sentry/admin/metrics.py"]
+
+
+def test_only_the_fleet_link_talks_to_redis():
+    # issue 15: one module carries every Redis call; the rest of the fleet is pure
+    assert _importers("redis") == ["scanwatch/sentry/fleet/link.py"]
