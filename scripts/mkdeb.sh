@@ -37,7 +37,9 @@ DEPENDS+=", python3-prometheus-client (>= 0.16), python3-rich (>= 13), passwd"
 # matplotlib draws only `scanwatch report`'s charts, and brings ~60 MB: recommended.
 # bcc compiles against the running kernel's headers; Debian's metapackage per
 # architecture (an arch-all package names the ones it knows).
-RECOMMENDS="python3-matplotlib (>= 3.6), linux-headers-amd64 | linux-headers-arm64 | linux-headers-generic"
+# redis-py only for the fleet (FLEET_URL): a single host needs none. Debian 12 has 4.3.4;
+# the fleet's tests run with pyproject's redis>=4.5, so 4.3.4 is untested there.
+RECOMMENDS="python3-matplotlib (>= 3.6), python3-redis, linux-headers-amd64 | linux-headers-arm64 | linux-headers-generic"
 
 B=$(mktemp -d "${TMPDIR:-/tmp}/scanwatch-deb.XXXXXX")
 trap 'rm -rf "$B"' EXIT
