@@ -9,6 +9,8 @@
 #                         when systemd runs; START=no only enables it)
 #   make e2e              (root) README's commands on a freshly built Debian 12 booted with
 #                         systemd-nspawn, attacked from a scanner namespace (tests/e2e/run.py)
+#   make deb              scanwatch_<version>_all.deb (scripts/mkdeb.sh; Debian's python3-*
+#                         packages instead of a venv), then lintian on it (errors fail)
 #   make uninstall        (root) remove all of it, every block and the hosts.deny lines
 #                         scanwatch wrote; a config file you changed is kept
 
@@ -16,7 +18,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 ARGS   ?=
 
-.PHONY: all setup run test unit clean install uninstall e2e
+.PHONY: all setup run test unit clean install uninstall e2e deb
 
 all: test
 
@@ -34,7 +36,7 @@ unit:
 	$(PY) -m pytest -q tests/unit $(ARGS)
 
 clean:
-	rm -rf $(VENV) build .pytest_cache *.egg-info
+	rm -rf $(VENV) build .pytest_cache *.egg-info scanwatch_*_all.deb
 	find . -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
 
 install:
@@ -45,3 +47,8 @@ uninstall:
 
 e2e: setup
 	/usr/bin/python3 tests/e2e/run.py $(ARGS)
+
+deb: setup
+	bash scripts/mkdeb.sh
+	@if command -v lintian >/dev/null; then lintian --fail-on error scanwatch_*_all.deb; \
+	 else echo "make deb: lintian is not installed (apt-get install lintian)" >&2; fi

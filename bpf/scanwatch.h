@@ -42,7 +42,7 @@
 #define SW_CNT_TRIPWIRE  13  /* probes to a watched port without a listener */
 #define SW_CNT_KBLOCKS   14  /* sources the kernel blocked itself */
 #define SW_CNT_PACKETS   15  /* every packet the program saw */
-#define SW_NCOUNTERS     19
+#define SW_NCOUNTERS     20  /* issue 13: 20 with SW_CNT_BADSUM */
 
 /* Event reasons. */
 #define SW_EV_HIT     1  /* a tripwire port was probed, below the trigger or with blocking off */
@@ -176,5 +176,8 @@ struct sw_event {
 #define SW_CNT_SCTP_INIT    16
 #define SW_CNT_SCTP_COOKIE  17
 #define SW_CNT_IPPROTO      18
+/* issue 13 (--badsum): TCP/UDP probes to a port without a socket whose checksum is wrong.
+ * The stack drops them unanswered, so they reveal nothing and never count toward a block. */
+#define SW_CNT_BADSUM       19
 
 #endif

@@ -120,6 +120,8 @@ struct probe {
 	struct sw_addr key;
 	__u8 agg;
 	__u8 is6;
+	__u16 l4_off; /* issue 13 (--badsum): where the L4 header starts in the frame, */
+	__u16 l4_len; /* and the L4 length the IP header gives (checksum, rare path only) */
 };
 
 static __always_inline void count(__u32 idx)
@@ -287,6 +289,8 @@ static __always_inline int parse(struct xdp_md *ctx, struct probe *p)
 		p->tuple_len = sizeof(p->tuple.ipv4);
 		p->tuple.ipv4.saddr = ip->saddr;
 		p->tuple.ipv4.daddr = ip->daddr;
+		p->l4_off = (l3 + ihl) - data;
+		p->l4_len = bpf_ntohs(ip->tot_len) - ihl;
 		return parse_l4(l3 + ihl, end, l3 + bpf_ntohs(ip->tot_len), ip->protocol, p);
 	}
 	if (eproto == bpf_htons(ETH_P_IPV6)) {
@@ -327,6 +331,8 @@ static __always_inline int parse(struct xdp_md *ctx, struct probe *p)
 		if (nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING || nh == IPPROTO_DSTOPTS ||
 		    nh == IPPROTO_FRAGMENT)
 			return -2;  /* more extension headers than any sane packet: drop, not hide */
+		p->l4_off = l4 - data;
+		p->l4_len = (void *)(ip6 + 1) + bpf_ntohs(ip6->payload_len) - l4;
 		return parse_l4(l4, end, (void *)(ip6 + 1) + bpf_ntohs(ip6->payload_len), nh, p);
 	}
 	return 1;
@@ -354,6 +360,82 @@ static __always_inline int has_socket(struct xdp_md *ctx, struct probe *p)
 		return 0;
 	bpf_sk_release(sk);
 	return 1;
+}
+
+/* issue 13 (--badsum): 1 if a TCP/UDP probe's checksum is wrong. Asked only of a packet
+ * already judged a probe (no socket), so the per-packet path pays nothing. A first
+ * fragment's checksum covers the whole datagram: not checked. Neither are segments longer
+ * than SW_CSUM_MAX (no scanner sends them). A checksum left for offload (CHECKSUM_PARTIAL:
+ * the field holds the pseudo-header sum, as a local or veth sender's stack leaves it) is
+ * taken as good: such a packet never crossed a wire. */
+#ifndef SW_CSUM_MAX
+#define SW_CSUM_MAX 1500
+#endif
+static __always_inline __u16 sw_csum_fold(__u64 sum)
+{
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return sum;
+}
+
+static __always_inline int bad_checksum(struct xdp_md *ctx, struct probe *p)
+{
+	if ((p->flags & SW_F_FRAG) || p->kind > SW_KIND_MAIMON)
+		return 0;
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	__u32 off = p->l4_off, len = p->l4_len;
+	if (off > 512 || len > SW_CSUM_MAX || len < 8)
+		return 0;
+	__u8 *l4 = data + off;
+	/* where the checksum field sits: TCP 16, UDP 6 */
+	__u32 at = p->proto == SW_PROTO_UDP ? 6 : 16;
+	if ((void *)(l4 + at + 2) > end || at + 2 > len)
+		return 0;
+	__u16 check = *(__u16 *)(l4 + at);
+	/* Pseudo header, summed as raw memory like the packet (byte order falls out). */
+	__u64 sum = bpf_htons(len) + bpf_htons(p->proto == SW_PROTO_UDP ? IPPROTO_UDP : IPPROTO_TCP);
+	if (p->tuple_len == sizeof(p->tuple.ipv4)) {
+		if (p->proto == SW_PROTO_UDP && check == 0)
+			return 0;  /* IPv4 UDP without a checksum */
+		sum += p->tuple.ipv4.saddr;
+		sum += p->tuple.ipv4.daddr;
+	} else {
+#pragma unroll
+		for (int i = 0; i < 4; i++)
+			sum += (__u64)p->tuple.ipv6.saddr[i] + p->tuple.ipv6.daddr[i];
+	}
+	if (check == sw_csum_fold(sum))
+		return 0;  /* CHECKSUM_PARTIAL: a connect() SYN over veth arrives like this */
+	__u32 words = len >> 2;
+	for (__u32 i = 0; i < SW_CSUM_MAX / 4; i++) {
+		if (i >= words)
+			break;
+		__u32 *w = (__u32 *)(l4 + i * 4);
+		/* keeps clang from folding the bound into pointer arithmetic the verifier refuses */
+		asm volatile("" : "+r"(w));
+		if ((void *)(w + 1) > end)
+			return 0;
+		sum += *w;
+	}
+	__u32 rest = len & 3, done = len & ~3U;
+	if (done > SW_CSUM_MAX)
+		return 0;
+	__u8 *t = l4 + done;
+	if (rest >= 2) {
+		if ((void *)(t + 2) > end)
+			return 0;
+		sum += *(__u16 *)t;
+		t += 2;
+	}
+	if (rest & 1) {
+		if ((void *)(t + 1) > end)
+			return 0;
+		sum += *t;  /* the odd byte, padded with a zero byte after it */
+	}
+	return sw_csum_fold(sum) != 0xffff;
 }
 
 /* Hop count from a TTL, assuming the sender started at the next usual initial value. */
@@ -705,6 +787,12 @@ int xdp_sentry(struct xdp_md *ctx)
 		   is_natted(proto, p.dport) || has_socket(ctx, &p);
 	if (open && !need_sweep)
 		return XDP_PASS;
+	/* issue 13 (--badsum): the stack drops a bad checksum unanswered, so the probe reveals
+	 * nothing; counting it would let anyone trip a block without a single valid packet. */
+	if (!open && bad_checksum(ctx, &p)) {
+		count(SW_CNT_BADSUM);
+		return XDP_PASS;
+	}
 	if (need_sweep) {
 		/* A sliding window in two halves (issue 14): bloom[0..7] and the counts are
 		 * this half window, bloom[8..15] and the *_prev counts the one before, and both

@@ -101,6 +101,8 @@ def run(config_path, tcp_mode, udp_mode, interfaces, dry_run, state_dir, run_dir
         if v is not None}
     daemon = Daemon(cfg, tcp_mode=tcp, udp_mode=udp, interfaces=interfaces, logger=log,
                     dry_run=dry_run, overrides=overrides)
+    from .sentry.fleet.wire import attach
+    attach(daemon)  # FLEET_URL: the fleet's threads start and stop with the daemon
     daemon.start()
     sys.exit(daemon.run())
 
@@ -109,7 +111,8 @@ def run(config_path, tcp_mode, udp_mode, interfaces, dry_run, state_dir, run_dir
 @_config_option
 @_run_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status(config_path, run_dir, as_json):
+@click.option("--fleet", "fleet", is_flag=True, help="List every member of the fleet.")
+def status(config_path, run_dir, as_json, fleet):
     """Show whether the daemon runs, what it watches, what it saw and whom it blocked.
 
     Exit status 3 when no daemon is running."""
@@ -117,7 +120,14 @@ def status(config_path, run_dir, as_json):
     from .errors import NotRunning
     cfg = _load(config_path, RUN_DIR=run_dir)
     try:
-        st = control.request(cfg.RUN_DIR, {"cmd": "status"})
+        st = control.request(cfg.RUN_DIR, {"cmd": "fleet" if fleet else "status"})
+        if "error" in st:
+            raise ScanwatchError(st["error"])
+        if fleet:
+            from .sentry.admin.statusview import format_members
+            click.echo(json.dumps(st, indent=2, sort_keys=True) if as_json
+                       else format_members(st))
+            return
     except NotRunning as err:
         click.echo(str(err))
         sys.exit(err.exit_code)
@@ -128,8 +138,9 @@ def status(config_path, run_dir, as_json):
 @_config_option
 @_run_dir_option
 @_block_state_options
+@click.option("--fleet", "fleet", is_flag=True, help="Lift it on every member of the fleet.")
 @click.argument("addr")
-def unblock(config_path, run_dir, state_dir, hosts_deny, nft_table, addr):
+def unblock(config_path, run_dir, state_dir, hosts_deny, nft_table, fleet, addr):
     """Lift the block of ADDR (nftables, XDP map, hosts.deny)."""
     from .sentry.ignore import canonical
     try:
@@ -139,6 +150,13 @@ def unblock(config_path, run_dir, state_dir, hosts_deny, nft_table, addr):
     from .sentry.admin import offline
     cfg = _load(config_path, RUN_DIR=run_dir, STATE_DIR=state_dir, HOSTS_DENY_FILE=hosts_deny,
                 NFT_TABLE=nft_table)
+    if fleet:
+        from .sentry.admin import control
+        reply = control.request(cfg.RUN_DIR, {"cmd": "unblock", "addr": addr, "fleet": True})
+        if "error" in reply:
+            raise ScanwatchError(reply["error"])
+        click.echo(f"{addr} unblocked here; the fleet lifts it on every member")
+        return
     was = offline.unblock(cfg, addr)
     click.echo(f"{addr} unblocked" if was else f"{addr} was not blocked by scanwatch")
 

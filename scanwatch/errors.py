@@ -45,3 +45,7 @@ class NotRunning(ScanwatchError):
     """No daemon answers on the control socket."""
 
     exit_code = 3
+
+
+class FleetError(ScanwatchError):
+    """Redis refused us (password, ACL) or cannot be reached; one line, never a traceback."""

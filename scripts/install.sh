@@ -3,6 +3,9 @@
 #
 #   bash scripts/install.sh install      idempotent; one line per change, quiet otherwise
 #   bash scripts/install.sh uninstall    removes everything install added (see below)
+#   bash scripts/install.sh defaults DIR writes the default scanwatch.conf and
+#                                        scanwatch.ignore into DIR (no root; make deb's
+#                                        conffiles), from $SCANWATCH_CMD's `config show`
 #
 # install:
 #   - installs the missing runtime Debian packages (bcc, nftables bindings, venv) and,
@@ -67,7 +70,9 @@ die() { echo "$ACTION: ERROR: $*" >&2; exit 1; }
 TMP=$(mktemp -d /tmp/scanwatch-install.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
 
-[ "$(id -u)" -eq 0 ] || die "needs root; run: sudo make $ACTION"
+if [ "$ACTION" != defaults ]; then
+    [ "$(id -u)" -eq 0 ] || die "needs root; run: sudo make $ACTION"
+fi
 
 systemd_running() { [ -d /run/systemd/system ]; }   # sd_booted(3)
 
@@ -266,7 +271,7 @@ install_dirs() {
 # so that an unchanged file follows the defaults of the installed version.
 make_conf() {
     local show group_line=
-    show=$("$PREFIX/bin/scanwatch" config show) || die "scanwatch config show failed"
+    show=$("${SCANWATCH_CMD:-$PREFIX/bin/scanwatch}" config show) || die "scanwatch config show failed"
     # The status socket is group-readable only for CONTROL_GROUP; the unit's
     # SupplementaryGroups= lets the daemon hand the socket to this group.
     if grep -q '^CONTROL_GROUP=' <<<"$show" && ! grep -qx "CONTROL_GROUP=\"$GROUP\"" <<<"$show"; then
@@ -275,13 +280,14 @@ make_conf() {
     cat <<EOF
 # $CONF: scanwatch's configuration (portsentry.conf syntax: KEY="value").
 #
-# Written by \`make install\` from \`scanwatch config show\`: every setting is listed at
-# its default, commented out. To change one, uncomment its line and edit the value.
+# Written from \`scanwatch config show\` (by \`make install\`, or in the .deb): every setting
+# is listed at its default, commented out. To change one, uncomment its line and edit it.
 #   scanwatch config check -c $CONF   validate it and the ignore file
 #   systemctl reload scanwatch       SIGHUP: re-read (see README, Configuration)
 #   systemctl restart scanwatch      restart with the new settings
-# \`make install\` never overwrites this file once you have changed it; a newer default
-# is then written next to it as scanwatch.conf.dist. \`make uninstall\` keeps it too.
+# An upgrade never overwrites this file once you have changed it (\`make install\` writes
+# a newer default next to it as scanwatch.conf.dist; dpkg asks). \`make uninstall\` and
+# \`apt remove\` keep it; \`apt purge\` removes it.
 EOF
     if [ -n "$group_line" ]; then
         printf '\n# Members of this group may run "scanwatch status" (the socket is root:%s 0660).\n%s\n' \
@@ -494,10 +500,21 @@ remove_conffile() {
     fi
 }
 
+# /etc/hosts.deny that the daemon created on a machine without one (no tcp-wrappers):
+# empty once flushed and no package's file. An empty hosts.deny denies nothing either way.
+remove_empty_hosts_deny() {
+    local f=/etc/hosts.deny
+    if [ -f "$f" ] && [ ! -s "$f" ] && ! dpkg -S "$f" >/dev/null 2>&1; then
+        rm -f "$f"
+        say "removed the empty $f (no package owns it)"
+    fi
+}
+
 do_uninstall() {
     local f
     uninstall_service
     uninstall_blocks
+    remove_empty_hosts_deny
     for f in "$BASH_COMPL" "$ZSH_COMPL" "$UNITDIR/$UNIT"; do
         if [ -e "$f" ]; then
             rm -f "$f"
@@ -552,5 +569,9 @@ do_uninstall() {
 case $ACTION in
     install) do_install ;;
     uninstall) do_uninstall ;;
-    *) die "usage: $0 install|uninstall" ;;
+    defaults)
+        [ -d "${2:-}" ] || die "usage: $0 defaults DIR"
+        make_conf > "$2/scanwatch.conf"
+        make_ignore > "$2/scanwatch.ignore" ;;
+    *) die "usage: $0 install|uninstall|defaults DIR" ;;
 esac

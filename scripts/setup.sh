@@ -128,8 +128,11 @@ PKGS=(python3-bpfcc python3-nftables python3-venv nftables bpftool nmap hping3
       libatomic1)                                  # ring buffer acquire/release loads (bpfsys.py)
 # make e2e's tools (tests/e2e/run.py puts every list here into the container's root too,
 # so that setup finds nothing missing there and needs no network)
-E2E_PKGS=(mmdebstrap systemd-container)
-QUIET_PKGS=(portsentry fail2ban prometheus)   # their services must not start (prometheus: scraping test)
+E2E_PKGS=(mmdebstrap systemd-container
+          dpkg-dev lintian)   # make deb checks its package; dpkg-scanpackages: e2e's local archive
+QUIET_PKGS=(portsentry fail2ban prometheus   # their services must not start (prometheus: scraping test)
+            psad                           # bench/evasion.py (issue 13); pulls rsyslog and an MTA
+            redis-server)                  # fleet tests start their own redis-server
 
 missing=()
 for p in "${PKGS[@]}" "${E2E_PKGS[@]}"; do installed "$p" || missing+=("$p"); done
@@ -179,6 +182,8 @@ if [ ${#missing[@]} -gt 0 ] || [ ${#missing_quiet[@]} -gt 0 ] || [ "$HDR_LOOKUP"
                 portsentry) stop_service portsentry portsentry ;;
                 fail2ban)   stop_service fail2ban fail2ban-server ;;
                 prometheus) stop_service prometheus prometheus ;;
+                psad)       stop_service psad psad ;;
+                redis-server) stop_service redis-server redis-server ;;
             esac
         done
     fi

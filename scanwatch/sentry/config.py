@@ -62,7 +62,14 @@ def _convert(setting, raw, path, lineno):
             raise ConfigError(f"{name}: {raw!r} is above the maximum {top}", path, lineno)
         return value
     if kind == "list":
-        return tuple(x.strip() for x in raw.split(",") if x.strip())
+        items = tuple(x.strip() for x in raw.split(",") if x.strip())
+        if name == "FLEET_SHARE":
+            from .fleet.message import EVIDENCE
+            bad = [x for x in items if x not in EVIDENCE]
+            if bad:
+                raise ConfigError(f"{name}: {bad[0]!r} is not one of {', '.join(EVIDENCE)}",
+                                  path, lineno)
+        return items
     if kind == "path":
         if "\0" in raw:
             raise ConfigError(f"{name}: contains a NUL byte", path, lineno)
@@ -75,6 +82,12 @@ def _convert(setting, raw, path, lineno):
         raise ConfigError(f"{name}: {raw!r} is not HOST:PORT (e.g. 127.0.0.1:9877)", path, lineno)
     if name == "CONTROL_GROUP" and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}", raw):
         raise ConfigError(f"{name}: {raw!r} is not a group name", path, lineno)
+    if name.startswith("FLEET_") and raw:
+        from .fleet.message import check_url
+        try:
+            check_url(name, raw)
+        except ValueError as err:
+            raise ConfigError(f"{name}: {err}", path, lineno) from None
     if name == "LOG_FORMAT" and raw not in ("portsentry", "portsentry2"):
         raise ConfigError(f"{name}: {raw!r} must be portsentry or portsentry2", path, lineno)
     if name == "EVIDENCE_RESPONSE":

@@ -136,6 +136,29 @@ SETTINGS = (
             "Seconds a `kernel` response (a possibly spoofed decoy) is dropped in XDP."),
     Setting("CHALLENGE_RATE", "int", "50",
             "Return-routability challenges (one SYN-ACK each) sent a second at most; 0 = none."),
+    # --- fleet (issue 15): sentries sharing blocks and sightings through Redis ---
+    Setting("FLEET_URL", "text", "",
+            "redis://HOST:PORT/DB or rediss:// (TLS), optionally USER@ before the host; "
+            "empty = no fleet (a single host needs no Redis). Never put a password here."),
+    Setting("FLEET_PASSWORD_FILE", "path", "",
+            "File holding the fleet user's Redis password; must be mode 0600 (or stricter)."),
+    Setting("FLEET_CA_FILE", "path", "",
+            "CA certificate(s) that rediss:// servers are verified against; empty = system CAs."),
+    Setting("FLEET_NAME", "text", "scanwatch",
+            "Prefix of every fleet key, so several fleets can share one Redis."),
+    Setting("FLEET_HOST", "text", "",
+            "This member's name in the fleet and in log lines; empty = the host name."),
+    Setting("FLEET_SHARE", "list", "proven,unverified",
+            "Evidence strengths whose blocks are published; decoy and suspect (possibly "
+            "spoofed) never are."),
+    Setting("FLEET_SWEEP", "int", "12",
+            "A source seen on this many distinct host:port pairs (closed ports, tripwires) "
+            "across the fleet within FLEET_WINDOW is blocked everywhere; 0 = off."),
+    Setting("FLEET_WINDOW", "int", "600", "Seconds over which FLEET_SWEEP is counted."),
+    Setting("FLEET_STREAM_MAX", "int", "10000",
+            "Approximate length the shared block stream is trimmed to."),
+    Setting("FLEET_QUEUE_MAX", "int", "10000",
+            "Publications kept on disk while Redis is unreachable (oldest dropped beyond)."),
 )
 
 BY_NAME = {s.name: s for s in SETTINGS}

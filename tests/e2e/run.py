@@ -12,7 +12,12 @@ Run as root from the repository. Steps:
      `make install`, `systemctl enable --now scanwatch`, `scanwatch status` (root and a
      scanwatch group member); vagrant/e2e.sh scans from the scanner namespace and checks
      the blocks; restart, SIGKILL and stop keep/remove what they must; the unit's
-     `systemd-analyze security` exposure; `make uninstall` leaves nothing.
+     `systemd-analyze security` exposure; `make uninstall` leaves nothing;
+  4. `make deb`'s package (lintian: no errors) in a SECOND fresh container, built from
+     a root holding only BASE_PKGS (what any Debian machine has, no setup): `apt install
+     ./scanwatch_*.deb` from a local archive made of the .debs its Depends pull in
+     (downloaded while that root is built: the container has no network), the same
+     attack and lifecycle checks, then `apt purge scanwatch` leaves nothing.
 Prints a pass/fail table; exit status 0 only when every check passed.
 """
 
@@ -121,6 +126,67 @@ def root_tarball(pkgs: list[str]) -> Path:
     return tar
 
 
+def build_deb() -> Path | None:
+    """make deb's package, built by scripts/mkdeb.sh into WORK/deb, and lintian's verdict."""
+    d = WORK / "deb"
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir(parents=True)
+    r = run(["bash", str(ROOT / "scripts/mkdeb.sh"), str(d)])
+    debs = sorted(d.glob("scanwatch_*_all.deb"))
+    if not check("make deb: scanwatch_<version>_all.deb built", r.returncode == 0 and len(debs) == 1, out(r)):
+        return None
+    r = run(["lintian", "--fail-on", "error", str(debs[0])])
+    tags = [ln for ln in r.stdout.splitlines() if re.match(r"^[EW]: ", ln)]
+    LINTIAN.extend(tags)
+    check("make deb: lintian reports no errors", r.returncode == 0, out(r))
+    return debs[0]
+
+
+LINTIAN: list[str] = []
+
+
+def deb_root(deb: Path) -> tuple[Path, Path]:
+    """A root of BASE_PKGS only (a Debian machine nobody ran setup on) and, beside it, a
+    local archive of every .deb that `apt install ./DEB` pulls in there: apt downloads
+    them inside the root while mmdebstrap builds it (the booted container has no
+    network). Both cached, keyed by the package's Depends/Recommends."""
+    fields = run(["dpkg-deb", "-f", str(deb), "Depends", "Recommends"]).stdout
+    key = hashlib.sha256("\n".join([SUITE, MIRROR, fields] + BASE_PKGS).encode()).hexdigest()[:12]
+    tar, repo = CACHE / f"{SUITE}-deb-{key}.tar", CACHE / f"archive-{key}"
+    if tar.exists() and (repo / "Packages").exists():
+        log(f"deb root: cached {tar}")
+        return tar, repo
+    CACHE.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(repo, ignore_errors=True)
+    repo.mkdir()
+    tmp = tar.with_suffix(".tar.part")
+    log(f"deb root: mmdebstrap {SUITE} with {len(BASE_PKGS)} packages, archive for {deb.name}")
+    t0 = time.monotonic()
+    cmd = ["mmdebstrap", "--variant=minbase", "--format=tar", "--include=" + ",".join(BASE_PKGS),
+           "--aptopt=APT::Install-Recommends \"false\"",
+           "--dpkgopt=path-exclude=/usr/share/doc/*", "--dpkgopt=path-include=/usr/share/doc/*/copyright",
+           "--dpkgopt=path-exclude=/usr/share/man/*", "--dpkgopt=path-exclude=/usr/share/locale/*",
+           f"--customize-hook=copy-in {deb} /tmp",
+           f"--customize-hook=chroot \"$1\" apt-get install -y -q --download-only /tmp/{deb.name}",
+           f"--customize-hook=sync-out /var/cache/apt/archives {repo}",
+           f"--customize-hook=rm -f \"$1\"/tmp/{deb.name}",
+           SUITE, str(tmp),
+           f"deb {MIRROR} {SUITE} main", f"deb {MIRROR} {SUITE}-updates main",
+           f"deb {SECURITY} {SUITE}-security main"]
+    r = run(cmd)
+    if r.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        print(r.stderr[-4000:], file=sys.stderr)
+        raise SystemExit("e2e: mmdebstrap (deb root) failed")
+    r = run("dpkg-scanpackages --multiversion . /dev/null > Packages", shell=True, cwd=repo)
+    if r.returncode != 0:
+        raise SystemExit(f"e2e: dpkg-scanpackages: {r.stderr}")
+    tmp.rename(tar)
+    log(f"deb root: built in {time.monotonic() - t0:.0f} s, archive of "
+        f"{len(list(repo.glob('*.deb')))} .debs")
+    return tar, repo
+
+
 def wheelhouse() -> Path:
     """The Python dependencies (pyproject's, with [test], and the build backend) as files,
     downloaded on the host: the container installs them with PIP_NO_INDEX."""
@@ -169,8 +235,9 @@ def header_binds() -> list[str]:
 # --- the booted container -------------------------------------------------------------
 
 class Box:
-    def __init__(self, name: str, tar: Path, wheels: Path):
+    def __init__(self, name: str, tar: Path, wheels: Path, binds: tuple[str, ...] = ()):
         self.name = name
+        self.binds = list(binds)
         self.dir = WORK / name
         self.root = self.dir / "root"
         self.tar, self.wheels = tar, wheels
@@ -212,7 +279,7 @@ class Box:
                "--capability=CAP_BPF,CAP_PERFMON,CAP_NET_ADMIN",
                # nspawn's seccomp filter refuses bpf(2) and perf_event_open(2) by default
                "--system-call-filter=bpf perf_event_open",
-               f"--bind-ro={self.wheels}:{WHEELS_IN}"] + header_binds()
+               f"--bind-ro={self.wheels}:{WHEELS_IN}"] + header_binds() + self.binds
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and self.proc.poll() is None:
@@ -317,8 +384,17 @@ def wait_active(box: Box, old_pid: str = "", secs: float = 60) -> bool:
     return False
 
 
-def xdp_attached(box: Box) -> bool:
-    return "xdp" in box.sh(f"ip -d link show dev {BOX_IF}").stdout
+def link_show(box: Box) -> subprocess.CompletedProcess:
+    """The container's interface seen from the host (its netns is BOX_NS): the box needs no
+    iproute2 of its own (sw-deb's root has none), and a missing `ip` cannot pass for
+    "no XDP attached"."""
+    return run(["ip", "-n", BOX_NS, "-d", "link", "show", "dev", BOX_IF])
+
+
+def xdp_attached(box: Box) -> bool | None:
+    """True/False; None when the interface could not be read (fails both checks)."""
+    r = link_show(box)
+    return None if r.returncode else "xdp" in r.stdout
 
 
 def attack_and_lifecycle(box: Box) -> None:
@@ -351,7 +427,7 @@ def attack_and_lifecycle(box: Box) -> None:
           r.returncode == 0 and int(r.stdout.strip() or 0) > 0, out(r))
     # one block left in force for the lifecycle checks
     scan_and_check(box, "-sX", "XMAS", f"{n}: blocked after nmap -sX")
-    check(f"{n}: XDP attached while running", xdp_attached(box), out(box.sh(f"ip -d link show dev {BOX_IF}")))
+    check(f"{n}: XDP attached while running", xdp_attached(box) is True, out(link_show(box)))
     pid = main_pid(box)
     box.sh("systemctl restart scanwatch")
     check(f"{n}: systemctl restart scanwatch comes back", wait_active(box, pid),
@@ -363,8 +439,8 @@ def attack_and_lifecycle(box: Box) -> None:
           out(box.sh("systemctl status --no-pager scanwatch; journalctl -u scanwatch --no-pager | tail -n 25")))
     blocked(box, "XMAS", f"{n}: block in force after SIGKILL and restart")
     box.sh("systemctl stop scanwatch")
-    check(f"{n}: systemctl stop detaches XDP", not xdp_attached(box),
-          out(box.sh(f"ip -d link show dev {BOX_IF}")))
+    check(f"{n}: systemctl stop detaches XDP", xdp_attached(box) is False,
+          out(link_show(box)))
     box.sh("systemctl start scanwatch")
     wait_active(box)
 
@@ -383,13 +459,22 @@ SCORES: dict[str, str] = {}
 LEFTOVERS = {
     "table inet scanwatch": "nft list table inet scanwatch >/dev/null 2>&1",
     "hosts.deny line": f"grep -qF {SCAN_IP} /etc/hosts.deny 2>/dev/null",
+    # neither root has tcp-wrappers: the daemon made the file, so removal takes it away
+    "hosts.deny file (empty, no package's)": "test -f /etc/hosts.deny && ! test -s /etc/hosts.deny && "
+                                             "! dpkg -S /etc/hosts.deny >/dev/null 2>&1",
     "unit": "systemctl cat scanwatch.service >/dev/null 2>&1 || "
             "ls /etc/systemd/system/*/scanwatch.service >/dev/null 2>&1",
     "group": "getent group scanwatch >/dev/null",
     "user": "getent passwd scanwatch >/dev/null",
     "files": "ls -d /opt/scanwatch /etc/scanwatch /var/lib/scanwatch /run/scanwatch "
-             "/usr/local/bin/scanwatch /usr/bin/scanwatch /usr/lib/python3/dist-packages/scanwatch "
-             "/usr/local/share/bash-completion/completions/scanwatch 2>/dev/null | grep .",
+             "/usr/local/bin/scanwatch /usr/bin/scanwatch /usr/lib/python3/dist-packages/scanwatch* "
+             "/usr/local/share/bash-completion/completions/scanwatch /lib/systemd/system/scanwatch.service "
+             "/usr/share/bash-completion/completions/scanwatch /usr/share/zsh/vendor-completions/_scanwatch "
+             "/usr/share/doc/scanwatch /usr/share/man/man1/scanwatch.1.gz "
+             "/var/lib/systemd/deb-systemd-helper-enabled/scanwatch.service "
+             "/var/lib/systemd/deb-systemd-helper-enabled/multi-user.target.wants/scanwatch.service "
+             "2>/dev/null | grep .",
+    "package": "dpkg-query -W -f='${db:Status-Abbrev}' scanwatch 2>/dev/null | grep -q .",
 }
 
 
@@ -428,6 +513,43 @@ def source_install(tar: Path, wheels: Path) -> None:
         box.shutdown()
 
 
+ARCHIVE_IN = "/srv/scanwatch-archive"
+
+
+def deb_install(deb: Path, wheels: Path) -> None:
+    tar, repo = deb_root(deb)
+    box = Box("sw-deb", tar, wheels, binds=(f"--bind-ro={repo}:{ARCHIVE_IN}",))
+    try:
+        box.unpack()
+        shutil.copy(deb, box.root / "root" / deb.name)
+        if not box.boot():
+            return
+        # the local archive stands in for the Debian mirror the admin's machine reaches
+        box.sh(f"mv /etc/apt/sources.list /etc/apt/sources.list.e2e-off; "
+               f"echo 'deb [trusted=yes] file:{ARCHIVE_IN} ./' > /etc/apt/sources.list.d/e2e.list")
+        t0 = time.monotonic()
+        r = box.sh(f"apt-get update -q && DEBIAN_FRONTEND=noninteractive apt install -y ./{deb.name}")
+        check(f"sw-deb: apt install ./{deb.name} ({time.monotonic() - t0:.0f} s)", r.returncode == 0, out(r))
+        if r.returncode:
+            return
+        r = box.sh("test ! -e /opt/scanwatch && "
+                   "head -n1 /usr/bin/scanwatch | grep -qx '#!/usr/bin/python3' && "
+                   "python3 -c 'import scanwatch, click, pyroute2, psutil, bcc, nftables'")
+        check("sw-deb: /usr/bin/scanwatch runs on Debian's python3 and packages, no venv",
+              r.returncode == 0, out(r))
+        check("sw-deb: postinst enabled and started scanwatch.service",
+              box.sh("systemctl is-enabled -q scanwatch").returncode == 0 and wait_active(box),
+              out(box.sh("systemctl status --no-pager scanwatch; journalctl -u scanwatch --no-pager | tail -n 30")))
+        check("sw-deb: postinst made the scanwatch group", box.sh("getent group scanwatch").returncode == 0)
+        attack_and_lifecycle(box)
+        security_score(box)
+        r = box.sh("DEBIAN_FRONTEND=noninteractive apt purge -y scanwatch")
+        check("sw-deb: apt purge scanwatch", r.returncode == 0, out(r))
+        nothing_left(box, "apt purge")
+    finally:
+        box.shutdown()
+
+
 def table(t_total: float) -> int:
     fails = sum(1 for _, ok, _ in CHECKS if not ok)
     w = max(len(n) for n, _, _ in CHECKS) if CHECKS else 10
@@ -438,6 +560,7 @@ def table(t_total: float) -> int:
     print()
     for n, s in SCORES.items():
         print(f"systemd-analyze security scanwatch.service ({n}): {s}")
+    print(f"lintian on the .deb: {len(LINTIAN)} errors/warnings" + "".join("\n  " + t for t in LINTIAN))
     verdict = "PASS" if not fails else f"FAIL ({fails} failed)"
     print(f"e2e: {verdict}: {len(CHECKS) - fails}/{len(CHECKS)} checks in {t_total:.0f} s")
     return 1 if fails else 0
@@ -459,7 +582,12 @@ def main() -> int:
     wheels = wheelhouse()
     log(f"root and wheelhouse ready in {time.monotonic() - t0:.0f} s")
     try:
-        source_install(tar, wheels)
+        if os.environ.get("E2E_ONLY") != "deb":
+            source_install(tar, wheels)
+        if os.environ.get("E2E_ONLY") != "src":
+            deb = build_deb()
+            if deb:
+                deb_install(deb, wheels)
     finally:
         netns_down()
     return table(time.monotonic() - t0)

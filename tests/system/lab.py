@@ -236,6 +236,106 @@ class Lab:
             time.sleep(0.1)
 
 
+class HostView:
+    """One member of a FleetLab seen as a two-namespace Lab (what SentryProcess and the
+    nmap helper need): its own namespace is the target, the lab's scanner scans it."""
+
+    def __init__(self, fleet: "FleetLab", n: int) -> None:
+        self.fleet, self.n = fleet, n
+        self.target_ns = f"swf{n}-{fleet.tag}"
+        self.scanner_ns = fleet.scanner_ns
+        self.target_if = "swh0"
+        self.target_ip4 = fleet.addr(n)
+        self.scanner_ip4 = fleet.scanner_ip4
+        self.target_ip6 = self.scanner_ip6 = None
+
+    def run(self, ns, *argv, **kw):
+        return self.fleet.run(self._ns(ns), *argv, **kw)
+
+    def popen(self, ns, *argv, **kw):
+        return self.fleet.popen(self._ns(ns), *argv, **kw)
+
+    def _ns(self, ns):
+        return {"target": self.target_ns, "scanner": self.scanner_ns}.get(ns, ns)
+
+
+class FleetLab(Lab):
+    """A bridge (in a namespace of its own) joining `hosts` sentry namespaces, a scanner
+    and a service namespace (Redis): 198.18.X.1..N are the hosts, .100 the scanner, .200
+    the service. IPv4 only. Nothing is created in the root namespace."""
+
+    def __init__(self, hosts: int = 5) -> None:
+        super().__init__()
+        self.tag = f"{os.getpid()}-{self.index}"
+        self.bridge_ns = f"swb-{self.tag}"
+        self.scanner_ns = f"swfs-{self.tag}"
+        self.service_ns = f"swfr-{self.tag}"
+        self.target_ns = self.service_ns  # Lab.run's "target" alias: unused here
+        self.scanner_ip4 = self.addr(100)
+        self.service_ip4 = self.addr(200)
+        self.hosts = [HostView(self, n) for n in range(1, hosts + 1)]
+
+    def addr(self, n: int) -> str:
+        return f"198.18.{self.subnet}.{n}"
+
+    def namespaces(self) -> list[str]:
+        return [self.bridge_ns, self.scanner_ns, self.service_ns] + [h.target_ns for h in self.hosts]
+
+    def _build(self) -> None:
+        b = self.bridge_ns
+        for ns in self.namespaces():
+            _ip("netns", "add", ns)
+            _ip("-n", ns, "link", "set", "lo", "up")
+        _ip("-n", b, "link", "add", "br0", "type", "bridge")
+        _ip("-n", b, "link", "set", "br0", "up")
+        ends = [(self.scanner_ns, "swh0", self.scanner_ip4), (self.service_ns, "swh0", self.service_ip4)]
+        ends += [(h.target_ns, h.target_if, h.target_ip4) for h in self.hosts]
+        for i, (ns, ifname, ip4) in enumerate(ends):
+            port = f"p{i}"
+            _ip("link", "add", port, "netns", b, "type", "veth", "peer", "name", ifname, "netns", ns)
+            _ip("-n", b, "link", "set", port, "master", "br0")
+            _ip("-n", b, "link", "set", port, "up")
+            _ip("-n", ns, "addr", "add", f"{ip4}/24", "dev", ifname)
+            _ip("-n", ns, "link", "set", ifname, "up")
+        for h in self.hosts:
+            for key, value in TARGET_SYSCTLS.items():
+                self._sysctl_set(h.target_ns, key, value)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        _open_labs.discard(self)
+        for proc in self._procs:
+            if proc.poll() is None:
+                try:
+                    proc.kill()
+                except OSError:
+                    pass
+        for ns in self.namespaces():
+            self._kill_ns_pids(ns)
+        for proc in self._procs:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        self._procs.clear()
+        existing = set(netns_list())
+        errors = [f"{ns}: {r.stderr.strip()}" for ns in self.namespaces() if ns in existing
+                  for r in [_ip("netns", "del", ns, check=False)] if r.returncode != 0]
+        if errors:
+            raise LabError("could not delete namespace(s): " + "; ".join(errors))
+
+    def wait_reachable(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        for ip in [h.target_ip4 for h in self.hosts] + [self.service_ip4]:
+            while self.run(self.scanner_ns, "ping", "-4", "-n", "-c1", "-W1", ip,
+                           timeout=10).returncode != 0:
+                if time.monotonic() >= deadline:
+                    raise LabError(f"{ip} not reachable from the scanner within {timeout} s")
+                time.sleep(0.1)
+
+
 @atexit.register
 def _close_leftover_labs() -> None:
     for lab in list(_open_labs):

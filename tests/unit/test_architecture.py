@@ -83,6 +83,10 @@ def test_modules_stay_small_or_say_why():
 def test_view_libraries_stay_in_the_views():
     # the daemon imports neither: a live view or a chart never costs it memory or start-up
     assert _importers("rich") == ["scanwatch/sentry/admin/top.py"]
-    assert _importers("sparklines") == ["scanwatch/sentry/admin/top.py"]
     assert _importers("matplotlib") == ["scanwatch/sentry/admin/charts.py"]
     assert _importers("prometheus_client") == ["scanwatch/sentry/admin/metrics.py"]
+
+
+def test_only_the_fleet_link_talks_to_redis():
+    # issue 15: one module carries every Redis call; the rest of the fleet is pure
+    assert _importers("redis") == ["scanwatch/sentry/fleet/link.py"]

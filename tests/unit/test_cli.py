@@ -350,7 +350,7 @@ def status_dict(**over):
         "packets": {"SYN/Normal": 10, "FIN": 2, "NULL": 1, "XMAS": 1, "Unknown Type": 0,
                     "UDP": 3},
         "counters": {"dropped": 77, "tripwire": 12, "kernel_blocks": 2, "events_lost": 0,
-                     "ignored": 0, "malformed": 0, "packets": 1000},
+                     "ignored": 0, "malformed": 0, "packets": 1000, "badsum": 3},
         "sources_tracked": 5,
         "process": {"rss_bytes": 48 * 2**20, "cpu_seconds": 12.34, "open_fds": 21,
                     "threads": 7},
@@ -380,7 +380,7 @@ def test_format_status(utc):
     assert "trigger:     SCAN_TRIGGER=0; sweep 20 closed ports in 5s" in lines
     assert any(line.startswith("packets:     SYN/Normal 10  FIN 2") for line in lines)
     assert ("kernel:      dropped 77  tripwire hits 12  kernel blocks 2  events lost 0"
-            in lines)
+            "  bad checksums 3 (never blocked)" in lines)
     assert "sources:     5 tracked" in lines
     assert "daemon:      48.0 MiB resident, 12.3 s CPU, 21 fds, 7 threads" in lines
     assert "blocked:     2 hosts in inet scanwatch" in lines

@@ -43,6 +43,10 @@ class SnapshotCollector:
                       [((), c["kernel_blocks"])])
         yield counter("malformed_packets_total", "Packets with truncated headers.",
                       [((), c["malformed"])])
+        # issue 13: the host's stack drops these unanswered; they never count toward a block
+        yield counter("badsum_probes_total", "Probes to a port without a socket with a bad "
+                      "TCP/UDP checksum (nmap --badsum): counted, never blocked.",
+                      [((), c.get("badsum", 0))])
         yield counter("events_dropped_total",
                       "Reports lost: ring buffer full, worker queue full, or summarised by "
                       "LOG_RATE.",
@@ -81,6 +85,24 @@ class SnapshotCollector:
         yield gauge("process_threads", "Threads of the daemon process.",
                     [((), proc["threads"])])
         yield gauge("up", "1 while the daemon runs.", [((), 1)])
+        fl = snap.get("fleet")
+        if fl:  # only with FLEET_URL: a single host has no fleet series
+            yield gauge("fleet_connected", "1 while the fleet's Redis answers.",
+                        [((), 1 if fl["connected"] else 0)])
+            if fl.get("lag_ms") is not None:
+                yield gauge("fleet_lag_seconds", "Age of the last fleet entry when it was "
+                            "read (its publisher's clock to ours).",
+                            [((), fl["lag_ms"] / 1000)])
+            yield gauge("fleet_queued", "Publications waiting for Redis (on disk).",
+                        [((), fl["queued"])])
+            yield counter("fleet_entries_total", "Fleet stream entries: sent by this host, "
+                          "received from others, applied (nft and XDP), capped (XDP only, "
+                          "past BLOCK_RATE), refused (invalid or protected).",
+                          [((k,), fl.get(k, 0)) for k in ("sent", "received", "applied",
+                                                          "capped", "refused")],
+                          labels=("what",))
+            yield counter("fleet_sweeps_total", "Horizontal scans this host found in the "
+                          "fleet's sightings.", [((), fl.get("sweeps", 0))])
 
 
 def render(snap):

@@ -48,6 +48,7 @@ def status(d):
         "protected": {k: sorted(map(str, v)) for k, v in d.protected.items()},
         "process": process_figures(),
         "spoof": d.guard.figures(),  # issue 13: evidence strengths, challenges, XDP-only drops
+        "fleet": d.fleet.status() if getattr(d, "fleet", None) else None,
     }
 
 
@@ -84,7 +85,8 @@ def metrics(d):
             "capped_total": d.capped_total, "spoof": d.guard.figures(),
             "queue_dropped": d.reporter.worker.dropped,
             "suppressed": d.reporter.suppressed_total,
-            "process": process_figures()}
+            "process": process_figures(),
+            "fleet": d.fleet.status() if getattr(d, "fleet", None) else None}
 
 
 def handle_request(daemon, req):
@@ -101,7 +103,22 @@ def handle_request(daemon, req):
     if cmd == "unblock":
         if not isinstance(req.get("addr"), str):
             return {"error": 'unblock needs "addr": an IPv4 or IPv6 address'}
-        return {"ok": True, "was_blocked": daemon.unblock(req["addr"])}
+        fleet = getattr(daemon, "fleet", None)
+        if req.get("fleet") and fleet is None:
+            return {"error": "unblock --fleet: this daemon has no FLEET_URL"}
+        was = daemon.unblock(req["addr"])
+        if req.get("fleet"):
+            fleet.offer_unblock(str(ignore.canonical(req["addr"])))
+        return {"ok": True, "was_blocked": was}
+    if cmd == "fleet":
+        fleet = getattr(daemon, "fleet", None)
+        if fleet is None:
+            return {"error": "status --fleet: this daemon has no FLEET_URL"}
+        from ..fleet.wire import FleetError
+        try:
+            return {"self": fleet.status(), "members": fleet.members()}
+        except FleetError as err:
+            return {"error": f"fleet: {err}"}
     if cmd == "flush":
         return {"ok": True, "flushed": daemon.flush()}
     return {"error": f"unknown command {cmd!r}"}

@@ -70,13 +70,21 @@ def format_status(st, now=None):
     lines.append("packets:     " + "  ".join(f"{k} {v}" for k, v in st["packets"].items()))
     c = st["counters"]
     lines.append(f"kernel:      dropped {c['dropped']}  tripwire hits {c['tripwire']}  "
-                 f"kernel blocks {c['kernel_blocks']}  events lost {c['events_lost']}")
+                 f"kernel blocks {c['kernel_blocks']}  events lost {c['events_lost']}"
+                 f"  bad checksums {c.get('badsum', 0)} (never blocked)")
     lines.append(f"sources:     {st['sources_tracked']} tracked")
     proc = st.get("process")
     if proc:
         lines.append(f"daemon:      {proc['rss_bytes'] / 2**20:.1f} MiB resident, "
                      f"{proc['cpu_seconds']:.1f} s CPU, {proc['open_fds']} fds, "
                      f"{proc['threads']} threads")
+    fl = st.get("fleet")
+    if fl:
+        lag = "-" if fl["lag_ms"] is None else f"{fl['lag_ms']:.0f} ms"
+        lines.append(f"fleet:       {fl['name']} as {fl['host']}: "
+                     f"{'connected' if fl['connected'] else 'DISCONNECTED (' + fl['error'] + ')'}"
+                     f", lag {lag}, sent {fl['sent']}, received {fl['received']}, applied "
+                     f"{fl['applied']}, refused {fl['refused']}, queued {fl['queued']}")
     prot = st.get("protected", {})
     if any(prot.values()):
         lines.append("never block: " + "; ".join(f"{k} {', '.join(v)}" for k, v in prot.items() if v))
@@ -99,6 +107,20 @@ def format_status(st, now=None):
         lines.append(f"reported, not blocked (BLOCK_TCP/BLOCK_UDP 0 or 2): {len(logged)}")
         lines += _host_table(logged)
     return "\n".join(lines)
+
+
+def format_members(st):
+    """`scanwatch status --fleet`: one line per member, from the members hash."""
+    import time
+    now = time.time()
+    out = [f"fleet {st['self']['name']}: {len(st['members'])} members",
+           f"  {'HOST':<24} {'LAST SEEN':>10} {'BLOCKS':>7} {'SENT':>6} {'RECEIVED':>9}  VERSION"]
+    for host, m in sorted(st["members"].items()):
+        seen = m.get("last_seen")
+        ago = "-" if not isinstance(seen, (int, float)) else f"{max(0, now - seen):.0f}s ago"
+        out.append(f"  {host:<24} {ago:>10} {m.get('blocks') or 0:>7} {m.get('sent') or 0:>6} "
+                   f"{m.get('received') or 0:>9}  {m.get('version') or '-'}")
+    return "\n".join(out)
 
 
 def _host_table(rows):

@@ -14,7 +14,6 @@ import time
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
-from sparklines import sparklines
 
 from . import control
 from ...errors import ScanwatchError
@@ -25,10 +24,17 @@ SORTS = ("activity", "address", "ports", "state", "last")
 HISTORY = 20  # seconds of sparkline
 
 
+BARS = "▁▂▃▄▅▆▇█"
+
+
 def sparkline(values):
-    """Packets/s over the last HISTORY seconds, drawn by the sparklines package on a
-    scale from 0 (a quiet second is the lowest bar, never a hole)."""
-    return sparklines(list(values), minimum=0, maximum=max(max(values, default=0), 1))[0]
+    """Packets/s over the last HISTORY seconds as block characters on a scale from 0 to
+    the highest second (a quiet second is the lowest bar, never a hole). Our own eight
+    lines rather than the sparklines package: Debian has no package of it, and the .deb
+    (make deb) depends on Debian's packages only."""
+    values = list(values)
+    top = max(max(values, default=0), 1)
+    return "".join(BARS[min(len(BARS) - 1, max(0, round(v / top * (len(BARS) - 1))))] for v in values)
 
 
 def _dur(seconds):

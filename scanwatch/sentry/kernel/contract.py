@@ -31,10 +31,11 @@ KIND_SCTP_INIT, KIND_SCTP_COOKIE, KIND_IPPROTO = 9, 10, 11
 NALLKINDS = 12
 CNT_SCTP_INIT, CNT_SCTP_COOKIE, CNT_IPPROTO = 16, 17, 18
 KIND_NAMES += ("SCTP INIT", "SCTP COOKIE-ECHO", "IP Protocol")
-NCOUNTERS = 19
+CNT_BADSUM = 19  # issue 13: bad-checksum probes (nmap --badsum), never judged
+NCOUNTERS = 20
 COUNTER_NAMES = KIND_NAMES[:NKINDS] + ("dropped", "ignored", "events_lost", "malformed",
                                        "tripwire", "kernel_blocks", "packets") + \
-    KIND_NAMES[NKINDS:]
+    KIND_NAMES[NKINDS:] + ("badsum",)
 
 EV_HIT, EV_TRIGGER, EV_SWEEP, EV_PERSIST = 1, 2, 3, 4
 F_KBLOCKED, F_IPOPTS, F_FLAG_TCP, F_FLAG_UDP, F_BLOCKED = 0x01, 0x02, 0x04, 0x08, 0x10

@@ -11,6 +11,8 @@ A program displaced with XDP_REPLACE is put back at exit.
 import ctypes as C
 import errno
 import os
+import socket
+import struct
 
 from .bpfsys import _bpf, obj_info
 from ...errors import KernelError
@@ -22,6 +24,9 @@ ATTACHED = {1: "native", 2: "generic", 3: "offload", 4: "several modes",
             "xdp": "native", "xdpgeneric": "generic", "xdpoffload": "offload",
             "xdpmulti": "several modes"}
 PROG_GET_FD_BY_ID = 13
+# rtnetlink numbers (linux/rtnetlink.h, linux/if_link.h, linux/netlink.h)
+RTM_SETLINK, NLMSG_ERROR, NLM_F_REQUEST, NLM_F_ACK, NLA_F_NESTED = 19, 2, 1, 4, 1 << 15
+IFLA_XDP, IFLA_XDP_FD, IFLA_XDP_FLAGS, IFLA_XDP_EXPECTED_FD = 43, 1, 3, 8
 OUR_NAME = "xdp_sentry"  # the program's name as bcc loads it (the C function's name)
 
 
@@ -89,12 +94,28 @@ def present(ifname):
 
 
 def set_fd(ifname, fd, flags, expected=None):
-    from pyroute2 import IPRoute
-    attrs = [("IFLA_XDP_FD", fd), ("IFLA_XDP_FLAGS", flags)]
+    """RTM_SETLINK with IFLA_XDP {FD, FLAGS[, EXPECTED_FD]}, built here rather than by
+    pyroute2: Debian 12's pyroute2 (0.7.2, what the .deb depends on) encodes
+    IFLA_XDP_FLAGS in 2 bytes and the kernel refuses it with ERANGE. OSError on failure."""
+    try:
+        index = socket.if_nametoindex(ifname)
+    except OSError:
+        raise KernelError(f"no such interface: {ifname}") from None
+    xdp = struct.pack("=HHi", 8, IFLA_XDP_FD, fd) + struct.pack("=HHI", 8, IFLA_XDP_FLAGS, flags)
     if expected is not None:
-        attrs.append(("IFLA_XDP_EXPECTED_FD", expected))
-    with IPRoute() as ipr:
-        ipr.link("set", index=_index(ipr, ifname), IFLA_XDP={"attrs": attrs})
+        xdp += struct.pack("=HHi", 8, IFLA_XDP_EXPECTED_FD, expected)
+    body = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, index, 0, 0)  # struct ifinfomsg
+    body += struct.pack("=HH", 4 + len(xdp), IFLA_XDP | NLA_F_NESTED) + xdp
+    msg = struct.pack("=IHHII", 16 + len(body), RTM_SETLINK, NLM_F_REQUEST | NLM_F_ACK, 1, 0)
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock:
+        sock.bind((0, 0))
+        sock.send(msg + body)
+        reply = sock.recv(65536)
+    # the ACK is an NLMSG_ERROR whose error field (after the 16-byte header) is 0 or -errno
+    if len(reply) >= 20 and struct.unpack_from("=H", reply, 4)[0] == NLMSG_ERROR:
+        err = struct.unpack_from("=i", reply, 16)[0]
+        if err:
+            raise OSError(-err, os.strerror(-err))
 
 
 def _code(err):
@@ -120,7 +141,7 @@ def attach(ifname, fd, replace=False, say=None, tries=3):
             try:
                 set_fd(ifname, fd, MODE_FLAG[mode] | UPDATE_IF_NOEXIST)
                 return Attachment(ifname, mode)
-            except Exception as err:  # netlink errors from pyroute2 come in several types
+            except OSError as err:
                 if _code(err) in (errno.EBUSY, errno.EEXIST):  # someone attached meanwhile
                     return _again(ifname, fd, replace, say, tries)
                 last = err

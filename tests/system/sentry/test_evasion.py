@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sentryproc import SentryProcess, nmap
+from sentryproc import SentryProcess, nmap, wait_for
 
 RAWSEND = str(Path(__file__).resolve().parents[1] / "rawsend.py")
 LAB_MAC = "02:53:57:00:00:13"  # locally administered: belongs to nobody outside the lab
@@ -45,16 +45,13 @@ CASES = [
     ("data-length", ("-sS", "--data-length", "40"), "SYN/Normal", True),
     ("sA-data-length", ("-sA", "--data-length", "40"), "ACK/Window", True),
     ("ip-options", ("-sS", "--ip-options", "R"), "SYN/Normal", False),  # IPv4 only
-    ("ttl", ("-sS", "--ttl", "3"), "SYN/Normal", True),
+    # IPv6: test_ipv6_low_hop_limit_sends_no_probe_unless_neighbour_known below
+    ("ttl", ("-sS", "--ttl", "3"), "SYN/Normal", False),
     ("spoof-mac", ("-sS", "--spoof-mac", LAB_MAC), "SYN/Normal", True),
     ("randomize-hosts", ("-sS", "--randomize-hosts"), "SYN/Normal", True),
 ]
-# Found by this matrix, not yet understood or fixed: nmap -6 --ttl 3 gets no report.
-KNOWN_MISSED = {"ttl-6": "nmap -6 --ttl 3: no report (issue 13, open)"}
 PARAMS = [pytest.param(opts, st, 4, id=f"{cid}-4") for cid, opts, st, _ in CASES] + \
-         [pytest.param(opts, st, 6, id=f"{cid}-6", marks=[pytest.mark.xfail(
-             strict=True, reason=KNOWN_MISSED[f"{cid}-6"])] if f"{cid}-6" in KNOWN_MISSED
-             else []) for cid, opts, st, v6 in CASES if v6]
+         [pytest.param(opts, st, 6, id=f"{cid}-6") for cid, opts, st, v6 in CASES if v6]
 
 
 def check_reported_and_blocked(sw, addr, scan_type, family, alert_re=None):
@@ -161,3 +158,82 @@ def test_ip_protocol_scan_is_reported_and_blocked(lab, family):
                          rf"{re.escape(addr)} to IP protocol: \d+$", sw.log(), re.M), sw.log()
         assert re.search(rf"attackalert: Host {re.escape(addr)} probed 20 closed ports", sw.log())
         assert sw.status()["packets"]["IP Protocol"] >= 20, out
+
+
+METRICS = ("import urllib.request\n"
+           "print(urllib.request.urlopen('http://127.0.0.1:9878/metrics', timeout=5).read()"
+           ".decode())")
+
+
+@pytest.mark.parametrize("scan", ["-sS", "-sU"])
+@pytest.mark.parametrize("family", [4, 6])
+def test_badsum_is_counted_never_blocked(lab, scan, family):
+    """nmap --badsum: the target's stack drops every probe unanswered (nmap learns nothing);
+    the sentry counts them as bad checksums (status, --json, /metrics) and blocks nobody.
+    The same scanner's valid scan right after is reported and blocked as usual."""
+    lab.wait_reachable()
+    addr = lab.scanner_ip6 if family == 6 else lab.scanner_ip4
+    # IPv6: nmap puts the bad checksum on its own neighbour solicitation too, the target
+    # drops it and nmap gives up ("0 hosts up", nothing sent); --send-ip lets the kernel
+    # resolve the neighbour, so the probes themselves go out.
+    extra = ("--send-ip",) if family == 6 else ()
+    with SentryProcess(lab, conf='METRICS_LISTEN="127.0.0.1:9878"\n') as sw:
+        out = nmap(lab, scan, "--badsum", *extra, "-p", "1-40", v6=family == 6)
+        assert "/open/" not in out and "/closed/" not in out, out  # nothing revealed
+        wait_for(lambda: sw.status()["counters"]["badsum"] >= 40, 10, "40 bad checksums")
+        st = sw.status()
+        assert st["blocked"] == [] and st["counters"]["kernel_blocks"] == 0, st
+        assert st["counters"]["tripwire"] == 0, st["counters"]
+        assert not [e for e in sw.events() if e.get("action") == "block"], sw.events()
+        assert addr not in sw.nft_set(family) and addr not in sw.read("hosts_deny")
+        assert "attackalert" not in sw.log(), sw.log()
+        plain = sw.cli("status", "--run-dir", sw.paths["run"]).stdout
+        assert re.search(r"bad checksums (\d+) \(never blocked\)", plain), plain
+        res = lab.run(lab.target_ns, sys.executable, "-c", METRICS, timeout=20)
+        m = re.search(r"^scanwatch_badsum_probes_total (\S+)$", res.stdout, re.M)
+        assert m and float(m.group(1)) >= 40, res.stdout + res.stderr
+        nmap(lab, "-sS", *extra, "-p", "1-40", v6=family == 6)
+        ev = sw.wait_block_event(timeout=10)
+        assert ev["addr"] == addr and ev["scan_type"] == "SYN/Normal", ev
+        check_reported_and_blocked(sw, addr, "SYN/Normal", family)
+
+
+# Prints the hop limit of every ICMPv6 neighbour solicitation (type 135) the target sees.
+NS_SNIFFER = ("import socket,sys,time\n"
+              "s=socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x86dd))\n"
+              "s.bind((sys.argv[1], 0)); s.settimeout(0.2); print('ready', flush=True)\n"
+              "end=time.monotonic()+float(sys.argv[2])\n"
+              "while time.monotonic()<end:\n"
+              " try: f=s.recv(2048)\n"
+              " except socket.timeout: continue\n"
+              " if len(f)>54 and f[20]==58 and f[54]==135: print('ns', f[21], flush=True)\n")
+
+
+def test_ipv6_low_hop_limit_sends_no_probe_unless_neighbour_known(lab):
+    """nmap -6 --ttl 3 puts hop limit 3 on its own neighbour solicitation as well; the target
+    drops it (RFC 4861 7.1.1: a solicitation must arrive with hop limit 255), nmap never
+    learns the target's MAC, reports "0 hosts up" even with -Pn, and sends no probe at all:
+    nothing reaches the sentry because nothing is sent, and nothing is revealed. When the
+    neighbour is resolved another way (--send-ip: the kernel's own solicitation), the probes
+    go out with hop limit 3 and are reported and blocked like any other."""
+    import subprocess
+    lab.wait_reachable()
+    addr = lab.scanner_ip6
+    # a fresh neighbour cache in the scanner: wait_reachable's ping filled it
+    lab.run(lab.scanner_ns, "ip", "-6", "neigh", "flush", "dev", lab.scanner_if)
+    with SentryProcess(lab) as sw:
+        sniff = lab.popen(lab.target_ns, sys.executable, "-c", NS_SNIFFER, lab.target_if, "15",
+                          stdout=subprocess.PIPE, text=True)
+        assert sniff.stdout.readline().strip() == "ready"
+        out = nmap(lab, "-sS", "--ttl", "3", "-p", "1-40", v6=True)
+        assert "(0 hosts up)" in out, out
+        sniff.kill()
+        hops = [int(line.split()[1]) for line in sniff.stdout.read().splitlines()
+                if line.startswith("ns ")]
+        assert 3 in hops, hops  # nmap's solicitation, with the hop limit it was given
+        st = sw.status()
+        assert st["packets"]["SYN/Normal"] == 0 and st["blocked"] == [], st  # nothing sent
+        nmap(lab, "-sS", "--ttl", "3", "--send-ip", "-p", "1-40", v6=True)
+        ev = sw.wait_block_event(timeout=10)
+        assert ev["addr"] == addr and ev["scan_type"] == "SYN/Normal" and ev["ttl"] == 3, ev
+        check_reported_and_blocked(sw, addr, "SYN/Normal", 6)

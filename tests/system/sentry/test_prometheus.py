@@ -62,7 +62,10 @@ def test_prometheus_scrapes_a_scanned_daemon(lab, tmp_path):
                             .replace("$__range", "1m").replace("$instance", ".*"))
                     r = query(expr)
                     assert r and r["status"] == "success", (panel["title"], expr, r)
-                    assert r["data"]["result"], (panel["title"], expr, "no data")
+                    # the fleet panels have data only with FLEET_URL (test_fleet_share
+                    # scrapes those series from a fleet member)
+                    if "scanwatch_fleet_" not in expr:
+                        assert r["data"]["result"], (panel["title"], expr, "no data")
         finally:
             prom.terminate()
             prom.wait(timeout=15)

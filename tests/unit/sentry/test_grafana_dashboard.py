@@ -60,3 +60,5 @@ def test_every_series_used_is_exported_and_the_main_ones_are_drawn():
                    "scanwatch_kernel_map_capacity", "scanwatch_process_cpu_seconds_total"):
         assert needed in used
     assert 'sum by (type) (rate(scanwatch_probes_total' in " ".join(exprs(load()))
+    # issue 15/17: the fleet's lag has its panel
+    assert "scanwatch_fleet_lag_seconds" in used and "scanwatch_fleet_queued" in used

@@ -10,11 +10,13 @@ from scanwatch.errors import ConfigError
 
 SNAP = {"counters": {"SYN/Normal": 12, "FIN": 1, "NULL": 0, "XMAS": 2, "Unknown Type": 0,
                      "UDP": 3, "ACK/Window": 0, "Maimon": 7, "Tiny Fragment": 0, "tripwire": 4, "dropped": 50, "kernel_blocks": 1,
-                     "malformed": 0, "events_lost": 6},
+                     "malformed": 0, "events_lost": 6, "badsum": 9},
         "map_fill": {"sources": (7, 65536), "blocked": (1, 8192)},
         "blocks_active": 1, "blocks_total": 2, "capped_total": 0, "queue_dropped": 0,
         "suppressed": 5, "process": {"cpu_seconds": 1.234, "rss_bytes": 52428800,
-                                     "open_fds": 17, "threads": 6}}
+                                     "open_fds": 17, "threads": 6},
+        "fleet": {"connected": True, "lag_ms": 12.5, "queued": 3, "sent": 4, "received": 9,
+                  "applied": 7, "capped": 1, "refused": 2, "sweeps": 1}}
 
 SERIES = {
     ("scanwatch_probes_total", (("type", "SYN/Normal"),)): 12,
@@ -24,6 +26,7 @@ SERIES = {
     ("scanwatch_dropped_packets_total", ()): 50,
     ("scanwatch_kernel_blocks_total", ()): 1,
     ("scanwatch_malformed_packets_total", ()): 0,
+    ("scanwatch_badsum_probes_total", ()): 9,
     ("scanwatch_events_dropped_total", (("where", "ringbuf"),)): 6,
     ("scanwatch_events_dropped_total", (("where", "log_rate"),)): 5,
     ("scanwatch_sources_tracked", ()): 7,
@@ -37,6 +40,13 @@ SERIES = {
     ("scanwatch_process_open_fds", ()): 17,
     ("scanwatch_process_threads", ()): 6,
     ("scanwatch_up", ()): 1,
+    ("scanwatch_fleet_connected", ()): 1,
+    ("scanwatch_fleet_lag_seconds", ()): 0.0125,
+    ("scanwatch_fleet_queued", ()): 3,
+    ("scanwatch_fleet_entries_total", (("what", "received"),)): 9,
+    ("scanwatch_fleet_entries_total", (("what", "capped"),)): 1,
+    ("scanwatch_fleet_entries_total", (("what", "refused"),)): 2,
+    ("scanwatch_fleet_sweeps_total", ()): 1,
 }
 
 
@@ -53,6 +63,15 @@ def test_every_series_and_type():
     kinds = {f.name: f.type for f in fams}
     assert kinds["scanwatch_probes"] == "counter" and kinds["scanwatch_blocks_active"] == "gauge"
     assert not [n for n in got if not n[0].startswith("scanwatch_")]  # no default collectors
+
+
+def test_no_fleet_series_without_a_fleet_and_no_lag_before_an_entry():
+    _, got = samples(metrics.render(dict(SNAP, fleet=None)))
+    assert not [n for n in got if n[0].startswith("scanwatch_fleet_")]
+    _, got = samples(metrics.render(dict(SNAP, fleet=dict(SNAP["fleet"], lag_ms=None,
+                                                           connected=False))))
+    assert ("scanwatch_fleet_lag_seconds", ()) not in got
+    assert got[("scanwatch_fleet_connected", ())] == 0
 
 
 def free_port():

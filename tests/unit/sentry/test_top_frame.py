@@ -126,3 +126,10 @@ def test_a_daemon_that_stops_answering_leaves_the_last_frame_and_says_so():
     assert "daemon not answering" not in render(again, view)
     top._refresh(lambda: snapshot(syn=105), again, view, 13.0)
     assert list(view.history["SYN/Normal"])[-1] == 100.0
+
+
+def test_sparkline_scales_from_zero_to_the_busiest_second():
+    assert top.sparkline([0, 0, 0]) == "▁▁▁"
+    assert top.sparkline([0, 2, 14]) == "▁▂█"
+    assert top.sparkline([5, 5]) == "██"
+    assert top.sparkline([]) == ""

@@ -1,0 +1,130 @@
+"""What one member of the fleet decides. Pure: clocks are passed in, nothing talks to
+Redis or the firewall here (wire.py does, link.py carries)."""
+from collections import OrderedDict
+
+from .message import NEVER_SHARED, Refused, remaining
+
+
+def parse_share(items):
+    """FLEET_SHARE -> the evidence strengths published. The "possibly spoofed" strengths
+    are dropped whatever the setting says: a spoofer could otherwise block a fleet's
+    friends everywhere at once."""
+    return frozenset(e for e in items if e not in NEVER_SHARED)
+
+
+def should_share(evidence, share):
+    return evidence in share and evidence not in NEVER_SHARED
+
+
+class LineLimiter:
+    """One line per refused entry, at most `per_second`; the rest counted and summarised."""
+
+    def __init__(self, per_second=5):
+        self.per_second = per_second
+        self.window = 0
+        self.used = 0
+        self.suppressed = 0
+
+    def allow(self, now):
+        sec = int(now)
+        if sec != self.window:
+            self.window, self.used = sec, 0
+        if self.used < self.per_second:
+            self.used += 1
+            return True
+        self.suppressed += 1
+        return False
+
+    def take_suppressed(self):
+        n, self.suppressed = self.suppressed, 0
+        return n
+
+
+class Seen:
+    """Entry ids already applied, bounded (oldest forgotten): a replayed stream range after
+    a reconnect or a restart applies nothing twice."""
+
+    def __init__(self, size=65536):
+        self.size = size
+        self.ids = OrderedDict()
+
+    def add(self, uid):
+        """True the first time an id is seen."""
+        if not uid:
+            return True
+        if uid in self.ids:
+            return False
+        self.ids[uid] = None
+        if len(self.ids) > self.size:
+            self.ids.popitem(last=False)
+        return True
+
+
+SKIP, APPLY, REFUSE = "skip", "apply", "refuse"
+
+
+def judge(entry, *, me, now, is_protected, is_blocked, seen):
+    """(verdict, reason, seconds) for a received block entry."""
+    if entry.host == me:
+        return SKIP, "ours", 0
+    if not seen.add(entry.uid):
+        return SKIP, "already applied", 0
+    if is_protected(entry.addr):
+        return REFUSE, f"{entry.addr} is protected here (own address, gateway, resolver, " \
+                       "SSH peer or ignore list)", 0
+    if entry.kind == "unblock":
+        return APPLY, "", 0
+    secs = remaining(entry, now)
+    if secs < 1:
+        return SKIP, "expired on the way", 0
+    if is_blocked(entry.addr):
+        return SKIP, "already blocked here", 0
+    return APPLY, "", secs
+
+
+class Sightings:
+    """Probes to closed ports and tripwires, gathered per source and sent in batches:
+    never one Redis call per packet. A source sends at most `per_source` distinct
+    host:port pairs per batch and a batch holds at most `max_sources` sources, so a flood of
+    spoofed sources cannot grow a batch (or Redis) without bound."""
+
+    def __init__(self, host, *, interval=0.2, per_source=64, max_sources=1024):
+        self.host = host
+        self.interval = interval
+        self.per_source = per_source
+        self.max_sources = max_sources
+        self.pending = {}
+        self.dropped = 0
+        self.last_flush = None
+
+    def add(self, addr, ports):
+        """ports: ((proto, port), ...) the probe hit."""
+        pairs = self.pending.get(addr)
+        if pairs is None:
+            if len(self.pending) >= self.max_sources:
+                self.dropped += 1
+                return
+            pairs = self.pending[addr] = set()
+        for proto, port in ports:
+            if len(pairs) >= self.per_source:
+                break
+            pairs.add(f"{self.host}:{proto[0].lower()}{int(port)}")
+
+    def due(self, now):
+        if not self.pending:
+            return False
+        if self.last_flush is None:
+            self.last_flush = now
+        return now - self.last_flush >= self.interval
+
+    def take(self, now):
+        batch, self.pending, self.last_flush = self.pending, {}, now
+        return {a: sorted(p) for a, p in batch.items()}
+
+
+def sweep_verdict(count, threshold):
+    return threshold > 0 and count >= threshold
+
+
+__all__ = ["Refused", "parse_share", "should_share", "LineLimiter", "Seen", "judge",
+           "Sightings", "sweep_verdict", "SKIP", "APPLY", "REFUSE"]
