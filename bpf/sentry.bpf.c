@@ -529,14 +529,23 @@ static __always_inline void source_key(struct probe *p, struct sw_config *cfg)
 	if (!bits || bits >= 128 || !p->is6)
 		return;
 	p->agg = 1;
-#pragma unroll
-	for (int i = 0; i < 16; i++) {
-		int left = (int)bits - i * 8;
-		if (left <= 0)
-			p->key.a[i] = 0;
-		else if (left < 8)
-			p->key.a[i] &= (__u8)(0xff << (8 - left));
+	/* Two big-endian halves, masked branch-light (a per-byte loop cost the verifier too
+	 * many states beside the rest). */
+	__u64 hi, lo;
+	__builtin_memcpy(&hi, p->key.a, 8);
+	__builtin_memcpy(&lo, &p->key.a[8], 8);
+	hi = __builtin_bswap64(hi);
+	lo = __builtin_bswap64(lo);
+	if (bits <= 64) {
+		hi &= ~0ULL << (64 - bits);
+		lo = 0;
+	} else {
+		lo &= ~0ULL << (128 - bits);
 	}
+	hi = __builtin_bswap64(hi);
+	lo = __builtin_bswap64(lo);
+	__builtin_memcpy(p->key.a, &hi, 8);
+	__builtin_memcpy(&p->key.a[8], &lo, 8);
 }
 
 /* The block check for a probe: its address, then its prefix. A prefix block never drops
@@ -684,18 +693,18 @@ int xdp_sentry(struct xdp_md *ctx)
 	struct sw_config *cfg = config.lookup(&zero);
 	source_key(&p, cfg);
 	if (rc < 0 || p.tuple_len == 0)
-		return blocked_drop_p(&p);  /* truncated, a later fragment, a bad version */
+		goto block_check;  /* truncated, a later fragment, a bad version */
 
 	/* Non-probes (RST, later fragments, other protocols) only need the block check; a RST
 	 * may first answer a challenge (the source is usually blocked by then). */
 	if (rc > 0) {
 		if (p.rst)
 			check_answer(&p);
-		return blocked_drop_p(&p);
+		goto block_check;
 	}
 
 	if (!cfg || !cfg->watch[p.proto & 1])
-		return blocked_drop_p(&p);
+		goto block_check;
 
 	/* A packet with ACK is a probe only if no socket owns it. The full-tuple lookup finds
 	 * connections, request and timewait sockets, and falls back to a listener, so a late
@@ -706,7 +715,7 @@ int xdp_sentry(struct xdp_md *ctx)
 		if (sock == 2)
 			learn_hops(&p);
 		if (sock)
-			return blocked_drop_p(&p);
+			goto block_check;
 	}
 
 	/* Probes look up their source first: for a known source that one hash lookup also
@@ -949,4 +958,8 @@ int xdp_sentry(struct xdp_md *ctx)
 		events.ringbuf_submit(ev, 0);
 	}
 	return drop ? XDP_DROP : XDP_PASS;
+	/* One copy of the block check for every early exit keeps the program small enough for
+	 * the verifier (issue 14). */
+block_check:
+	return blocked_drop_p(&p);
 }
