@@ -371,6 +371,14 @@ static __always_inline int has_socket(struct xdp_md *ctx, struct probe *p)
 #ifndef SW_CSUM_MAX
 #define SW_CSUM_MAX 1500
 #endif
+#define SW_CSUM_CHUNK 512  /* bpf_csum_diff sums at most 512 bytes a call */
+struct sw_csum_buf {
+	__u8 b[SW_CSUM_CHUNK + 4];  /* + the pad word after a full chunk */
+};
+BPF_PERCPU_ARRAY(csumbuf, struct sw_csum_buf, 1);
+/* bcc's helper table predates bpf_xdp_load_bytes (5.18): declared by its number */
+static long (*sw_xdp_load_bytes)(void *ctx, __u32 off, void *buf, __u32 len) =
+	(void *)BPF_FUNC_xdp_load_bytes;
 static __always_inline __u16 sw_csum_fold(__u64 sum)
 {
 	sum = (sum & 0xffffffff) + (sum >> 32);
@@ -409,32 +417,38 @@ static __always_inline int bad_checksum(struct xdp_md *ctx, struct probe *p)
 	}
 	if (check == sw_csum_fold(sum))
 		return 0;  /* CHECKSUM_PARTIAL: a connect() SYN over veth arrives like this */
-	__u32 words = len >> 2;
-	for (__u32 i = 0; i < SW_CSUM_MAX / 4; i++) {
-		if (i >= words)
-			break;
-		__u32 *w = (__u32 *)(l4 + i * 4);
-		/* keeps clang from folding the bound into pointer arithmetic the verifier refuses */
-		asm volatile("" : "+r"(w));
-		if ((void *)(w + 1) > end)
-			return 0;
-		sum += *w;
-	}
-	__u32 rest = len & 3, done = len & ~3U;
-	if (done > SW_CSUM_MAX)
+	/* The segment is summed by bpf_csum_diff in chunks of its 512-byte limit, copied first to
+	 * a per-CPU scratch (bpf_xdp_load_bytes): helper calls keep the verifier's work constant,
+	 * where a word loop multiplied it by every path that reaches here (issue 14's checks
+	 * beside it went over the budget). The last chunk's pad bytes are zero, as RFC 1071
+	 * pads an odd length. */
+	__u32 zero = 0;
+	struct sw_csum_buf *buf = csumbuf.lookup(&zero);
+	if (!buf)
 		return 0;
-	__u8 *t = l4 + done;
-	if (rest >= 2) {
-		if ((void *)(t + 2) > end)
+	__u32 done = 0;
+#pragma unroll
+	for (int c = 0; c < (SW_CSUM_MAX + SW_CSUM_CHUNK - 1) / SW_CSUM_CHUNK; c++) {
+		if (done >= len)
+			break;
+		__u32 n = len - done;
+		if (n > SW_CSUM_CHUNK)
+			n = SW_CSUM_CHUNK;
+		/* the same n (1..512), written so the verifier sees the bound whatever clang keeps */
+		n = ((n - 1) & (SW_CSUM_CHUNK - 1)) + 1;
+		/* zero the word holding the bytes after the last one (the pad), then load */
+		*(__u32 *)(buf->b + (n & ~3U)) = 0;
+		__u32 n4 = (n + 3) & ~3U;
+		if (sw_xdp_load_bytes(ctx, off + done, buf->b, n))
 			return 0;
-		sum += *(__u16 *)t;
-		t += 2;
-	}
-	if (rest & 1) {
-		if ((void *)(t + 1) > end)
+		long part = bpf_csum_diff(0, 0, (void *)buf->b, n4, 0);
+		if (part < 0)
 			return 0;
-		sum += *t;  /* the odd byte, padded with a zero byte after it */
+		sum += (__u32)part;
+		done += n;
 	}
+	if (done != len)
+		return 0;
 	return sw_csum_fold(sum) != 0xffff;
 }
 
