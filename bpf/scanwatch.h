@@ -29,8 +29,8 @@
  * TCP in words [0, 1024), UDP in [1024, 2048). */
 #define SW_PORT_WORDS 1024
 
-/* Sweep detector: a 1024-bit Bloom filter (2 hashes) of (proto, port) per source
- * for the current window, plus the last SW_RECENT distinct ports for reports. */
+/* Sweep detector: two 512-bit Bloom filters (2 hashes) of (proto, port) per source, for
+ * the current and the previous half window, plus the last SW_RECENT distinct ports. */
 #define SW_BLOOM_WORDS 16
 #define SW_RECENT      32
 
@@ -72,6 +72,14 @@ struct sw_config {
 	__u64 slow_window_ns;    /* second, slower sweep tier (nmap -T2, --scan-delay) */
 	__u32 slow_ports;        /* 0: slow tier off */
 	__u32 hit_rate;          /* hit events a second from a source already caught (LOG_RATE) */
+	__u64 bloom_seed;        /* issue 14: keys the Bloom hash; drawn at random at load */
+	/* issue 14: count only packets to an address in `local` (this host's own); off until
+	 * userspace has filled it (or when it could not) */
+	__u8 local_only;
+	/* issue 14: IPv6 sources are counted (and the kernel blocks them) per prefix of this
+	 * many bits (V6_PREFIX); 0 or 128 = per address */
+	__u8 v6_prefix;
+	__u8 pad_local[6];
 };
 
 /* Source addresses are 16 bytes; IPv4 is stored mapped (::ffff:a.b.c.d). */
@@ -113,6 +121,13 @@ struct sw_source {
 	__u64 slow_bloom[SW_BLOOM_WORDS];/* distinct closed ports over slow_window_ns */
 	__u32 slow;                      /* distinct closed ports in the slow window */
 	__u32 hit_events;                /* hit events sent since event_ns (once caught) */
+	/* issue 14: the source's SW_F_FLAG_* and SW_F_BLOCKED bits, changed only by atomic
+	 * or/and, so one CPU wins a trigger (`flags` above is no longer written). */
+	__u64 state;
+	/* issue 14: the sweep window slides in two halves; bloom[0..7], sweep, sweep_open are
+	 * the current half, bloom[8..15] and these the half before. */
+	__u32 sweep_prev;
+	__u32 open_prev;
 };
 
 /* issue 13: return-routability challenge and hop counts. */

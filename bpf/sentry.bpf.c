@@ -50,10 +50,22 @@ BPF_TABLE("lru_hash", struct sw_addr, struct sw_source, sources, SW_MAX_SOURCES)
 BPF_HASH(blocked, struct sw_addr, struct sw_block, SW_MAX_BLOCKED);
 BPF_TABLE("lru_hash", struct sw_addr, struct sw_block, kblocked, SW_MAX_BLOCKED);
 BPF_RINGBUF_OUTPUT(events, SW_RINGBUF_PAGES);
-BPF_ARRAY(blank, struct sw_source, 1);  /* never written: the template of a new source */
+/* A new source's value is built here (per CPU: no other CPU sees it) and inserted whole, so
+ * no CPU ever sees an entry without its times. Only the times are written: the rest stays 0. */
+BPF_PERCPU_ARRAY(blank, struct sw_source, 1);
 /* SW_EV_PERSIST only: a spoofed flood fills `events`, never this one, so a real scanner
  * that keeps probing through the flood is still heard. */
 BPF_RINGBUF_OUTPUT(alerts, SW_ALERT_PAGES);
+/* issue 14: one CPU wins each trigger. bcc compiles for BPF v1, which has atomic adds but
+ * no fetching atomics (no cmpxchg), so the winner is whoever inserts this key first
+ * (BPF_NOEXIST is atomic). `born` ties the claim to one life of the source's entry: a
+ * source evicted and seen again claims afresh, and old claims age out of the LRU. */
+struct sw_claim {
+	struct sw_addr src;
+	__u64 born;
+	__u64 bit;
+};
+BPF_TABLE("lru_hash", struct sw_claim, __u8, claims, SW_MAX_SOURCES);
 /* issue 13: challenge cookies (source -> expected RST seq, written by userspace), the RSTs
  * that echoed one, and hop counts learned from established connections. */
 #ifndef SW_MAX_COOKIES
@@ -75,6 +87,16 @@ struct sw_peer {
 };
 BPF_TABLE("lru_hash", struct sw_addr, struct sw_peer, hops, SW_MAX_HOPS);
 
+/* issue 14: this host's own addresses (userspace keeps them current from netlink) and the
+ * ports its DNAT/redirect rules forward (one bit per port, per protocol, as `watched`).
+ * XDP runs before routing and NAT: on a router, traffic to other hosts found no socket
+ * here; on a container host, neither did a connection to a published port. */
+#ifndef SW_MAX_LOCAL
+#define SW_MAX_LOCAL 1024
+#endif
+BPF_HASH(local, struct sw_addr, __u8, SW_MAX_LOCAL);
+BPF_ARRAY(natted, __u64, 2 * SW_PORT_WORDS);
+
 struct vlan_hdr_sw {
 	__be16 tci;
 	__be16 proto;
@@ -93,6 +115,11 @@ struct probe {
 	__u8 ttl;     /* issue 13: TTL / hop limit */
 	__u8 rst;     /* a RST with a whole TCP header: seq holds its sequence number */
 	__u32 seq;
+	/* issue 14: the key the source is counted and kernel-blocked under: src, or for IPv6
+	 * its V6_PREFIX (agg = 1), so a scanner rotating addresses in its /64 adds up */
+	struct sw_addr key;
+	__u8 agg;
+	__u8 is6;
 	__u16 l4_off; /* issue 13 (--badsum): where the L4 header starts in the frame, */
 	__u16 l4_len; /* and the L4 length the IP header gives (checksum, rare path only) */
 };
@@ -271,6 +298,7 @@ static __always_inline int parse(struct xdp_md *ctx, struct probe *p)
 		if ((void *)(ip6 + 1) > end)
 			return -1;
 		__builtin_memcpy(p->src.a, &ip6->saddr, 16);
+		p->is6 = 1;
 		p->has_src = 1;
 		p->ttl = ip6->hop_limit;
 		if (ip6->version != 6)
@@ -343,6 +371,14 @@ static __always_inline int has_socket(struct xdp_md *ctx, struct probe *p)
 #ifndef SW_CSUM_MAX
 #define SW_CSUM_MAX 1500
 #endif
+#define SW_CSUM_CHUNK 512  /* bpf_csum_diff sums at most 512 bytes a call */
+struct sw_csum_buf {
+	__u8 b[SW_CSUM_CHUNK + 4];  /* + the pad word after a full chunk */
+};
+BPF_PERCPU_ARRAY(csumbuf, struct sw_csum_buf, 1);
+/* bcc's helper table predates bpf_xdp_load_bytes (5.18): declared by its number */
+static long (*sw_xdp_load_bytes)(void *ctx, __u32 off, void *buf, __u32 len) =
+	(void *)BPF_FUNC_xdp_load_bytes;
 static __always_inline __u16 sw_csum_fold(__u64 sum)
 {
 	sum = (sum & 0xffffffff) + (sum >> 32);
@@ -381,32 +417,38 @@ static __always_inline int bad_checksum(struct xdp_md *ctx, struct probe *p)
 	}
 	if (check == sw_csum_fold(sum))
 		return 0;  /* CHECKSUM_PARTIAL: a connect() SYN over veth arrives like this */
-	__u32 words = len >> 2;
-	for (__u32 i = 0; i < SW_CSUM_MAX / 4; i++) {
-		if (i >= words)
-			break;
-		__u32 *w = (__u32 *)(l4 + i * 4);
-		/* keeps clang from folding the bound into pointer arithmetic the verifier refuses */
-		asm volatile("" : "+r"(w));
-		if ((void *)(w + 1) > end)
-			return 0;
-		sum += *w;
-	}
-	__u32 rest = len & 3, done = len & ~3U;
-	if (done > SW_CSUM_MAX)
+	/* The segment is summed by bpf_csum_diff in chunks of its 512-byte limit, copied first to
+	 * a per-CPU scratch (bpf_xdp_load_bytes): helper calls keep the verifier's work constant,
+	 * where a word loop multiplied it by every path that reaches here (issue 14's checks
+	 * beside it went over the budget). The last chunk's pad bytes are zero, as RFC 1071
+	 * pads an odd length. */
+	__u32 zero = 0;
+	struct sw_csum_buf *buf = csumbuf.lookup(&zero);
+	if (!buf)
 		return 0;
-	__u8 *t = l4 + done;
-	if (rest >= 2) {
-		if ((void *)(t + 2) > end)
+	__u32 done = 0;
+#pragma unroll
+	for (int c = 0; c < (SW_CSUM_MAX + SW_CSUM_CHUNK - 1) / SW_CSUM_CHUNK; c++) {
+		if (done >= len)
+			break;
+		__u32 n = len - done;
+		if (n > SW_CSUM_CHUNK)
+			n = SW_CSUM_CHUNK;
+		/* the same n (1..512), written so the verifier sees the bound whatever clang keeps */
+		n = ((n - 1) & (SW_CSUM_CHUNK - 1)) + 1;
+		/* zero the word holding the bytes after the last one (the pad), then load */
+		*(__u32 *)(buf->b + (n & ~3U)) = 0;
+		__u32 n4 = (n + 3) & ~3U;
+		if (sw_xdp_load_bytes(ctx, off + done, buf->b, n))
 			return 0;
-		sum += *(__u16 *)t;
-		t += 2;
-	}
-	if (rest & 1) {
-		if ((void *)(t + 1) > end)
+		long part = bpf_csum_diff(0, 0, (void *)buf->b, n4, 0);
+		if (part < 0)
 			return 0;
-		sum += *t;  /* the odd byte, padded with a zero byte after it */
+		sum += (__u32)part;
+		done += n;
 	}
+	if (done != len)
+		return 0;
 	return sw_csum_fold(sum) != 0xffff;
 }
 
@@ -493,6 +535,44 @@ static __always_inline int is_ignored(struct sw_addr *src)
 	return ignored.lookup(&k) != 0;
 }
 
+/* issue 14: p->key = p->src, or an IPv6 source cut to cfg->v6_prefix bits. */
+static __always_inline void source_key(struct probe *p, struct sw_config *cfg)
+{
+	__builtin_memcpy(&p->key, &p->src, sizeof(p->key));
+	__u32 bits = cfg ? cfg->v6_prefix : 0;
+	if (!bits || bits >= 128 || !p->is6)
+		return;
+	p->agg = 1;
+	/* Two big-endian halves, masked branch-light (a per-byte loop cost the verifier too
+	 * many states beside the rest). */
+	__u64 hi, lo;
+	__builtin_memcpy(&hi, p->key.a, 8);
+	__builtin_memcpy(&lo, &p->key.a[8], 8);
+	hi = __builtin_bswap64(hi);
+	lo = __builtin_bswap64(lo);
+	if (bits <= 64) {
+		hi &= ~0ULL << (64 - bits);
+		lo = 0;
+	} else {
+		lo &= ~0ULL << (128 - bits);
+	}
+	hi = __builtin_bswap64(hi);
+	lo = __builtin_bswap64(lo);
+	__builtin_memcpy(p->key.a, &hi, 8);
+	__builtin_memcpy(&p->key.a[8], &lo, 8);
+}
+
+/* The block check for a probe: its address, then its prefix. A prefix block never drops
+ * an ignored address (an admin who shares the scanner's /64). */
+static __always_inline int blocked_drop_p(struct probe *p)
+{
+	if (blocked_drop(&p->src) == XDP_DROP)
+		return XDP_DROP;
+	if (!p->agg || blocked_drop(&p->key) != XDP_DROP)
+		return XDP_PASS;
+	return is_ignored(&p->src) ? XDP_PASS : XDP_DROP;
+}
+
 static __always_inline int is_watched(__u8 proto, __u16 port)
 {
 	__u32 idx = proto * SW_PORT_WORDS + (port >> 6);
@@ -500,17 +580,83 @@ static __always_inline int is_watched(__u8 proto, __u16 port)
 	return w && (*w >> (port & 63)) & 1;
 }
 
-/* Insert (proto, port) into a source's Bloom filter; 1 if it was not there before. */
-static __always_inline int bloom_add(__u64 *bloom, __u8 proto, __u16 port)
+static __always_inline int is_natted(__u8 proto, __u16 port)
 {
-	__u32 h = ((__u32)proto << 16 | port) * 2654435761u;
-	__u32 b1 = h >> 22, b2 = (h >> 12) & 1023;
-	__u64 m1 = 1ULL << (b1 & 63), m2 = 1ULL << (b2 & 63);
-	__u32 w1 = (b1 >> 6) & (SW_BLOOM_WORDS - 1), w2 = (b2 >> 6) & (SW_BLOOM_WORDS - 1);
-	int fresh = !(bloom[w1] & m1) || !(bloom[w2] & m2);
+	__u32 idx = proto * SW_PORT_WORDS + (port >> 6);
+	__u64 *w = natted.lookup(&idx);
+	return w && (*w >> (port & 63)) & 1;
+}
+
+/* 1 if the packet is addressed to this host (or its destination was not parsed). */
+static __always_inline int to_this_host(struct probe *p)
+{
+	struct sw_addr d = {};
+	if (p->tuple_len == sizeof(p->tuple.ipv4)) {
+		d.a[10] = 0xff;
+		d.a[11] = 0xff;
+		__builtin_memcpy(&d.a[12], &p->tuple.ipv4.daddr, 4);
+	} else if (p->tuple_len == sizeof(p->tuple.ipv6)) {
+		__builtin_memcpy(d.a, p->tuple.ipv6.daddr, 16);
+	} else {
+		return 1;
+	}
+	return local.lookup(&d) != 0;
+}
+
+/* Hash of (proto, port) keyed by a seed drawn at load (issue 14): with a fixed public
+ * multiplier a scanner could order its ports to land on bits already set and go uncounted.
+ * A murmur3-style finalizer with the seed mixed in before and between the rounds. */
+static __always_inline __u32 bloom_hash(__u64 seed, __u8 proto, __u16 port)
+{
+	__u32 x = ((__u32)proto << 16 | port) ^ (__u32)seed;
+	x ^= x >> 16;
+	x *= 0x85ebca6bu;
+	x ^= (__u32)(seed >> 32);
+	x ^= x >> 13;
+	x *= 0xc2b2ae35u;
+	x ^= x >> 16;
+	return x;
+}
+
+/* Insert hash h into a Bloom filter of `words` (a power of two, at most 16) u64 words,
+ * three bit positions of 10 bits each; 1 if it was not there before. Three, not two: in a
+ * 512-bit half window two positions missed a distinct port in ~8% of 25-port sweeps (a
+ * false positive delays the trigger by a port); three make it ~2%. */
+static __always_inline int bloom_add(__u64 *bloom, __u32 h, __u32 words)
+{
+	__u32 b1 = h, b2 = h >> 11, b3 = h >> 22;
+	__u64 m1 = 1ULL << (b1 & 63), m2 = 1ULL << (b2 & 63), m3 = 1ULL << (b3 & 63);
+	__u32 w1 = (b1 >> 6) & (words - 1), w2 = (b2 >> 6) & (words - 1);
+	__u32 w3 = (b3 >> 6) & (words - 1);
+	int fresh = !(bloom[w1] & m1) || !(bloom[w2] & m2) || !(bloom[w3] & m3);
 	bloom[w1] |= m1;
 	bloom[w2] |= m2;
+	bloom[w3] |= m3;
 	return fresh;
+}
+
+static __always_inline int bloom_has(__u64 *bloom, __u32 h, __u32 words)
+{
+	__u32 b1 = h, b2 = h >> 11, b3 = h >> 22;
+	__u32 w1 = (b1 >> 6) & (words - 1), w2 = (b2 >> 6) & (words - 1);
+	__u32 w3 = (b3 >> 6) & (words - 1);
+	return (bloom[w1] >> (b1 & 63)) & (bloom[w2] >> (b2 & 63)) & (bloom[w3] >> (b3 & 63)) & 1;
+}
+
+/* 1 if this CPU is the one to act on (src, bit) for this life of the entry. */
+static __always_inline int claim(struct probe *p, struct sw_source *s, __u64 bit)
+{
+	struct sw_claim k = {.born = s->first_ns, .bit = bit};
+	__u8 one = 1;
+	__builtin_memcpy(&k.src, &p->key, sizeof(k.src));
+	return claims.insert(&k, &one) == 0;
+}
+
+static __always_inline void unclaim(struct probe *p, struct sw_source *s, __u64 bit)
+{
+	struct sw_claim k = {.born = s->first_ns, .bit = bit};
+	__builtin_memcpy(&k.src, &p->key, sizeof(k.src));
+	claims.delete(&k);
 }
 
 static __always_inline void fill(struct sw_event *ev, struct probe *p, struct sw_source *s,
@@ -519,7 +665,7 @@ static __always_inline void fill(struct sw_event *ev, struct probe *p, struct sw
 	__builtin_memcpy(&ev->src, &p->src, sizeof(ev->src));
 	ev->ts_ns = now;
 	ev->tripwire = s->tripwire[p->proto & 1];
-	ev->sweep = (flags & SW_F_SLOW) ? s->slow : s->sweep;
+	ev->sweep = (flags & SW_F_SLOW) ? s->slow : s->sweep + s->sweep_prev;
 	ev->port = p->dport;
 	ev->proto = p->proto;
 	ev->kind = p->kind;
@@ -558,20 +704,21 @@ int xdp_sentry(struct xdp_md *ctx)
 		return XDP_DROP;
 	if (!p.has_src)
 		return XDP_PASS;  /* neither IPv4 nor IPv6 */
+	struct sw_config *cfg = config.lookup(&zero);
+	source_key(&p, cfg);
 	if (rc < 0 || p.tuple_len == 0)
-		return blocked_drop(&p.src);  /* truncated, a later fragment, a bad version */
+		goto block_check;  /* truncated, a later fragment, a bad version */
 
 	/* Non-probes (RST, later fragments, other protocols) only need the block check; a RST
 	 * may first answer a challenge (the source is usually blocked by then). */
 	if (rc > 0) {
 		if (p.rst)
 			check_answer(&p);
-		return blocked_drop(&p.src);
+		goto block_check;
 	}
 
-	struct sw_config *cfg = config.lookup(&zero);
 	if (!cfg || !cfg->watch[p.proto & 1])
-		return blocked_drop(&p.src);
+		goto block_check;
 
 	/* A packet with ACK is a probe only if no socket owns it. The full-tuple lookup finds
 	 * connections, request and timewait sockets, and falls back to a listener, so a late
@@ -582,39 +729,54 @@ int xdp_sentry(struct xdp_md *ctx)
 		if (sock == 2)
 			learn_hops(&p);
 		if (sock)
-			return blocked_drop(&p.src);
+			goto block_check;
 	}
 
 	/* Probes look up their source first: for a known source that one hash lookup also
 	 * answers "blocked?" (SW_F_BLOCKED), since userspace deletes the source entry of any
 	 * address it blocks itself, and an address without an entry checks `blocked`. */
-	struct sw_source *s = sources.lookup(&p.src);
-	if (s && (s->flags & SW_F_BLOCKED)) {
-		if (s->block_ns == 0 || bpf_ktime_get_ns() < s->block_ns) {
+	struct sw_source *s = sources.lookup(&p.key);
+	if (s && (s->state & SW_F_BLOCKED)) {
+		__u64 end = s->block_ns;
+		/* Signed: another CPU may have stored a later end than our clock reading. */
+		if (end == 0 || (__s64)(end - bpf_ktime_get_ns()) > 0) {
 			count(SW_CNT_DROPPED);
 			/* Userspace learns that this source is real (it matters when a spoofed
 			 * flood used up the block rate and it was not reported): at persist_probes
 			 * drops, then at each power of two, in case a flood filled the ring. */
-			__u32 d = ++s->dropped, at = cfg->persist_probes;
+			/* v1 atomics return nothing: read back (another CPU may add meanwhile,
+			 * so an alert can repeat or skip a step; it is a hint, not a count). */
+			__sync_fetch_and_add(&s->dropped, 1);
+			__u32 d = s->dropped, at = cfg->persist_probes;
 			if (at && (d == at || (d > at && !(d & (d - 1)))))
 				emit_persist(&p, s, bpf_ktime_get_ns());
 			return XDP_DROP;
 		}
-		s->flags &= ~SW_F_BLOCKED;
-		blocked.delete(&p.src);
-		kblocked.delete(&p.src);
-	} else if (!s && blocked_drop(&p.src) == XDP_DROP) {
+		/* The kernel's own block ended; userspace's (in `blocked`) may last longer. */
+		__sync_fetch_and_and(&s->state, ~(__u64)SW_F_BLOCKED);
+		kblocked.delete(&p.key);
+		if (blocked_drop_p(&p) == XDP_DROP)
+			return XDP_DROP;
+	} else if (!s && blocked_drop_p(&p) == XDP_DROP) {
 		return XDP_DROP;
 	}
-	count(p.kind < SW_NKINDS ? p.kind : SW_CNT_SCTP_INIT + p.kind - SW_NKINDS);
+	__u32 kind_cnt = p.kind < SW_NKINDS ? p.kind : SW_CNT_SCTP_INIT + p.kind - SW_NKINDS;
 	__u8 proto = p.proto & 1;
 	__u8 flagbit = proto ? SW_F_FLAG_UDP : SW_F_FLAG_TCP;
 	int watched_port = p.kind != SW_KIND_IPPROTO && is_watched(proto, p.dport);
 	/* A source already caught needs no sweep bookkeeping: unless the port is a tripwire
 	 * it costs no clock read, no socket lookup and no write. This keeps a flood with
 	 * blocking off cheap (a clock read alone is ~30 ns in a VM). */
-	if (s && !watched_port && (!cfg->sweep_ports || (s->flags & flagbit)))
+	if (s && !watched_port && (!cfg->sweep_ports || (s->state & flagbit))) {
+		count(kind_cnt);
 		return XDP_PASS;
+	}
+	/* issue 14: forwarded traffic (a router's) is no probe of this host. Checked after the
+	 * caught-source shortcut: that source has an entry because it probed this host, and a
+	 * flood from it then costs no extra lookup. */
+	if (cfg->local_only && !to_this_host(&p))
+		return XDP_PASS;
+	count(kind_cnt);
 	now = bpf_ktime_get_ns();
 	if (!s) {
 		/* Ignored sources get no entry, so only new sources (and triggers) pay for the trie. */
@@ -622,25 +784,30 @@ int xdp_sentry(struct xdp_md *ctx)
 			count(SW_CNT_IGNORED);
 			return XDP_PASS;
 		}
-		/* New entries are copied from an all-zero map value: a 360-byte struct on the
+		/* New entries are built in a per-CPU map value: a 520-byte struct on the
 		 * stack would not fit beside the rest in the 512-byte BPF stack. */
 		struct sw_source *zeroed = blank.lookup(&zero);
 		if (!zeroed)
 			return XDP_PASS;
-		sources.update(&p.src, zeroed);
-		s = sources.lookup(&p.src);
+		zeroed->first_ns = now;
+		zeroed->window_ns = now;
+		zeroed->slow_ns = now;
+		/* NOEXIST: another CPU may have created it meanwhile, and with BPF_ANY a loser
+		 * would overwrite that entry (or, in an LRU, one recycled for another source).
+		 * Whoever created it, look it up again and use what is there. */
+		sources.insert(&p.key, zeroed);  /* BPF_NOEXIST */
+		s = sources.lookup(&p.key);
 		if (!s)
 			return XDP_PASS;
-		s->first_ns = now;
-		s->window_ns = now;
-		s->slow_ns = now;
 	}
-	int need_sweep = cfg->sweep_ports && !(s->flags & flagbit);
+	int need_sweep = cfg->sweep_ports && !(s->state & flagbit);
 	s->last_ns = now;
 	if (!watched_port && !need_sweep)
 		return XDP_PASS;
 	/* PortSentry's smart verify: a port in use is no trap. */
-	int open = acked || p.kind >= SW_NKINDS ? 0 : has_socket(ctx, &p);
+	/* A port DNAT or redirect forwards (issue 14) is served behind NAT: open. */
+	int open = acked || p.kind >= SW_NKINDS ? 0 :
+		   is_natted(proto, p.dport) || has_socket(ctx, &p);
 	if (open && !need_sweep)
 		return XDP_PASS;
 	/* issue 13 (--badsum): the stack drops a bad checksum unanswered, so the probe reveals
@@ -650,38 +817,59 @@ int xdp_sentry(struct xdp_md *ctx)
 		return XDP_PASS;
 	}
 	if (need_sweep) {
-		if (now - s->window_ns > cfg->sweep_window_ns) {
-			s->window_ns = now;
+		/* A sliding window in two halves (issue 14): bloom[0..7] and the counts are
+		 * this half window, bloom[8..15] and the *_prev counts the one before, and both
+		 * count. A fixed window let a burst straddling its reset through nearly twice. */
+		__s64 half = cfg->sweep_window_ns / 2;
+		__s64 age = now - s->window_ns;
+		if (age >= half) {
+			if (age >= 2 * half) {
+				__builtin_memset(&s->bloom[SW_BLOOM_WORDS / 2], 0, sizeof(s->bloom) / 2);
+				s->sweep_prev = 0;
+				s->open_prev = 0;
+				s->window_ns = now;
+			} else {
+				__builtin_memcpy(&s->bloom[SW_BLOOM_WORDS / 2], s->bloom, sizeof(s->bloom) / 2);
+				s->sweep_prev = s->sweep;
+				s->open_prev = s->sweep_open;
+				s->window_ns += half;
+			}
+			__builtin_memset(s->bloom, 0, sizeof(s->bloom) / 2);
 			s->sweep = 0;
 			s->sweep_open = 0;
-			__builtin_memset(s->bloom, 0, sizeof(s->bloom));
 		}
-		if (bloom_add(s->bloom, p.kind == SW_KIND_IPPROTO ? 2 : proto, p.dport)) {
-			s->recent[s->distinct & (SW_RECENT - 1)] = (__u32)proto << 16 | p.dport;
-			s->distinct++;
+		/* IP protocol scans (-sO) have their own namespace, 2 (issue 13) */
+		__u32 h = bloom_hash(cfg->bloom_seed, p.kind == SW_KIND_IPPROTO ? 2 : proto, p.dport);
+		if (bloom_add(s->bloom, h, SW_BLOOM_WORDS / 2) &&
+		    !bloom_has(&s->bloom[SW_BLOOM_WORDS / 2], h, SW_BLOOM_WORDS / 2)) {
+			__sync_fetch_and_add(&s->distinct, 1);
+			s->recent[(s->distinct - 1) & (SW_RECENT - 1)] = (__u32)proto << 16 | p.dport;
 			if (open)
-				s->sweep_open++;
+				__sync_fetch_and_add(&s->sweep_open, 1);
 			else
-				s->sweep++;
+				__sync_fetch_and_add(&s->sweep, 1);
 		}
 	}
 	/* Open ports count toward a sweep only once half the threshold is closed ports, so a
 	 * client of many services never trips it, while a scanner that finds listeners early
 	 * is still cut off before it has seen SWEEP_PORTS ports in all. */
-	int swept = need_sweep && (s->sweep >= cfg->sweep_ports ||
-				   (s->sweep * 2 >= cfg->sweep_ports &&
-				    s->sweep + s->sweep_open >= cfg->sweep_ports));
+	__u32 closed = s->sweep + s->sweep_prev, opened = s->sweep_open + s->open_prev;
+	int swept = need_sweep && (closed >= cfg->sweep_ports ||
+				   (closed * 2 >= cfg->sweep_ports &&
+				    closed + opened >= cfg->sweep_ports));
 	/* The slow tier: distinct closed ports over a long window, for scans paced below
 	 * SWEEP_PORTS per SWEEP_WINDOW. Same 128 bytes a source, so memory stays bounded. */
 	__u8 slowflag = 0;
 	if (need_sweep && !open && cfg->slow_ports) {
-		if (now - s->slow_ns > cfg->slow_window_ns) {
+		if ((__s64)(now - s->slow_ns) > (__s64)cfg->slow_window_ns) {
 			s->slow_ns = now;
 			s->slow = 0;
 			__builtin_memset(s->slow_bloom, 0, sizeof(s->slow_bloom));
 		}
-		if (bloom_add(s->slow_bloom, p.kind == SW_KIND_IPPROTO ? 2 : proto, p.dport))
-			s->slow++;
+		if (bloom_add(s->slow_bloom,
+			      bloom_hash(cfg->bloom_seed, p.kind == SW_KIND_IPPROTO ? 2 : proto, p.dport),
+			      SW_BLOOM_WORDS))
+			__sync_fetch_and_add(&s->slow, 1);
 		if (!swept && s->slow >= cfg->slow_ports) {
 			swept = 1;
 			slowflag = SW_F_SLOW;
@@ -696,10 +884,11 @@ int xdp_sentry(struct xdp_md *ctx)
 	__u8 reason = 0;
 	if (watched_port && !open) {
 		count(SW_CNT_TRIPWIRE);
-		s->hits[p.kind < SW_NKINDS ? p.kind : SW_KIND_UNKNOWN] += 1;
-		s->tripwire[proto] += 1;
+		__sync_fetch_and_add(&s->hits[p.kind < SW_NKINDS ? p.kind : SW_KIND_UNKNOWN], 1);
+		__sync_fetch_and_add(&s->tripwire[proto], 1);
+		__u32 trip = s->tripwire[proto];  /* at least ours; the claim below is what is unique */
 		reason = SW_EV_HIT;
-		if (!(s->flags & flagbit) && s->tripwire[proto] > cfg->scan_trigger)
+		if (!(s->state & flagbit) && trip > cfg->scan_trigger)
 			reason = SW_EV_TRIGGER;
 	}
 	if (reason != SW_EV_TRIGGER && swept)
@@ -712,17 +901,25 @@ int xdp_sentry(struct xdp_md *ctx)
 		count(SW_CNT_IGNORED);
 		return XDP_PASS;
 	}
+	/* One CPU wins a trigger or sweep: RSS spreads a scanner over queues, and each CPU
+	 * may have seen the threshold crossed. The loser reports a plain hit (or nothing).
+	 * The winner sets the flag once its report is on its way. */
+	if (reason != SW_EV_HIT && !claim(&p, s, flagbit)) {
+		if (reason != SW_EV_TRIGGER)
+			return XDP_PASS;
+		reason = SW_EV_HIT;
+	}
 	/* A source already caught (blocking off, or not yet dropped) is reported probe by
 	 * probe, as PortSentry logs each one, but at most hit_rate (LOG_RATE) events a second:
 	 * userspace would hold back more anyway, and the counters keep counting every probe. */
-	if (reason == SW_EV_HIT && (s->flags & flagbit)) {
-		if (now - s->event_ns >= 1000000000ULL) {
+	if (reason == SW_EV_HIT && (s->state & flagbit)) {
+		if ((__s64)(now - s->event_ns) >= 1000000000LL) {
 			s->event_ns = now;
 			s->hit_events = 0;
 		}
 		if (s->hit_events >= cfg->hit_rate)
 			return XDP_PASS;
-		s->hit_events++;
+		__sync_fetch_and_add(&s->hit_events, 1);
 	}
 
 	/* The record first. With the ring full (a flood, a stalled daemon) nobody would hear
@@ -732,6 +929,8 @@ int xdp_sentry(struct xdp_md *ctx)
 	struct sw_event *ev = events.ringbuf_reserve(sizeof(*ev));
 	if (!ev) {
 		count(SW_CNT_LOST);
+		if (reason != SW_EV_HIT && !cfg->kblock[proto])  /* unreported: judged again */
+			unclaim(&p, s, flagbit);
 		if (reason == SW_EV_HIT || !cfg->kblock[proto])
 			return XDP_PASS;
 	}
@@ -750,16 +949,18 @@ int xdp_sentry(struct xdp_md *ctx)
 	}
 	if (reason != SW_EV_HIT) {
 		if (ev)
-			s->flags |= flagbit;
+			__sync_fetch_and_or(&s->state, flagbit);
+		else  /* unreported: judged again after, so give the claim back */
+			unclaim(&p, s, flagbit);
 		if (cfg->kblock[proto] && !(evflags & SW_F_SUSPECT)) {
 			__u64 t = cfg->block_timeout_ns;
 			if (!ev && (!t || t > SW_UNREPORTED_BLOCK_NS))
 				t = SW_UNREPORTED_BLOCK_NS;
 			struct sw_block b = {.expires_ns = t ? now + t : 0};
-			kblocked.update(&p.src, &b);
-			s->flags |= SW_F_BLOCKED;
+			kblocked.update(&p.key, &b);
 			s->block_ns = b.expires_ns;
 			s->dropped = 0;
+			__sync_fetch_and_or(&s->state, SW_F_BLOCKED);
 			count(SW_CNT_KBLOCKS);
 			evflags |= SW_F_KBLOCKED;
 			drop = 1;  /* the triggering probe itself gets no answer */
@@ -771,4 +972,8 @@ int xdp_sentry(struct xdp_md *ctx)
 		events.ringbuf_submit(ev, 0);
 	}
 	return drop ? XDP_DROP : XDP_PASS;
+	/* One copy of the block check for every early exit keeps the program small enough for
+	 * the verifier (issue 14). */
+block_check:
+	return blocked_drop_p(&p);
 }

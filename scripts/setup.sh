@@ -124,7 +124,8 @@ PKGS=(python3-bpfcc python3-nftables python3-venv nftables bpftool nmap hping3
       netbase                                      # /etc/services: report names the ports
       vagrant vagrant-libvirt shellcheck systemd   # CI checks: Vagrantfile, scripts, unit
       python3-setuptools python3-wheel             # what `make install` builds with
-      gcc libc6-dev)                               # bcc's headers on a fresh Debian (tests/e2e)
+      gcc libc6-dev                                # bcc's headers on a fresh Debian (tests/e2e)
+      libatomic1)                                  # ring buffer acquire/release loads (bpfsys.py)
 # make e2e's tools (tests/e2e/run.py puts every list here into the container's root too,
 # so that setup finds nothing missing there and needs no network)
 E2E_PKGS=(mmdebstrap systemd-container

@@ -8,16 +8,17 @@ from ..errors import ConfigError
 
 _LINE = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$')
 MAX_CONFIG_BYTES = 1 << 20
-MINIMUM = {"MAX_SOURCES": 1, "MAX_BLOCKED": 1, "SWEEP_WINDOW": 1, "SLOW_WINDOW": 1, "LOG_RATE": 1}
+MINIMUM = {"MAX_SOURCES": 1, "MAX_BLOCKED": 1, "SWEEP_WINDOW": 1, "SLOW_WINDOW": 1, "LOG_RATE": 1,
+           "V6_PREFIX": 16}
 # Upper bounds where the kernel or nftables sets one (values land in u32 fields or map sizes).
 MAXIMUM = {"ADVANCED_PORTS_TCP": 65535, "CHALLENGE_RATE": 100000, "SPOOF_TIMEOUT": 86400, "ADVANCED_PORTS_UDP": 65535, "SWEEP_PORTS": 65535,
            "SLOW_PORTS": 65535, "SWEEP_WINDOW": 86400, "SLOW_WINDOW": 86400, "COMMAND_TIMEOUT": 3600,
            "BLOCK_TIMEOUT_MAX": 10 * 365 * 86400, "REPEAT_WINDOW": 10 * 365 * 86400, "BLOCK_TIMEOUT": 10 * 365 * 86400,
-           "MAX_SOURCES": 1 << 22, "MAX_BLOCKED": 1 << 22}  # a real portsentry.conf is ~10 KB; anything huge is a mistake
+           "MAX_SOURCES": 1 << 22, "MAX_BLOCKED": 1 << 22, "V6_PREFIX": 128}  # a real portsentry.conf is ~10 KB; anything huge is a mistake
 # Settings a running daemon cannot take over on SIGHUP.
 RESTART_KEYS = ("INTERFACES", "STATE_DIR", "RUN_DIR", "NFT_TABLE", "MAX_SOURCES", "MAX_BLOCKED",
                 "HISTORY_FILE", "BLOCKED_FILE", "HOSTS_DENY_FILE", "TCP_PORTS", "UDP_PORTS",
-                "PORT_BANNER", "RESOLVE_HOST")
+                "PORT_BANNER", "RESOLVE_HOST", "V6_PREFIX")
 
 
 def parse_ports(text, path=None, lineno=None, key="ports"):

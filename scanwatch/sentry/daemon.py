@@ -9,6 +9,7 @@ from . import config as configmod
 from . import ignore, netinfo
 from .admin import control, status
 from .classic import ClassicListener
+from .destinations import Destinations
 from .kernel.program import Sentry, mono_now
 from .model import ScanEvent
 from .policy import ALREADY, BLOCK, IGNORE, BlockBudget, Policy, proven
@@ -49,16 +50,15 @@ class Daemon:
         self.log = logger or records.make_logger()
         self.dry_run = dry_run
         self.lock = threading.RLock()
-        self.stopping = False
-        self.started = None
-        self.file_ignores = []
-        self.own = set()
+        self.stopping, self.started = False, None
+        self.file_ignores, self.own = [], set()
         self.ignore_list = ignore.IgnoreList()
         self.protected = {}
         self._listening, self._listening_at = {"TCP": set(), "UDP": set()}, -1e9
         self.netwatch = None
         self.sentry = Sentry(cfg.MAX_SOURCES, cfg.MAX_BLOCKED)
         self.firewall = Firewall(cfg.NFT_TABLE)
+        self.dest = Destinations(self.sentry, self.firewall, self.log)  # issue 14
         self.hosts_deny = HostsDeny(cfg.HOSTS_DENY_FILE, os.path.join(cfg.STATE_DIR, "hostsdeny.json"))
         self.recorder = records.RecordWriter(
             cfg.HISTORY_FILE, {m: cfg.blocked_file(m) for m in self.modes.values()},
@@ -75,8 +75,7 @@ class Daemon:
                                  command_timeout=cfg.COMMAND_TIMEOUT)
         self.server = control.Server(cfg.RUN_DIR, lambda req: status.handle_request(self, req),
                                      cfg.CONTROL_GROUP)
-        self.metrics = None
-        self.ruleset_monitor = None
+        self.metrics = self.ruleset_monitor = None
         self.blocks_total = 0
         self.guard = SpoofGuard(self)  # issue 13: evidence, challenge, spoof-aware response
 
@@ -111,7 +110,7 @@ class Daemon:
             self.guard.start()
             self.sentry.open_events(self.on_event, self.guard.on_answer)
             for name in ifaces:
-                self.sentry.attach(name)
+                self.sentry.attach(name, cfg.XDP_REPLACE, self.log.warning)
             if "classic" in self.kinds.values():
                 self.classic = ClassicListener(
                     cfg.TCP_PORTS if self.kinds["TCP"] == "classic" else (),
@@ -169,7 +168,7 @@ class Daemon:
             watch_tcp=self.raw("TCP"), watch_udp=self.raw("UDP"),
             kblock_tcp=kblock and cfg.BLOCK_TCP == 1, kblock_udp=kblock and cfg.BLOCK_UDP == 1,
             persist_probes=PERSIST_PROBES, slow_ports=cfg.SLOW_PORTS, slow_window=cfg.SLOW_WINDOW,
-            hit_rate=cfg.LOG_RATE)
+            hit_rate=cfg.LOG_RATE, v6_prefix=cfg.V6_PREFIX)
 
     def run(self):
         """Poll the ring buffer until SIGTERM/SIGINT; returns the exit status."""
@@ -283,7 +282,9 @@ class Daemon:
         # Never lock the admin out: own addresses, default gateways, DNS resolvers and
         # the peers of established SSH sessions are ignored whatever the ignore file says.
         self.protected = self.netwatch.refresh(time.monotonic())
-        own = self.netwatch.own_addresses().union(*self.protected.values())
+        mine = self.netwatch.own_addresses()
+        self.dest.refresh(mine, time.monotonic())  # issue 14: only probes of this host count
+        own = mine.union(*self.protected.values())
         if own != self.own:
             self.own = own
             self._push_ignores()

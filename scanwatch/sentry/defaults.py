@@ -121,6 +121,13 @@ SETTINGS = (
     Setting("MAX_BLOCKED", "int", "65536", "Capacity of the kernel's blocked-sources map."),
     Setting("LOG_FORMAT", "text", "portsentry",
             "`portsentry` (1.2 lines) or `portsentry2` (also PortSentry 2.0's `Scan from:` line)."),
+    # issue 14: living beside other XDP users
+    Setting("V6_PREFIX", "int", "64",
+            "IPv6 sources are counted, and blocked in XDP, per prefix of this many bits: a "
+            "scanner rotating addresses inside its /64 adds up; 128 = per address."),
+    Setting("XDP_REPLACE", "flag", "0",
+            "0 = refuse to start on an interface whose XDP program another tool attached "
+            "(the error names it); 1 = replace it and put it back at exit."),
     # issue 13: spoof-aware response
     Setting("EVIDENCE_RESPONSE", "text", "proven:full,unverified:full,decoy:kernel,suspect:log",
             "Response per evidence strength: full (nft, hosts.deny, KILL_*), kernel (XDP drop "

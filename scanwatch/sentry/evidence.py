@@ -11,6 +11,7 @@ Pure: no sockets, no kernel, an injected clock. Each trigger is classified as
 A raw-probe trigger waits up to `wait` seconds for the answer (held here, not in the event
 thread); the kernel's own block keeps the scan cut off meanwhile.
 """
+import ipaddress
 import time
 from collections import OrderedDict, deque
 from dataclasses import replace
@@ -64,8 +65,10 @@ def _lockstep_key(ev):
 
 
 class Evidence:
-    def __init__(self, wait=1.5, cohort_window=0.25, clock=time.monotonic, limit=10000):
+    def __init__(self, wait=1.5, cohort_window=0.25, clock=time.monotonic, limit=10000,
+                 v6_prefix=128):
         self.wait, self.cohort_window, self.clock, self.limit = wait, cohort_window, clock, limit
+        self.v6_prefix = v6_prefix  # issue 14: addresses of one IPv6 prefix are one source
         self.pending = OrderedDict()   # addr -> (event, deadline)
         self.answered = OrderedDict()  # addr -> time of its answer
         self.patterns = OrderedDict()  # lockstep key -> deque of (mono, addr), recent triggers
@@ -123,10 +126,21 @@ class Evidence:
     def _decide(self, ev):
         return self._verdict(ev, DECOY if len(self._members(ev, 2)) > 1 else UNVERIFIED)
 
+    def _source(self, addr):
+        """The kernel counts IPv6 sources per V6_PREFIX (issue 14): the addresses of one
+        prefix report the same ports in the same order because they are one source, not
+        a lockstep cohort of decoys."""
+        a = ipaddress.ip_address(addr)
+        if a.version == 6 and self.v6_prefix < 128:
+            return ipaddress.ip_network(f"{a}/{self.v6_prefix}", strict=False)
+        return a
+
     def _members(self, ev, limit=COHORT_MAX):
         me, members = str(ev.addr), [str(ev.addr)]
+        mine = self._source(ev.addr)
         for mono, addr in reversed(self.patterns.get(_lockstep_key(ev), ())):
-            if abs(mono - ev.mono) <= self.cohort_window and addr != me and addr not in members:
+            if abs(mono - ev.mono) <= self.cohort_window and addr != me and \
+                    addr not in members and self._source(addr) != mine:
                 members.append(addr)
                 if len(members) >= limit:
                     break

@@ -24,7 +24,7 @@ QUEUED_MAX = 64  # events kept per held source (LOG_RATE bounds what is logged a
 class SpoofGuard:
     def __init__(self, daemon):
         self.d = daemon
-        self.evidence = Evidence(wait=WAIT, clock=mono_now)
+        self.evidence = Evidence(wait=WAIT, clock=mono_now, v6_prefix=daemon.cfg.V6_PREFIX)
         self.challenger = None
         self.kernel_only = {}  # addr -> CLOCK_MONOTONIC end of its XDP-only drop
         self.spared = {}       # addr -> end: logged "possibly spoofed", not blocked (log)

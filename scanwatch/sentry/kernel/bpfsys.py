@@ -197,42 +197,97 @@ class _NoBatch(Exception):
     """The kernel has no batched lookup for this map type."""
 
 
+# The ring buffer's positions and record headers are shared with the producing CPUs: the
+# consumer must read the producer position and each header with acquire ordering (then
+# the record behind them is complete) and publish its own position with release ordering
+# (then the kernel does not reuse the space before we read it). x86 gives that for plain
+# loads and stores; arm64 and others do not, so the accesses go through libatomic's
+# __atomic_* (ldar/stlr on arm64). Plain access is the fallback on x86 only.
+_ACQUIRE, _RELEASE = 2, 3
+try:
+    _atomic = C.CDLL("libatomic.so.1")
+    _atomic.__atomic_load_8.argtypes = _atomic.__atomic_load_4.argtypes = [C.c_void_p, C.c_int]
+    _atomic.__atomic_load_8.restype, _atomic.__atomic_load_4.restype = u64, u32
+    _atomic.__atomic_store_8.argtypes = [C.c_void_p, u64, C.c_int]
+    _atomic.__atomic_store_8.restype = None
+
+    def load_acquire64(addr):
+        return _atomic.__atomic_load_8(addr, _ACQUIRE)
+
+    def load_acquire32(addr):
+        return _atomic.__atomic_load_4(addr, _ACQUIRE)
+
+    def store_release64(addr, value):
+        _atomic.__atomic_store_8(addr, value, _RELEASE)
+except (OSError, AttributeError):
+    if platform.machine() not in ("x86_64", "i686", "i386"):
+        raise ImportError("libatomic.so.1 is needed for the ring buffer on "
+                          + platform.machine()) from None
+
+    def load_acquire64(addr):
+        return u64.from_address(addr).value
+
+    def load_acquire32(addr):
+        return u32.from_address(addr).value
+
+    def store_release64(addr, value):
+        u64.from_address(addr).value = value
+
+_libc.mmap.restype = C.c_void_p
+_libc.mmap.argtypes = [C.c_void_p, C.c_size_t, C.c_int, C.c_int, C.c_int, C.c_long]
+_libc.munmap.argtypes = [C.c_void_p, C.c_size_t]
+_MAP_FAILED = C.c_void_p(-1).value
+
+
+def _map(fd, length, prot, offset):
+    addr = _libc.mmap(None, length, prot, mmap.MAP_SHARED, fd, offset)
+    if addr in (None, _MAP_FAILED):
+        err = C.get_errno()
+        raise OSError(err, os.strerror(err))
+    return addr
+
+
 class RingBuffer:
     """Consumer side of a BPF_MAP_TYPE_RINGBUF: mmap'd positions and data (RingSet waits)."""
 
     def __init__(self, fd, size, callback):
         page = mmap.PAGESIZE
-        self.fd, self.mask, self.callback = fd, size - 1, callback
-        self.cons = mmap.mmap(fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        self.fd, self.mask, self.callback, self.page = fd, size - 1, callback, page
+        self.cons = _map(fd, page, mmap.PROT_READ | mmap.PROT_WRITE, 0)
         # the data area is mapped twice in a row, so a record that wraps is contiguous
-        self.prod = mmap.mmap(fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ,
-                              offset=page)
-        self.page = page
+        self.prod_len = page + 2 * size
+        try:
+            self.prod = _map(fd, self.prod_len, mmap.PROT_READ, page)
+        except OSError:
+            _libc.munmap(self.cons, page)
+            raise
 
     def consume(self, limit=256):
         """Hand at most `limit` records to the callback, so a flood of events cannot keep
         the caller from its other work (signals, status, expiry)."""
-        cons = struct.unpack_from("<Q", self.cons, 0)[0]
-        prod = struct.unpack_from("<Q", self.prod, 0)[0]
+        cons = u64.from_address(self.cons).value  # only we write it
+        prod = load_acquire64(self.prod)
         n = 0
         while cons < prod and n < limit:
-            off = self.page + (cons & self.mask)
-            word = struct.unpack_from("<I", self.prod, off)[0]
+            off = self.prod + self.page + (cons & self.mask)
+            word = load_acquire32(off)
             if word & RINGBUF_BUSY:
                 break  # the producer has reserved it and not yet submitted
             size = word & ~(RINGBUF_BUSY | RINGBUF_DISCARD)
             if not word & RINGBUF_DISCARD:
-                self.callback(self.prod[off + RINGBUF_HDR:off + RINGBUF_HDR + size])
+                self.callback(C.string_at(off + RINGBUF_HDR, size))
                 n += 1
             cons += (size + RINGBUF_HDR + 7) & ~7
-            struct.pack_into("<Q", self.cons, 0, cons)
+            store_release64(self.cons, cons)
             if cons >= prod:
-                prod = struct.unpack_from("<Q", self.prod, 0)[0]
+                prod = load_acquire64(self.prod)
         return n
 
     def close(self):
-        self.cons.close()
-        self.prod.close()
+        if self.cons:
+            _libc.munmap(self.cons, self.page)
+            _libc.munmap(self.prod, self.prod_len)
+            self.cons = self.prod = None
 
 
 class RingSet:

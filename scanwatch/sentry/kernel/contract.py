@@ -55,6 +55,10 @@ class Config(C.Structure):
         ("slow_window_ns", C.c_uint64),
         ("slow_ports", C.c_uint32),
         ("hit_rate", C.c_uint32),
+        ("bloom_seed", C.c_uint64),  # issue 14
+        ("local_only", C.c_uint8),  # issue 14
+        ("v6_prefix", C.c_uint8),  # issue 14
+        ("pad_local", C.c_uint8 * 6),
     ]
 
 
@@ -94,6 +98,9 @@ class Source(C.Structure):
         ("slow_bloom", C.c_uint64 * BLOOM_WORDS),
         ("slow", C.c_uint32),
         ("hit_events", C.c_uint32),
+        ("state", C.c_uint64),  # issue 14: F_FLAG_*, F_BLOCKED (atomic in the kernel)
+        ("sweep_prev", C.c_uint32),  # issue 14: the previous half of the sweep window
+        ("open_prev", C.c_uint32),
     ]
 
 

@@ -4,23 +4,18 @@ loader.py), XDP attachment over netlink, typed records out.
 import ctypes as C
 import errno
 import os
-import socket
 import struct
 import time
 
 from . import contract as K
-from . import loader
+from . import loader, xdp
 from .bpfsys import Map, RingBuffer, RingSet
 from ...errors import KernelError
-from ..ignore import covered, from_key, to_key, to_lpm
+from ..ignore import MAPPED_PREFIX, covered, from_key, to_key, to_lpm
 from ..model import ScanEvent, SourceStats
 
 REASONS = {K.EV_HIT: "hit", K.EV_TRIGGER: "trigger", K.EV_SWEEP: "sweep",
            K.EV_PERSIST: "persist"}
-XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE = 1 << 1, 1 << 2
-# rtnetlink numbers (linux/rtnetlink.h, linux/if_link.h, linux/netlink.h)
-RTM_SETLINK, NLMSG_ERROR, NLM_F_REQUEST, NLM_F_ACK, NLA_F_NESTED = 19, 2, 1, 4, 1 << 15
-IFLA_XDP, IFLA_XDP_FD, IFLA_XDP_FLAGS = 43, 1, 3
 
 
 def mono_now():
@@ -42,6 +37,14 @@ class Sentry:
         self.maps = {}
         self.ring = None
         self.attached = {}   # ifname -> "native" | "generic"
+        self._attachments = {}  # ifname -> xdp.Attachment
+        self._say = None
+        self._cfg = None      # the last config written (set_local turns local_only on/off)
+        self.local_only = 0   # issue 14: on once `local` holds this host's addresses
+        self.v6_prefix = 128  # issue 14: IPv6 sources counted per prefix of this length
+        # Keys the sweep filters' hash (issue 14): fixed for this load, unknown outside,
+        # so a scanner cannot order ports to reuse bits. Kept across reconfigures.
+        self.bloom_seed = int.from_bytes(os.urandom(8), "little")
 
     def load(self):
         release = os.uname().release
@@ -56,56 +59,26 @@ class Sentry:
         return self.fds["prog"]
 
     # --- attachment -----------------------------------------------------------------------
-    def attach(self, ifname):
+    def attach(self, ifname, replace=False, say=None):
         """Attach natively where the driver can, else in generic mode. A program left by
-        a daemon that died is replaced: this one takes the interface over."""
-        last = None
-        for mode, flag in (("native", XDP_FLAGS_DRV_MODE), ("generic", XDP_FLAGS_SKB_MODE)):
-            try:
-                self._set_xdp(ifname, self.prog_fd, flag)
-            except Exception as err:  # netlink errors from pyroute2 come in several types
-                last = err
-                continue
-            self.attached[ifname] = mode
-            return mode
-        raise KernelError(f"cannot attach XDP to {ifname}: {last}") from last
-
-    @staticmethod
-    def _set_xdp(ifname, fd, flags):
-        """RTM_SETLINK with IFLA_XDP {FD, FLAGS}, built here rather than by pyroute2:
-        Debian 12's pyroute2 (0.7.2, what the .deb depends on) encodes IFLA_XDP_FLAGS in
-        2 bytes and the kernel refuses it with ERANGE (found by make e2e's sw-deb box)."""
-        try:
-            index = socket.if_nametoindex(ifname)
-        except OSError:
-            raise KernelError(f"no such interface: {ifname}") from None
-        xdp = struct.pack("=HHi", 8, IFLA_XDP_FD, fd) + struct.pack("=HHI", 8, IFLA_XDP_FLAGS, flags)
-        body = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, index, 0, 0)  # struct ifinfomsg
-        body += struct.pack("=HH", 4 + len(xdp), IFLA_XDP | NLA_F_NESTED) + xdp
-        msg = struct.pack("=IHHII", 16 + len(body), RTM_SETLINK, NLM_F_REQUEST | NLM_F_ACK, 1, 0)
-        with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock:
-            sock.bind((0, 0))
-            sock.send(msg + body)
-            reply = sock.recv(65536)
-        # the ACK is an NLMSG_ERROR whose error field (after the 16-byte header) is 0 or -errno
-        if len(reply) >= 20 and struct.unpack_from("=H", reply, 4)[0] == NLMSG_ERROR:
-            err = struct.unpack_from("=i", reply, 16)[0]
-            if err:
-                raise OSError(-err, os.strerror(-err))
+        a daemon that died is replaced; another tool's only with `replace` (see xdp.py)."""
+        att = xdp.attach(ifname, self.prog_fd, replace, say)
+        self._say = say  # detach (at close) says what it left alone the same way
+        self._attachments[ifname] = att
+        self.attached[ifname] = att.mode
+        return att.mode
 
     def detach(self):
-        for ifname, mode in list(self.attached.items()):
-            flag = XDP_FLAGS_DRV_MODE if mode == "native" else XDP_FLAGS_SKB_MODE
-            try:
-                self._set_xdp(ifname, -1, flag)
-            except Exception:  # the interface may be gone already; nothing left to detach
-                pass
+        for ifname in list(self.attached):
+            note = xdp.detach(self._attachments.pop(ifname), self.prog_fd)
+            if note and self._say:
+                self._say(note)
             del self.attached[ifname]
 
     # --- parameters -----------------------------------------------------------------------
     def configure(self, *, scan_trigger, sweep_ports, sweep_window, block_timeout,
                   watch_tcp, watch_udp, kblock_tcp, kblock_udp, persist_probes=0,
-                  slow_ports=0, slow_window=0, hit_rate=1):
+                  slow_ports=0, slow_window=0, hit_rate=1, v6_prefix=128):
         cfg = K.Config()
         cfg.sweep_window_ns = int(sweep_window * 1e9)
         cfg.slow_window_ns = int(slow_window * 1e9)
@@ -117,15 +90,51 @@ class Sentry:
         cfg.kblock[:] = (int(kblock_tcp), int(kblock_udp))
         cfg.persist_probes = persist_probes
         cfg.hit_rate = hit_rate
+        cfg.bloom_seed = self.bloom_seed
+        cfg.local_only = self.local_only
+        self.v6_prefix = v6_prefix if 0 < v6_prefix < 128 else 128
+        cfg.v6_prefix = self.v6_prefix % 128
+        self._cfg = cfg
         self.maps["config"].update(_u32(0), bytes(cfg))
+
+    # --- issue 14: which packets are for this host ----------------------------------------
+    def set_local(self, addrs):
+        """Make `local` hold exactly these own addresses; the kernel then counts only
+        packets to them. False (and every packet counts again) if they do not fit."""
+        m = self.maps["local"]
+        want = {to_key(a) for a in addrs}
+        have = set(m.keys())
+        ok = bool(want)
+        try:
+            for k in have - want:
+                m.delete(k)
+            for k in want - have:
+                m.update(k, b"\1")
+        except OSError as err:
+            if err.errno not in (errno.E2BIG, errno.ENOMEM, errno.ENOSPC):
+                raise
+            ok = False
+        self.local_only = int(ok)
+        if self._cfg is not None and self._cfg.local_only != self.local_only:
+            self._cfg.local_only = self.local_only
+            self.maps["config"].update(_u32(0), bytes(self._cfg))
+        return ok or not want
+
+    def set_forwarded(self, tcp, udp):
+        """The ports DNAT/redirect rules forward, per protocol: served behind NAT, so open."""
+        self._set_ports("natted", 0, tcp)
+        self._set_ports("natted", 1, udp)
 
     def set_watched(self, proto, ports):
         """Replace the watched-port bitmap of one protocol (TCP = 0, UDP = 1)."""
+        self._set_ports("watched", proto, ports)
+
+    def _set_ports(self, name, proto, ports):
         words = [0] * K.PORT_WORDS
         for p in ports:
             words[p >> 6] |= 1 << (p & 63)
         base = proto * K.PORT_WORDS
-        self.maps["watched"].update_batch(
+        self.maps[name].update_batch(
             [(_u32(base + i), struct.pack("<Q", w)) for i, w in enumerate(words)])
 
     def set_ignored(self, networks):
@@ -147,6 +156,15 @@ class Sentry:
                 self.maps["sources"].delete(k)
 
     # --- blocks and sources ---------------------------------------------------------------
+    def source_key(self, addr):
+        """The kernel's key for addr's counts and own blocks: the address, or for IPv6 its
+        V6_PREFIX network (issue 14)."""
+        key = to_key(addr)
+        if self.v6_prefix >= 128 or key[:12] == MAPPED_PREFIX:
+            return key
+        mask = ((1 << self.v6_prefix) - 1) << (128 - self.v6_prefix)
+        return (int.from_bytes(key, "big") & mask).to_bytes(16, "big")
+
     def block(self, addr, expires_mono=None, unreported=False):
         """A reported block goes into `blocked`, which never evicts (full: KernelError);
         an unreported one (past BLOCK_RATE, likely spoofed) into the kernel's own LRU, so a
@@ -161,16 +179,15 @@ class Sentry:
                 raise
             raise KernelError(f"XDP blocked map full (MAX_BLOCKED={blocked.max_entries}): "
                               f"{addr} not blocked in XDP") from None
-        # The XDP program trusts a known source's own block flag (one hash lookup per
-        # packet), so the entry, where there is one, carries the same end.
-        raw = self.maps["sources"].lookup(key)
-        if raw is not None:
-            src = K.Source.from_buffer_copy(raw)
-            if not src.flags & K.F_BLOCKED:
-                src.dropped = 0  # a new block: count its drops afresh (EV_PERSIST)
-            src.flags |= K.F_BLOCKED
-            src.block_ns = ns
-            self.maps["sources"].update(key, bytes(src))
+        # The XDP program trusts a known source's own block flag and checks `blocked`
+        # only for addresses without an entry. Userspace never writes a source entry
+        # back (a read-modify-write would undo the counts CPUs add meanwhile): a source
+        # the kernel has not blocked itself loses its entry, so its next packet finds
+        # `blocked`; one it blocked itself consults `blocked` when that block ends.
+        sources, key = self.maps["sources"], self.source_key(addr)
+        raw = sources.lookup(key)
+        if raw is not None and not K.Source.from_buffer_copy(raw).state & K.F_BLOCKED:
+            sources.delete(key)
 
     def block_many(self, items):
         """[(addr, expires_mono or None)] in one batched map update where the kernel can
@@ -182,26 +199,27 @@ class Sentry:
 
     def unblock(self, addr):
         """Lift a block and forget the source's counts, so it is judged afresh."""
-        key = to_key(addr)
+        key, skey = to_key(addr), self.source_key(addr)
         self.maps["blocked"].delete(key)
         self.maps["kblocked"].delete(key)
-        self.maps["sources"].delete(key)
+        self.maps["kblocked"].delete(skey)  # the kernel's own block of its prefix (issue 14)
+        self.maps["sources"].delete(skey)
 
     @staticmethod
     def _source_stats(key, value):
         s = K.Source.from_buffer_copy(value)
         flagged = tuple(n for n, bit in (("TCP", K.F_FLAG_TCP), ("UDP", K.F_FLAG_UDP))
-                        if s.flags & bit)
+                        if s.state & bit)
         return SourceStats(
             addr=from_key(key), first_mono=s.first_ns / 1e9, last_mono=s.last_ns / 1e9,
             hits={K.KIND_NAMES[i]: s.hits[i] for i in range(K.NKINDS) if s.hits[i]},
-            distinct=s.distinct, sweep=s.sweep, last_port=s.last_port,
+            distinct=s.distinct, sweep=s.sweep + s.sweep_prev, last_port=s.last_port,
             last_kind=K.KIND_NAMES[min(s.last_kind, K.NALLKINDS - 1)], flagged=flagged,
             ports=tuple(K.recent_ports(s.recent, s.distinct)))
 
     def source(self, addr):
-        """One source's kernel row, or None."""
-        key = to_key(addr)
+        """One source's kernel row (its prefix's, for aggregated IPv6), or None."""
+        key = self.source_key(addr)
         value = self.maps["sources"].lookup(key)
         return None if value is None else self._source_stats(key, value)
 

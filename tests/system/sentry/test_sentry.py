@@ -392,8 +392,10 @@ def test_open_ports_count_toward_a_sweep_only_alongside_closed_ones(lab):
             syn("198.51.100.21", "3100-3119")
             ev = sw.wait_block_event()
             assert ev["addr"] == "198.51.100.21" and ev["reason"] == "sweep"
-            # Triggered at the 10th closed port: 15 open + 10 closed >= 20, closed >= 20/2.
-            assert ev["port"] == 3109 and ev["sweep"] == 10, ev
+            # Triggered at the 10th closed port counted: 15 open + 10 closed >= 20, closed
+            # >= 20/2. The Bloom hash is seeded at random per load (issue 14), so in ~1% of
+            # runs a closed port is a false positive and the 10th counted is one port later.
+            assert ev["sweep"] == 10 and ev["port"] in (3109, 3110), ev
     finally:
         services.kill()
         services.wait()

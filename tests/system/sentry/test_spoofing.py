@@ -1,7 +1,8 @@
 """Issue 13: spoof-aware response against real nmap -D and a spoofing hping3, in namespaces.
 
-Decoys are addresses of the lab's own subnet with nothing behind them (never RND): the
-return-routability challenge sends each one a SYN-ACK, which must stay inside the lab."""
+Decoys are addresses of the lab's own subnet (IPv6: of unrouted /64s next to it) with
+nothing behind them (never RND): the return-routability challenge sends each one a SYN-ACK,
+which must stay inside the lab."""
 import re
 import subprocess
 import time
@@ -15,8 +16,11 @@ NDECOYS = 10
 
 def decoys(lab, v6):
     if v6:
+        # Each in a /64 of its own (the lab's ULA, unrouted): IPv6 sources are counted
+        # per V6_PREFIX (/64, issue 14), so "decoys" inside the scanner's own /64 are the
+        # scanner itself rotating addresses, and are blocked with it.
         base = lab.target_ip6.rsplit("::", 1)[0]
-        return [f"{base}::{100 + i:x}" for i in range(NDECOYS)]
+        return [f"{base}:{i + 1:x}::{100 + i:x}" for i in range(NDECOYS)]
     base = lab.target_ip4.rsplit(".", 1)[0]
     return [f"{base}.{100 + i}" for i in range(NDECOYS)]
 
@@ -28,6 +32,10 @@ def test_decoy_scan_blocks_the_real_scanner_only(lab, web, v6):
     fam = 6 if v6 else 4
     target = lab.target_ip6 if v6 else lab.target_ip4
     fakes = decoys(lab, v6)
+    if v6:  # the challenges to the decoys' /64s go to the scanner's namespace (and die there)
+        res = lab.run(lab.target_ns, "ip", "-6", "route", "add",
+                      lab.target_ip6.rsplit("::", 1)[0] + "::/48", "via", lab.scanner_ip6)
+        assert res.returncode == 0, res.stderr
     assert connect(lab, target, web)
     with SentryProcess(lab) as sw:
         # ME in the middle of the decoys, as an attacker would place it.

@@ -100,3 +100,27 @@ def test_random_source_flood_is_one_bounded_cohort():
     assert all(v.strength == DECOY for v in out[1:])
     assert max(len(v.cohort) for v in out) == COHORT_MAX
     assert len(e.patterns) == 1
+
+
+def test_addresses_of_one_v6_prefix_are_one_source_not_a_cohort():
+    """issue 14: the kernel counts IPv6 sources per /64, so every address of a scanner
+    rotating inside its /64 reports the same ports in the same order."""
+    clock = Clock()
+    e = Evidence(wait=1.5, clock=clock, v6_prefix=64)
+    for i in range(3):
+        assert e.admit(ev(f"2001:db8:1:2::{i + 1:x}", mono=10.0 + i * 0.0001)) == []
+    e.admit(ev("2001:db8:9:9::1", mono=10.0001))  # another /64 in lockstep: a decoy cohort
+    clock.t += 2
+    out = {str(v.addr): v.strength for v in e.due()}
+    assert out == {"2001:db8:1:2::1": DECOY, "2001:db8:1:2::2": DECOY,
+                   "2001:db8:1:2::3": DECOY, "2001:db8:9:9::1": DECOY}
+    e = Evidence(wait=1.5, clock=clock, v6_prefix=64)
+    for i in range(3):
+        e.admit(ev(f"2001:db8:1:2::{i + 1:x}", mono=20.0 + i * 0.0001))
+    clock.t += 2
+    assert {v.strength for v in e.due()} == {UNVERIFIED}
+    e = Evidence(wait=1.5, clock=clock)  # per address (V6_PREFIX=128): a cohort
+    for i in range(3):
+        e.admit(ev(f"2001:db8:1:2::{i + 1:x}", mono=30.0 + i * 0.0001))
+    clock.t += 2
+    assert {v.strength for v in e.due()} == {DECOY}

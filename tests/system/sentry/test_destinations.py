@@ -1,0 +1,96 @@
+"""False alarms on routers and container hosts (issue 14): only packets to this host's own
+addresses count, and ports the host's DNAT/redirect rules forward are open."""
+import subprocess
+import sys
+
+from sentryproc import SentryProcess, listen
+
+
+def _ip(*argv):
+    subprocess.run(["ip", *argv], check=True, capture_output=True, timeout=30)
+
+
+def _scan(lab, addr, ports):
+    res = lab.run(lab.scanner_ns, "nmap", "-n", "-Pn", "-sS", "-T5", "--max-retries", "0",
+                  "-p", ports, "-oG", "-", addr, timeout=120)
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+def reported(sw, addr):
+    return [e for e in sw.events() if e.get("addr") == addr]
+
+
+def test_router_forwarding_a_scan_of_an_inner_host_reports_nothing_about_itself(lab):
+    """scanner -> target (routing, scanwatch on its scanner-facing link) -> inner host."""
+    x = lab.subnet
+    inner_ns = f"swi-{lab.target_ns[4:]}"
+    router_ip, inner_ip = f"198.19.{x}.1", f"198.19.{x}.2"
+    _ip("netns", "add", inner_ns)
+    try:
+        _ip("link", "add", "swr0", "netns", lab.target_ns, "type", "veth", "peer", "name",
+            "swi0", "netns", inner_ns)
+        _ip("-n", lab.target_ns, "addr", "add", f"{router_ip}/24", "dev", "swr0")
+        _ip("-n", lab.target_ns, "link", "set", "swr0", "up")
+        _ip("-n", inner_ns, "addr", "add", f"{inner_ip}/24", "dev", "swi0")
+        _ip("-n", inner_ns, "link", "set", "swi0", "up")
+        _ip("-n", inner_ns, "link", "set", "lo", "up")
+        _ip("-n", inner_ns, "route", "add", "default", "via", router_ip)
+        _ip("-n", lab.scanner_ns, "route", "add", f"198.19.{x}.0/24", "via", lab.target_ip4)
+        assert lab.run(lab.target_ns, "sysctl", "-qw", "net.ipv4.ip_forward=1").returncode == 0
+        with SentryProcess(lab, args=["-i", lab.target_if]) as sw:
+            out = _scan(lab, inner_ip, "1-200")
+            assert "Ports: " in out and "closed" in out, f"the scan did not reach the inner host: {out}"
+            # Time for a report to be made, had one been due (the kernel reports at once).
+            lab.run(lab.scanner_ns, sys.executable, "-c", "import time; time.sleep(2)")
+            assert reported(sw, lab.scanner_ip4) == [], sw.log()
+            assert sw.read("history") == ""
+            assert sw.status()["blocked"] == []
+            # The same scan of the router itself is reported: the detector is on.
+            _scan(lab, lab.target_ip4, "1-200")
+            sw.wait_history(lab.scanner_ip4, timeout=10)
+    finally:
+        subprocess.run(["ip", "netns", "del", inner_ns], capture_output=True, timeout=30)
+
+
+CONNECT_ALL = """
+import socket, sys, time
+addr, ports = sys.argv[1], [int(p) for p in sys.argv[2].split(",")]
+ok, t0 = 0, time.monotonic()
+for p in ports:
+    try:
+        s = socket.create_connection((addr, p), timeout=2)
+        ok += s.recv(16).startswith(b"hello")
+        s.close()
+    except OSError:
+        pass
+print(ok, round(time.monotonic() - t0, 2))
+"""
+
+
+def test_clients_of_25_dnat_and_redirected_ports_are_no_sweep(lab):
+    """A container host: 25 published ports (DNAT to a service, or redirect), each
+    connected once within 5 s by one client. XDP runs before NAT, so none has a socket."""
+    server = listen(lab, 8080)
+    ports = list(range(10001, 10026))
+    rules = (f"table ip dock {{\n chain pre {{\n type nat hook prerouting priority -100;\n"
+             f" tcp dport 10001-10012 dnat to {lab.target_ip4}:8080\n"
+             f" tcp dport 10013-10025 redirect to :8080\n }}\n}}\n")
+    try:
+        res = lab.run(lab.target_ns, "nft", "-f", "-", input=rules)
+        assert res.returncode == 0, res.stderr
+        with SentryProcess(lab, args=["-i", lab.target_if]) as sw:
+            res = lab.run(lab.scanner_ns, sys.executable, "-c", CONNECT_ALL, lab.target_ip4,
+                          ",".join(map(str, ports)), timeout=120)
+            ok, took = res.stdout.split()
+            assert int(ok) == 25, f"only {ok} of 25 published ports answered: {res.stderr}"
+            assert float(took) < 5.0, f"the 25 connections took {took} s"
+            lab.run(lab.scanner_ns, sys.executable, "-c", "import time; time.sleep(2)")
+            assert reported(sw, lab.scanner_ip4) == [], sw.log()
+            assert sw.read("history") == "" and sw.status()["blocked"] == []
+            # A sweep of 25 ports nothing forwards is still a sweep.
+            _scan(lab, lab.target_ip4, "20001-20025")
+            sw.wait_history(lab.scanner_ip4, timeout=10)
+    finally:
+        server.kill()
+        server.wait()
