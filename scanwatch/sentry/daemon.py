@@ -110,7 +110,7 @@ class Daemon:
             self.guard.start()
             self.sentry.open_events(self.on_event, self.guard.on_answer)
             for name in ifaces:
-                self.sentry.attach(name, cfg.XDP_REPLACE, self.log.warning)
+                self.sentry.attach(name, cfg.XDP_REPLACE, self.log.warning, cfg.STATE_DIR)
             if "classic" in self.kinds.values():
                 self.classic = ClassicListener(
                     cfg.TCP_PORTS if self.kinds["TCP"] == "classic" else (),

@@ -76,11 +76,22 @@ def run(cmd, **kw) -> subprocess.CompletedProcess:
 # --- packages: the lists scripts/setup.sh and scripts/install.sh install ---------------
 
 def bash_array(script: Path, name: str) -> list[str]:
-    """Words of the bash array NAME=(...) in SCRIPT, comments removed (one source of truth)."""
-    m = re.search(rf"^{name}=\((.*?)\)", script.read_text(), re.S | re.M)
-    if not m:
+    """Words of the bash array NAME=(...) in SCRIPT, comments removed (one source of truth).
+    Comments go first: a ')' inside one must not end the array."""
+    lines = script.read_text().splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith(f"{name}=(")), None)
+    if start is None:
         raise SystemExit(f"e2e: no {name}=(...) in {script}")
-    return [w for line in m.group(1).splitlines() for w in line.split("#", 1)[0].split()]
+    words = []
+    for i, line in enumerate(lines[start:]):
+        code = line.split("#", 1)[0]
+        if i == 0:
+            code = code[len(name) + 2:]
+        body, closed = code.split(")", 1)[0], ")" in code
+        words += body.split()
+        if closed:
+            return words
+    raise SystemExit(f"e2e: {name}=( in {script} is never closed")
 
 
 def package_list() -> list[str]:

@@ -59,10 +59,13 @@ class Sentry:
         return self.fds["prog"]
 
     # --- attachment -----------------------------------------------------------------------
-    def attach(self, ifname, replace=False, say=None):
+    def attach(self, ifname, replace=False, say=None, state_dir=None):
         """Attach natively where the driver can, else in generic mode. A program left by
-        a daemon that died is replaced; another tool's only with `replace` (see xdp.py)."""
-        att = xdp.attach(ifname, self.prog_fd, replace, say)
+        a daemon that died is replaced; another tool's only with `replace` (see xdp.py).
+        state_dir keeps the record of the program id attached to ifname."""
+        record = os.path.join(state_dir, f"xdp-{ifname}.id") if state_dir else None
+        att = xdp.attach(ifname, self.prog_fd, replace, say, record=record)
+        att.record = record
         self._say = say  # detach (at close) says what it left alone the same way
         self._attachments[ifname] = att
         self.attached[ifname] = att.mode
@@ -70,7 +73,9 @@ class Sentry:
 
     def detach(self):
         for ifname in list(self.attached):
-            note = xdp.detach(self._attachments.pop(ifname), self.prog_fd)
+            att = self._attachments.pop(ifname)
+            note = xdp.detach(att, self.prog_fd)
+            xdp.forget(att.record)
             if note and self._say:
                 self._say(note)
             del self.attached[ifname]

@@ -7,6 +7,9 @@ is attached first and refuse a program scanwatch did not attach unless told to r
 program seen, so a tool attaching at the same moment is never overwritten; detach with
 REPLACE + EXPECTED_FD = our own program, so a program someone put in our place stays.
 A program displaced with XDP_REPLACE is put back at exit.
+Reading a program's name by id needs CAP_SYS_ADMIN, which the hardened unit does not
+have: so the id scanwatch attached is also written to a record file (in STATE_DIR), and a
+program whose id is recorded there is ours too (a daemon SIGKILLed under systemd left it).
 """
 import ctypes as C
 import errno
@@ -45,12 +48,13 @@ class _GetId(C.Structure):
 class Present:
     """The XDP program an interface has now: id, mode, name (and an fd once opened)."""
 
-    def __init__(self, prog_id, mode, name):
+    def __init__(self, prog_id, mode, name, recorded=False):
         self.prog_id, self.mode, self.name = prog_id, mode, name
+        self.recorded = recorded  # its id is the one our record file names
 
     def ours(self):
         """A program scanwatch loaded (one a daemon that died left behind)."""
-        return self.name == OUR_NAME
+        return self.name == OUR_NAME or self.recorded
 
     def __str__(self):
         return f"XDP program '{self.name or '?'}' (id {self.prog_id}, {self.mode})"
@@ -78,7 +82,31 @@ def _index(ipr, ifname):
     return idx[0]
 
 
-def present(ifname):
+def _recorded(record):
+    try:
+        with open(record) as fh:
+            return int(fh.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def _write_record(record, fd):
+    if record:
+        try:
+            with open(record, "w") as fh:
+                fh.write(f"{obj_info(fd, _ProgInfo()).id}\n")
+        except OSError:
+            pass  # only the next start's recognition of a leftover depends on it
+
+
+def forget(record):
+    try:
+        os.unlink(record)
+    except (OSError, TypeError):
+        pass
+
+
+def present(ifname, record=None):
     """What XDP program the interface has, or None."""
     from pyroute2 import IPRoute
     with IPRoute() as ipr:
@@ -90,7 +118,8 @@ def present(ifname):
     prog_id = xdp.get_attr("IFLA_XDP_PROG_ID") or 0
     for key in ("IFLA_XDP_DRV_PROG_ID", "IFLA_XDP_SKB_PROG_ID", "IFLA_XDP_HW_PROG_ID"):
         prog_id = prog_id or xdp.get_attr(key) or 0
-    return Present(prog_id, ATTACHED.get(attached, str(attached)), prog_name(prog_id))
+    return Present(prog_id, ATTACHED.get(attached, str(attached)), prog_name(prog_id),
+                   bool(record) and prog_id != 0 and prog_id == _recorded(record))
 
 
 def set_fd(ifname, fd, flags, expected=None):
@@ -128,13 +157,21 @@ class Attachment:
     def __init__(self, ifname, mode, displaced_fd=None, displaced=None):
         self.ifname, self.mode = ifname, mode
         self.displaced_fd, self.displaced = displaced_fd, displaced
+        self.record = None  # the file naming our program's id (program.py sets it)
 
 
-def attach(ifname, fd, replace=False, say=None, tries=3):
+def attach(ifname, fd, replace=False, say=None, tries=3, record=None):
     """Attach program fd; returns an Attachment. Refuses (KernelError, one line) when a
     program scanwatch did not attach is there, unless `replace`. `say` gets the one line
-    naming a program that was there and is being replaced."""
-    cur = present(ifname)
+    naming a program that was there and is being replaced. `record`: the file naming the
+    program id we attach (see the module's docstring)."""
+    att = _attach(ifname, fd, replace, say, tries, record)
+    _write_record(record, fd)
+    return att
+
+
+def _attach(ifname, fd, replace, say, tries, record):
+    cur = present(ifname, record)
     if cur is None:
         last = None
         for mode in ("native", "generic"):
@@ -143,7 +180,7 @@ def attach(ifname, fd, replace=False, say=None, tries=3):
                 return Attachment(ifname, mode)
             except OSError as err:
                 if _code(err) in (errno.EBUSY, errno.EEXIST):  # someone attached meanwhile
-                    return _again(ifname, fd, replace, say, tries)
+                    return _again(ifname, fd, replace, say, tries, record)
                 last = err
         raise KernelError(f"cannot attach XDP to {ifname}: {last}") from last
     if cur.mode not in MODE_FLAG:
@@ -157,7 +194,17 @@ def attach(ifname, fd, replace=False, say=None, tries=3):
         old = prog_fd(cur.prog_id)
     except OSError as err:  # detached meanwhile: start again
         if err.errno == errno.ENOENT:
-            return _again(ifname, fd, replace, say, tries)
+            return _again(ifname, fd, replace, say, tries, record)
+        if cur.ours() and err.errno == errno.EPERM:
+            # our own leftover, and no CAP_SYS_ADMIN to open it by id: replace whatever is
+            # there now (the look above was a moment ago; nothing is put back for ours)
+            if say:
+                say(f"{ifname}: replacing {cur}, left by an earlier scanwatch")
+            try:
+                set_fd(ifname, fd, MODE_FLAG[cur.mode])
+            except OSError as err2:
+                raise KernelError(f"cannot attach XDP to {ifname}: {err2}") from err2
+            return Attachment(ifname, cur.mode)
         raise KernelError(f"{ifname}: cannot open {cur}: {err.strerror}") from err
     if say:
         say(f"{ifname}: replacing {cur}"
@@ -167,7 +214,7 @@ def attach(ifname, fd, replace=False, say=None, tries=3):
     except Exception as err:
         os.close(old)
         if _code(err) == errno.EEXIST:  # it changed between our look and our replace
-            return _again(ifname, fd, replace, say, tries)
+            return _again(ifname, fd, replace, say, tries, record)
         raise KernelError(f"cannot attach XDP to {ifname}: {err}") from err
     if cur.ours():
         os.close(old)
@@ -175,11 +222,11 @@ def attach(ifname, fd, replace=False, say=None, tries=3):
     return Attachment(ifname, cur.mode, old, str(cur))
 
 
-def _again(ifname, fd, replace, say, tries):
+def _again(ifname, fd, replace, say, tries, record):
     """Another tool changed the interface between our look and our change: look again."""
     if tries <= 1:
         raise KernelError(f"cannot attach XDP to {ifname}: its XDP program keeps changing")
-    return attach(ifname, fd, replace, say, tries - 1)
+    return _attach(ifname, fd, replace, say, tries - 1, record)
 
 
 def detach(att, fd):
