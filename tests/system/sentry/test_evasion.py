@@ -159,7 +159,8 @@ def test_ip_protocol_scan_is_reported_and_blocked(lab, family):
         assert re.search(rf"attackalert: IP Protocol scan from host: {re.escape(addr)}/"
                          rf"{re.escape(addr)} to IP protocol: \d+$", sw.log(), re.M), sw.log()
         assert re.search(rf"attackalert: Host {re.escape(addr)} probed 20 closed ports", sw.log())
-        assert sw.status()["packets"]["IP Protocol"] >= 20, out
+        # up to three of the 20 distinct probes may be nmap's TCP, UDP and SCTP packets
+        assert sw.status()["packets"]["IP Protocol"] >= 17, out
 
 
 METRICS = ("import urllib.request\n"
