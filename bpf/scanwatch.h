@@ -62,24 +62,29 @@
 
 /* Parameters userspace writes into the one-element `config` array. */
 struct sw_config {
-	__u64 sweep_window_ns;
-	__u64 block_timeout_ns;  /* 0: the kernel's own blocks last until userspace lifts them */
-	__u32 scan_trigger;      /* react when tripwire hits exceed this (PortSentry SCAN_TRIGGER) */
+	/* Kernel cost (issues 13, 14): the fields every packet reads come first (the value
+	 * straddles two cache lines; the fast path then touches one). Verdicts in `fast` are
+	 * good while their generation is fast_gen; userspace moves it on when it changes
+	 * blocks or ignores, and every second. */
+	__u32 fast_gen;
 	__u32 sweep_ports;       /* 0: sweep detector off */
+	__u64 bloom_seed;        /* issue 14: keys the Bloom and slot hashes; random at load */
 	__u8 watch[2];           /* per protocol: a mode is running */
 	__u8 kblock[2];          /* per protocol: the kernel blocks a triggering source itself */
+	__u32 scan_trigger;      /* react when tripwire hits exceed this (PortSentry SCAN_TRIGGER) */
+	__u64 sweep_window_ns;
+	__u64 block_timeout_ns;  /* 0: the kernel's own blocks last until userspace lifts them */
 	__u32 persist_probes;    /* SW_EV_PERSIST at this many probes dropped in one block; 0 = off */
-	__u64 slow_window_ns;    /* second, slower sweep tier (nmap -T2, --scan-delay) */
 	__u32 slow_ports;        /* 0: slow tier off */
+	__u64 slow_window_ns;    /* second, slower sweep tier (nmap -T2, --scan-delay) */
 	__u32 hit_rate;          /* hit events a second from a source already caught (LOG_RATE) */
-	__u64 bloom_seed;        /* issue 14: keys the Bloom hash; drawn at random at load */
 	/* issue 14: count only packets to an address in `local` (this host's own); off until
 	 * userspace has filled it (or when it could not) */
 	__u8 local_only;
 	/* issue 14: IPv6 sources are counted (and the kernel blocks them) per prefix of this
 	 * many bits (V6_PREFIX); 0 or 128 = per address */
 	__u8 v6_prefix;
-	__u8 pad_local[6];
+	__u8 pad[2];
 };
 
 /* Source addresses are 16 bytes; IPv4 is stored mapped (::ffff:a.b.c.d). */
@@ -179,5 +184,26 @@ struct sw_event {
 /* issue 13 (--badsum): TCP/UDP probes to a port without a socket whose checksum is wrong.
  * The stack drops them unanswered, so they reveal nothing and never count toward a block. */
 #define SW_CNT_BADSUM       19
+
+/* The one per-CPU value of `counters`, SW_CNT_* and the per-kind counts: one value, so a
+ * packet's two counts share a per-CPU pointer and, mostly, a cache line (kernel cost). */
+struct sw_counters {
+	__u64 c[SW_NCOUNTERS];
+};
+
+/* Kernel cost (issues 13, 14): a direct-mapped cache of per-source verdicts in front of the
+ * hash maps. A hash lookup costs ~45 ns a packet here (cache and TLB misses between
+ * packets), a slot of an array one line. A slot never decides alone: a miss, a stale
+ * generation or a spent budget takes the full path, which refills it. */
+#define SW_FAST_DROP    1   /* the source is blocked: drop up to `budget` more packets */
+#define SW_FAST_CAUGHT  2   /* the source is caught (sweep flags in `meta`), not blocked */
+struct sw_fast {
+	struct sw_addr src;
+	/* fast_gen << 32 | verdict << 24 | sweep flags << 16 | 16 check bits of the slot hash:
+	 * one 8-byte word, so a reader never mixes a verdict with another writer's address */
+	__u64 meta;
+	__u32 budget;                    /* SW_FAST_DROP: packets left before the full path */
+	__u32 pad;
+};
 
 #endif

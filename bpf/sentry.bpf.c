@@ -42,7 +42,7 @@
 
 BPF_ARRAY(config, struct sw_config, 1);
 BPF_ARRAY(watched, __u64, 2 * SW_PORT_WORDS);
-BPF_PERCPU_ARRAY(counters, __u64, SW_NCOUNTERS);
+BPF_PERCPU_ARRAY(counters, struct sw_counters, 1);
 BPF_LPM_TRIE(ignored, struct sw_lpm_key, __u8, SW_MAX_IGNORE);
 BPF_TABLE("lru_hash", struct sw_addr, struct sw_source, sources, SW_MAX_SOURCES);
 /* Userspace's blocks never evict (a forged flood must not push them out: full = refused,
@@ -126,9 +126,12 @@ struct probe {
 
 static __always_inline void count(__u32 idx)
 {
-	__u64 *c = counters.lookup(&idx);
-	if (c)
-		*c += 1;
+	__u32 zero = 0;
+	struct sw_counters *c = counters.lookup(&zero);
+	__u64 i = idx;
+	asm volatile("" : "+r"(i));  /* bound-check and index the same register */
+	if (c && i < SW_NCOUNTERS)
+		c->c[i] += 1;
 }
 
 /* PortSentry's classification, plus the ACK family (nmap -sA/-sW/-sM, --scanflags with ACK),
@@ -587,6 +590,134 @@ static __always_inline int is_natted(__u8 proto, __u16 port)
 	return w && (*w >> (port & 63)) & 1;
 }
 
+/* Kernel cost (issues 13, 14): the verdict cache (struct sw_fast in scanwatch.h). */
+#ifndef SW_FAST_SLOTS
+#define SW_FAST_SLOTS 16384  /* 512 KiB; a collision only costs the full path */
+#endif
+#define SW_FAST_BUDGET 4096  /* a blocked flood takes the full path once in this many */
+BPF_ARRAY(fast, struct sw_fast, SW_FAST_SLOTS);
+
+/* The slot of an address, and in *check 16 other bits of the same keyed hash. */
+static __always_inline struct sw_fast *fast_slot(struct sw_addr *a, struct sw_config *cfg,
+						 __u32 *check)
+{
+	__u32 w[4];
+	__builtin_memcpy(w, a->a, 16);
+	__u32 x = (w[0] ^ (w[1] * 0x9e3779b1u) ^ (w[2] * 0x85ebca6bu) ^ w[3]) + (__u32)cfg->bloom_seed;
+	x ^= x >> 16;
+	x *= 0x7feb352du;
+	x ^= x >> 15;
+	x *= 0x846ca68bu;
+	x ^= x >> 16;
+	*check = x >> 16;
+	__u32 idx = x & (SW_FAST_SLOTS - 1);
+	return fast.lookup(&idx);
+}
+
+static __always_inline int same_addr(struct sw_addr *a, struct sw_addr *b)
+{
+	__u64 a0, a1, b0, b1;
+	__builtin_memcpy(&a0, a->a, 8);
+	__builtin_memcpy(&a1, &a->a[8], 8);
+	__builtin_memcpy(&b0, b->a, 8);
+	__builtin_memcpy(&b1, &b->a[8], 8);
+	return a0 == b0 && a1 == b1;
+}
+
+/* The source address of a plain IPv4 or IPv6 frame (no VLAN tag, no extension header)
+ * that is not a TCP RST, in the form parse() gives it; 0 for anything else. What the cache
+ * needs, read without the full parse: a blocked flood is dropped in a few dozen
+ * instructions. A RST may answer a challenge, so it always takes the full path. */
+static __always_inline int quick_src(struct xdp_md *ctx, struct sw_addr *src)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > end)
+		return 0;
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = (void *)(eth + 1);
+		if ((void *)(ip + 1) > end)
+			return 0;
+		if (ip->protocol == IPPROTO_TCP && !(ip->frag_off & bpf_htons(0x1fff))) {
+			__u8 *fl = (void *)ip + ip->ihl * 4 + 13;
+			if ((void *)(fl + 1) > end || (*fl & TH_RST))
+				return 0;
+		}
+		__builtin_memset(src->a, 0, 10);
+		src->a[10] = 0xff;
+		src->a[11] = 0xff;
+		__builtin_memcpy(&src->a[12], &ip->saddr, 4);
+		return 1;
+	}
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+		if ((void *)(ip6 + 1) > end)
+			return 0;
+		if (ip6->nexthdr == IPPROTO_TCP) {
+			__u8 *fl = (void *)(ip6 + 1) + 13;
+			if ((void *)(fl + 1) > end || (*fl & TH_RST))
+				return 0;
+		} else if (ip6->nexthdr == IPPROTO_HOPOPTS || ip6->nexthdr == IPPROTO_ROUTING ||
+			   ip6->nexthdr == IPPROTO_DSTOPTS || ip6->nexthdr == IPPROTO_FRAGMENT) {
+			return 0;
+		}
+		__builtin_memcpy(src->a, &ip6->saddr, 16);
+		return 1;
+	}
+	return 0;
+}
+
+/* The source's cached verdict (SW_FAST_*, sweep flags in *flags), or 0. */
+static __always_inline int fast_verdict(struct sw_addr *src, struct sw_config *cfg,
+					struct sw_fast **slot, __u8 *flags)
+{
+	__u32 check;
+	struct sw_fast *f = fast_slot(src, cfg, &check);
+	if (!f)
+		return 0;
+	__u64 meta = *(volatile __u64 *)&f->meta;  /* one load: address check and verdict agree */
+	if ((meta >> 32) != cfg->fast_gen || (meta & 0xffff) != check || !same_addr(&f->src, src))
+		return 0;
+	*slot = f;
+	*flags = meta >> 16;
+	return (meta >> 24) & 0xff;
+}
+
+static __always_inline void fast_fill(struct probe *p, struct sw_config *cfg, __u8 verdict,
+				      __u8 flags, __u32 budget)
+{
+	__u32 check;
+	struct sw_fast *f = fast_slot(&p->src, cfg, &check);
+	if (!f)
+		return;
+	/* Address and budget before the word that makes the slot valid for it. */
+	__builtin_memcpy(&f->src, &p->src, sizeof(f->src));
+	f->budget = budget;
+	asm volatile("" ::: "memory");  /* a torn view fails the check bits, whatever the CPU */
+	*(volatile __u64 *)&f->meta = (__u64)cfg->fast_gen << 32 | (__u32)verdict << 24 |
+				      (__u32)flags << 16 | check;
+}
+
+/* The full path changed what the slot would say (a block of the kernel's own). */
+static __always_inline void fast_forget(struct probe *p, struct sw_config *cfg)
+{
+	__u32 check;
+	struct sw_fast *f = fast_slot(&p->src, cfg, &check);
+	if (f && same_addr(&f->src, &p->src))
+		*(volatile __u64 *)&f->meta = 0;
+}
+
+/* blocked_drop_p, remembering a drop in the source's slot. */
+static __always_inline int blocked_drop_fill(struct probe *p, struct sw_config *cfg)
+{
+	if (blocked_drop_p(p) != XDP_DROP)
+		return XDP_PASS;
+	if (cfg)
+		fast_fill(p, cfg, SW_FAST_DROP, 0, SW_FAST_BUDGET);
+	return XDP_DROP;
+}
+
 /* 1 if the packet is addressed to this host (or its destination was not parsed). */
 static __always_inline int to_this_host(struct probe *p)
 {
@@ -693,10 +824,28 @@ static __always_inline void emit_persist(struct probe *p, struct sw_source *s, _
 
 int xdp_sentry(struct xdp_md *ctx)
 {
-	struct probe p = {};
 	__u32 zero = 0;
 	__u64 now;
 	count(SW_CNT_PACKETS);
+	struct sw_config *cfg = config.lookup(&zero);
+	if (!cfg)
+		return XDP_PASS;
+	/* The verdict cache first: a blocked source's packets, and a caught source's probes of
+	 * untrapped ports, end here without a hash lookup or a clock read. */
+	struct sw_fast *f = 0;
+	__u8 fflags = 0;
+	int verdict = 0;
+	{
+		struct sw_addr qsrc;
+		if (quick_src(ctx, &qsrc))
+			verdict = fast_verdict(&qsrc, cfg, &f, &fflags);
+	}
+	if (verdict == SW_FAST_DROP && f && f->budget) {
+		f->budget--;  /* racy on purpose: it only spaces out full-path visits */
+		count(SW_CNT_DROPPED);
+		return XDP_DROP;
+	}
+	struct probe p = {};
 	int rc = parse(ctx, &p);
 	if (rc < 0)
 		count(SW_CNT_MALFORMED);
@@ -704,7 +853,19 @@ int xdp_sentry(struct xdp_md *ctx)
 		return XDP_DROP;
 	if (!p.has_src)
 		return XDP_PASS;  /* neither IPv4 nor IPv6 */
-	struct sw_config *cfg = config.lookup(&zero);
+	if (verdict == SW_FAST_CAUGHT) {
+		if (rc != 0 || p.tuple_len == 0)
+			return XDP_PASS;  /* not a probe, and not blocked as of this generation */
+		__u8 fproto = p.proto & 1;
+		if (cfg->watch[fproto] && (!cfg->sweep_ports ||
+					   (fflags & (fproto ? SW_F_FLAG_UDP : SW_F_FLAG_TCP))) &&
+		    (p.kind == SW_KIND_IPPROTO || !is_watched(fproto, p.dport))) {
+			/* ACK-carrying packets may belong to a connection: not counted as probes */
+			if (!(p.tcp_flags & TH_ACK))
+				count(p.kind < SW_NKINDS ? p.kind : SW_CNT_SCTP_INIT + p.kind - SW_NKINDS);
+			return XDP_PASS;
+		}
+	}
 	source_key(&p, cfg);
 	if (rc < 0 || p.tuple_len == 0)
 		goto block_check;  /* truncated, a later fragment, a bad version */
@@ -717,7 +878,7 @@ int xdp_sentry(struct xdp_md *ctx)
 		goto block_check;
 	}
 
-	if (!cfg || !cfg->watch[p.proto & 1])
+	if (!cfg->watch[p.proto & 1])
 		goto block_check;
 
 	/* A packet with ACK is a probe only if no socket owns it. The full-tuple lookup finds
@@ -750,14 +911,35 @@ int xdp_sentry(struct xdp_md *ctx)
 			__u32 d = s->dropped, at = cfg->persist_probes;
 			if (at && (d == at || (d > at && !(d & (d - 1)))))
 				emit_persist(&p, s, bpf_ktime_get_ns());
+			/* The drops until the next of those steps need no count of their own: the
+			 * verdict cache takes them, credited here in advance. */
+			__u32 next = d + SW_FAST_BUDGET;
+			if (at && d < at) {
+				next = at;
+			} else if (at) {
+				next = d;
+				next |= next >> 1;
+				next |= next >> 2;
+				next |= next >> 4;
+				next |= next >> 8;
+				next |= next >> 16;
+				next += 1;
+			}
+			__u32 budget = next - d - 1;
+			if (budget > SW_FAST_BUDGET)
+				budget = SW_FAST_BUDGET;
+			if (budget) {
+				__sync_fetch_and_add(&s->dropped, budget);
+				fast_fill(&p, cfg, SW_FAST_DROP, 0, budget);
+			}
 			return XDP_DROP;
 		}
 		/* The kernel's own block ended; userspace's (in `blocked`) may last longer. */
 		__sync_fetch_and_and(&s->state, ~(__u64)SW_F_BLOCKED);
 		kblocked.delete(&p.key);
-		if (blocked_drop_p(&p) == XDP_DROP)
+		if (blocked_drop_fill(&p, cfg) == XDP_DROP)
 			return XDP_DROP;
-	} else if (!s && blocked_drop_p(&p) == XDP_DROP) {
+	} else if (!s && blocked_drop_fill(&p, cfg) == XDP_DROP) {
 		return XDP_DROP;
 	}
 	__u32 kind_cnt = p.kind < SW_NKINDS ? p.kind : SW_CNT_SCTP_INIT + p.kind - SW_NKINDS;
@@ -769,6 +951,7 @@ int xdp_sentry(struct xdp_md *ctx)
 	 * blocking off cheap (a clock read alone is ~30 ns in a VM). */
 	if (s && !watched_port && (!cfg->sweep_ports || (s->state & flagbit))) {
 		count(kind_cnt);
+		fast_fill(&p, cfg, SW_FAST_CAUGHT, s->state & (SW_F_FLAG_TCP | SW_F_FLAG_UDP), 0);
 		return XDP_PASS;
 	}
 	/* issue 14: forwarded traffic (a router's) is no probe of this host. Checked after the
@@ -958,6 +1141,7 @@ int xdp_sentry(struct xdp_md *ctx)
 				t = SW_UNREPORTED_BLOCK_NS;
 			struct sw_block b = {.expires_ns = t ? now + t : 0};
 			kblocked.update(&p.key, &b);
+			fast_forget(&p, cfg);  /* it may say "caught" for the other protocol */
 			s->block_ns = b.expires_ns;
 			s->dropped = 0;
 			__sync_fetch_and_or(&s->state, SW_F_BLOCKED);
@@ -975,5 +1159,5 @@ int xdp_sentry(struct xdp_md *ctx)
 	/* One copy of the block check for every early exit keeps the program small enough for
 	 * the verifier (issue 14). */
 block_check:
-	return blocked_drop_p(&p);
+	return blocked_drop_fill(&p, cfg);
 }

@@ -184,13 +184,11 @@ class Map:
             for k, v in pairs:
                 self.update(k, v)
 
-    def percpu_sums(self):
-        """For a per-CPU array of u64: the total of each slot over every CPU."""
-        out = []
-        for i in range(self.max_entries):
-            raw = self.lookup(struct.pack("<I", i)) or b""
-            out.append(sum(struct.unpack(f"<{len(raw) // 8}Q", raw)))
-        return out
+    def percpu_sums(self, n):
+        """For a per-CPU array whose one value is n u64s: each u64 summed over every CPU."""
+        raw = self.lookup(struct.pack("<I", 0)) or b""
+        words = struct.unpack(f"<{len(raw) // 8}Q", raw)
+        return [sum(words[i::n]) for i in range(n)]
 
 
 class _NoBatch(Exception):

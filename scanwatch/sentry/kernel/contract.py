@@ -45,20 +45,21 @@ F_SUSPECT = 0x80  # issue 13
 
 class Config(C.Structure):
     _fields_ = [
-        ("sweep_window_ns", C.c_uint64),
-        ("block_timeout_ns", C.c_uint64),
-        ("scan_trigger", C.c_uint32),
+        ("fast_gen", C.c_uint32),  # kernel cost: generation of the `fast` verdicts
         ("sweep_ports", C.c_uint32),
+        ("bloom_seed", C.c_uint64),  # issue 14
         ("watch", C.c_uint8 * 2),
         ("kblock", C.c_uint8 * 2),
+        ("scan_trigger", C.c_uint32),
+        ("sweep_window_ns", C.c_uint64),
+        ("block_timeout_ns", C.c_uint64),
         ("persist_probes", C.c_uint32),
-        ("slow_window_ns", C.c_uint64),
         ("slow_ports", C.c_uint32),
+        ("slow_window_ns", C.c_uint64),
         ("hit_rate", C.c_uint32),
-        ("bloom_seed", C.c_uint64),  # issue 14
         ("local_only", C.c_uint8),  # issue 14
         ("v6_prefix", C.c_uint8),  # issue 14
-        ("pad_local", C.c_uint8 * 6),
+        ("pad", C.c_uint8 * 2),
     ]
 
 
@@ -133,8 +134,24 @@ class Answer(C.Structure):
     _fields_ = [("src", Addr), ("ts_ns", C.c_uint64), ("seq", C.c_uint32), ("pad", C.c_uint32)]
 
 
+class Counters(C.Structure):
+    """The one per-CPU value of `counters`: SW_CNT_* and the per-kind packet counts."""
+    _fields_ = [("c", C.c_uint64 * NCOUNTERS)]
+
+
+# Kernel cost (issues 13, 14): the `fast` verdict cache in front of the hash maps.
+FAST_DROP = 1
+FAST_CAUGHT = 2
+
+
+class Fast(C.Structure):
+    _fields_ = [("src", Addr), ("meta", C.c_uint64), ("budget", C.c_uint32),
+                ("pad", C.c_uint32)]
+
+
 STRUCTS = {"sw_config": Config, "sw_addr": Addr, "sw_lpm_key": LpmKey, "sw_block": Block,
-           "sw_source": Source, "sw_event": Event, "sw_cookie": Cookie, "sw_answer": Answer}
+           "sw_source": Source, "sw_event": Event, "sw_cookie": Cookie, "sw_answer": Answer,
+           "sw_fast": Fast, "sw_counters": Counters}
 
 
 def recent_ports(ring, distinct):

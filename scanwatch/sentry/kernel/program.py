@@ -18,6 +18,9 @@ REASONS = {K.EV_HIT: "hit", K.EV_TRIGGER: "trigger", K.EV_SWEEP: "sweep",
            K.EV_PERSIST: "persist"}
 
 
+FAST_TICK_S = 1.0  # longest a verdict cached in the kernel outlives its source (a block's end)
+
+
 def mono_now():
     return time.clock_gettime(time.CLOCK_MONOTONIC)
 
@@ -45,6 +48,11 @@ class Sentry:
         # Keys the sweep filters' hash (issue 14): fixed for this load, unknown outside,
         # so a scanner cannot order ports to reuse bits. Kept across reconfigures.
         self.bloom_seed = int.from_bytes(os.urandom(8), "little")
+        # The kernel's verdict cache (`fast`) trusts a slot of this generation only; moving
+        # it on after every change of blocks or ignores, and every FAST_TICK_S, bounds how
+        # long a cached verdict can outlive what it was made from (a block's end).
+        self.fast_gen = 1
+        self._fast_due = 0.0
 
     def load(self):
         release = os.uname().release
@@ -100,7 +108,20 @@ class Sentry:
         self.v6_prefix = v6_prefix if 0 < v6_prefix < 128 else 128
         cfg.v6_prefix = self.v6_prefix % 128
         self._cfg = cfg
-        self.maps["config"].update(_u32(0), bytes(cfg))
+        self._write_config()
+
+    def _write_config(self):
+        """Write the config with a new verdict-cache generation (stale slots then miss)."""
+        self.fast_gen = self.fast_gen % 0xffffffff + 1
+        self._cfg.fast_gen = self.fast_gen
+        self.maps["config"].update(_u32(0), bytes(self._cfg))
+        self._fast_due = mono_now() + FAST_TICK_S
+
+    def forget_verdicts(self):
+        """Every verdict the kernel cached is judged afresh from the maps (cheap: one
+        64-byte map write)."""
+        if self._cfg is not None:
+            self._write_config()
 
     # --- issue 14: which packets are for this host ----------------------------------------
     def set_local(self, addrs):
@@ -122,7 +143,7 @@ class Sentry:
         self.local_only = int(ok)
         if self._cfg is not None and self._cfg.local_only != self.local_only:
             self._cfg.local_only = self.local_only
-            self.maps["config"].update(_u32(0), bytes(self._cfg))
+            self._write_config()
         return ok or not want
 
     def set_forwarded(self, tcp, udp):
@@ -159,6 +180,7 @@ class Sentry:
             stale = [k for k in self.maps["sources"].keys() if covered(k, added)]
             for k in stale:
                 self.maps["sources"].delete(k)
+        self.forget_verdicts()
 
     # --- blocks and sources ---------------------------------------------------------------
     def source_key(self, addr):
@@ -193,6 +215,7 @@ class Sentry:
         raw = sources.lookup(key)
         if raw is not None and not K.Source.from_buffer_copy(raw).state & K.F_BLOCKED:
             sources.delete(key)
+        self.forget_verdicts()  # a cached "caught, not blocked" must not outlive this
 
     def block_many(self, items):
         """[(addr, expires_mono or None)] in one batched map update where the kernel can
@@ -201,6 +224,7 @@ class Sentry:
         items = items[-self.maps["blocked"].max_entries:]
         self.maps["blocked"].update_batch(
             [(to_key(a), struct.pack("<Q", int(e * 1e9) if e else 0)) for a, e in items])
+        self.forget_verdicts()
 
     def unblock(self, addr):
         """Lift a block and forget the source's counts, so it is judged afresh."""
@@ -209,6 +233,7 @@ class Sentry:
         self.maps["kblocked"].delete(key)
         self.maps["kblocked"].delete(skey)  # the kernel's own block of its prefix (issue 14)
         self.maps["sources"].delete(skey)
+        self.forget_verdicts()  # a cached drop must not outlive the block
 
     @staticmethod
     def _source_stats(key, value):
@@ -246,7 +271,7 @@ class Sentry:
                 for name in ("sources", "blocked", "kblocked")}
 
     def counters(self):
-        return dict(zip(K.COUNTER_NAMES, self.maps["counters"].percpu_sums()))
+        return dict(zip(K.COUNTER_NAMES, self.maps["counters"].percpu_sums(K.NCOUNTERS)))
 
     # --- events ---------------------------------------------------------------------------
     def set_cookie(self, addr, cookie):
@@ -272,6 +297,8 @@ class Sentry:
 
     def poll(self, timeout_ms):
         self.ring.poll(timeout_ms)
+        if self._cfg is not None and mono_now() >= self._fast_due:
+            self.forget_verdicts()
 
     def close(self):
         self.detach()

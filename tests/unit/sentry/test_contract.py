@@ -89,7 +89,7 @@ def test_known_sizes(c_layout):
     # Pinned so that an accidental change shows up even if both sides move together.
     assert {s: c_layout[(s, ".")][0] for s in K.STRUCTS} == {
         "sw_config": 64, "sw_addr": 16, "sw_lpm_key": 20, "sw_block": 8,
-        "sw_source": 528, "sw_event": 184, "sw_cookie": 8, "sw_answer": 32}
+        "sw_source": 528, "sw_event": 184, "sw_cookie": 8, "sw_answer": 32, "sw_fast": 32, "sw_counters": 160}
 
 
 # --- constants: parse the header's #defines ---------------------------------------------
