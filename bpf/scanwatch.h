@@ -197,6 +197,8 @@ struct sw_counters {
  * generation or a spent budget takes the full path, which refills it. */
 #define SW_FAST_DROP    1   /* the source is blocked: drop up to `budget` more packets */
 #define SW_FAST_CAUGHT  2   /* the source is caught (sweep flags in `meta`), not blocked */
+#define SW_FAST_CLEAN   3   /* not blocked, and its ACKs to a listening port belong (hop
+			     * count + 1 learned from its connection in `meta`, 0 = none) */
 struct sw_fast {
 	struct sw_addr src;
 	/* fast_gen << 32 | verdict << 24 | sweep flags << 16 | 16 check bits of the slot hash:

@@ -624,11 +624,37 @@ static __always_inline int same_addr(struct sw_addr *a, struct sw_addr *b)
 	return a0 == b0 && a1 == b1;
 }
 
-/* The source address of a plain IPv4 or IPv6 frame (no VLAN tag, no extension header)
- * that is not a TCP RST, in the form parse() gives it; 0 for anything else. What the cache
- * needs, read without the full parse: a blocked flood is dropped in a few dozen
- * instructions. A RST may answer a challenge, so it always takes the full path. */
-static __always_inline int quick_src(struct xdp_md *ctx, struct sw_addr *src)
+/* What the verdict cache needs, read without the full parse: the source address of a plain
+ * IPv4 or IPv6 frame (no VLAN tag, no extension header) that is not a TCP RST, in the form
+ * parse() gives it; and for a whole, unfragmented TCP or UDP packet its protocol, port and
+ * flags (q->l4 = 0 otherwise). 0 for anything else. A blocked flood is then dropped in a
+ * few dozen instructions. A RST may answer a challenge, so it always takes the full path. */
+struct quick {
+	__u16 dport;
+	__u8 l4;     /* IPPROTO_TCP or IPPROTO_UDP, or 0 */
+	__u8 flags;  /* TCP flags */
+};
+
+static __always_inline void quick_l4(void *l4, void *end, void *ip_end, __u8 proto,
+				     struct quick *q)
+{
+	if (proto == IPPROTO_TCP) {
+		struct tcphdr *th = l4;
+		if ((void *)(th + 1) > end || (void *)(th + 1) > ip_end || th->doff < 5)
+			return;
+		q->flags = ((__u8 *)th)[13];
+		q->dport = bpf_ntohs(th->dest);
+		q->l4 = IPPROTO_TCP;
+	} else if (proto == IPPROTO_UDP) {
+		struct udphdr *uh = l4;
+		if ((void *)(uh + 1) > end || (void *)(uh + 1) > ip_end)
+			return;
+		q->dport = bpf_ntohs(uh->dest);
+		q->l4 = IPPROTO_UDP;
+	}
+}
+
+static __always_inline int quick_src(struct xdp_md *ctx, struct sw_addr *src, struct quick *q)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
@@ -648,6 +674,9 @@ static __always_inline int quick_src(struct xdp_md *ctx, struct sw_addr *src)
 		src->a[10] = 0xff;
 		src->a[11] = 0xff;
 		__builtin_memcpy(&src->a[12], &ip->saddr, 4);
+		if (ip->version == 4 && ip->ihl >= 5 && !(ip->frag_off & bpf_htons(0x3fff)))
+			quick_l4((void *)ip + ip->ihl * 4, end, (void *)ip + bpf_ntohs(ip->tot_len),
+				 ip->protocol, q);
 		return 1;
 	}
 	if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
@@ -663,6 +692,9 @@ static __always_inline int quick_src(struct xdp_md *ctx, struct sw_addr *src)
 			return 0;
 		}
 		__builtin_memcpy(src->a, &ip6->saddr, 16);
+		if (ip6->version == 6)
+			quick_l4(ip6 + 1, end, (void *)(ip6 + 1) + bpf_ntohs(ip6->payload_len),
+				 ip6->nexthdr, q);
 		return 1;
 	}
 	return 0;
@@ -706,6 +738,51 @@ static __always_inline void fast_forget(struct probe *p, struct sw_config *cfg)
 	struct sw_fast *f = fast_slot(&p->src, cfg, &check);
 	if (f && same_addr(&f->src, &p->src))
 		*(volatile __u64 *)&f->meta = 0;
+}
+
+/* Which TCP ports have a listener, per verdict generation: gen (31 bits) << 1 | listening.
+ * An ACK to a listening port is never a probe (the lookup would fall back to the listener),
+ * so a clean source's ACKs to it need no socket lookup: the packets of established
+ * connections to this host's services. */
+BPF_ARRAY(listening, __u32, 65536);
+
+static __always_inline int listening_now(__u16 port, struct sw_config *cfg)
+{
+	__u32 k = port;
+	__u32 *v = listening.lookup(&k);
+	return v && *v == ((cfg->fast_gen << 1) | 1);
+}
+
+/* Asked once a generation a port: the lookup of a tuple no connection has falls back to
+ * the port's listener, if there is one. */
+static __always_inline int listening_learn(struct xdp_md *ctx, struct probe *p,
+					   struct sw_config *cfg)
+{
+	__u32 k = p->dport;
+	__u32 *v = listening.lookup(&k);
+	if (!v)
+		return 0;
+	__u32 gen2 = cfg->fast_gen << 1;
+	if ((*v & ~1U) == gen2)
+		return *v & 1;
+	struct bpf_sock_tuple t = {};
+	struct bpf_sock *sk;
+	if (p->tuple_len == sizeof(p->tuple.ipv4)) {
+		t.ipv4.daddr = p->tuple.ipv4.daddr;
+		t.ipv4.dport = p->tuple.ipv4.dport;
+		sk = bpf_skc_lookup_tcp(ctx, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	} else {
+		__builtin_memcpy(t.ipv6.daddr, p->tuple.ipv6.daddr, 16);
+		t.ipv6.dport = p->tuple.ipv6.dport;
+		sk = bpf_skc_lookup_tcp(ctx, &t, sizeof(t.ipv6), BPF_F_CURRENT_NETNS, 0);
+	}
+	int on = 0;
+	if (sk) {
+		on = sk->state == BPF_TCP_LISTEN;
+		bpf_sk_release(sk);
+	}
+	*v = gen2 | on;
+	return on;
 }
 
 /* blocked_drop_p, remembering a drop in the source's slot. */
@@ -835,15 +912,32 @@ int xdp_sentry(struct xdp_md *ctx)
 	struct sw_fast *f = 0;
 	__u8 fflags = 0;
 	int verdict = 0;
+	struct quick q = {};
 	{
 		struct sw_addr qsrc;
-		if (quick_src(ctx, &qsrc))
+		if (quick_src(ctx, &qsrc, &q))
 			verdict = fast_verdict(&qsrc, cfg, &f, &fflags);
 	}
-	if (verdict == SW_FAST_DROP && f && f->budget) {
-		f->budget--;  /* racy on purpose: it only spaces out full-path visits */
-		count(SW_CNT_DROPPED);
-		return XDP_DROP;
+	if (verdict == SW_FAST_DROP && f) {
+		/* Racy on purpose (it only spaces out full-path visits), but read once: a
+		 * decrement of a value another CPU just zeroed would wrap to 4 billion. */
+		__u32 left = *(volatile __u32 *)&f->budget;
+		if (left) {
+			f->budget = left - 1;
+			count(SW_CNT_DROPPED);
+			return XDP_DROP;
+		}
+	}
+	/* A caught source's TCP or UDP probe of an untrapped port: counted, passed. */
+	if (verdict == SW_FAST_CAUGHT && q.l4) {
+		__u8 qp = q.l4 == IPPROTO_UDP;
+		int kind = qp ? SW_KIND_UDP : tcp_kind(q.flags);
+		if (kind >= 0 && cfg->watch[qp] && !is_watched(qp, q.dport) &&
+		    (!cfg->sweep_ports || (fflags & (qp ? SW_F_FLAG_UDP : SW_F_FLAG_TCP)))) {
+			if (!(q.flags & TH_ACK))  /* it may belong to a connection: no probe */
+				count(kind);
+			return XDP_PASS;
+		}
 	}
 	struct probe p = {};
 	int rc = parse(ctx, &p);
@@ -865,6 +959,13 @@ int xdp_sentry(struct xdp_md *ctx)
 				count(p.kind < SW_NKINDS ? p.kind : SW_CNT_SCTP_INIT + p.kind - SW_NKINDS);
 			return XDP_PASS;
 		}
+	}
+	if (verdict == SW_FAST_CLEAN) {
+		if (rc != 0 || p.tuple_len == 0)
+			return XDP_PASS;  /* not a probe, and not blocked as of this generation */
+		if ((p.tcp_flags & TH_ACK) && p.proto == SW_PROTO_TCP && p.kind < SW_NKINDS &&
+		    (!fflags || fflags == hop_count(p.ttl) + 1) && listening_now(p.dport, cfg))
+			return XDP_PASS;
 	}
 	source_key(&p, cfg);
 	if (rc < 0 || p.tuple_len == 0)
@@ -889,8 +990,14 @@ int xdp_sentry(struct xdp_md *ctx)
 		int sock = has_socket(ctx, &p);
 		if (sock == 2)
 			learn_hops(&p);
-		if (sock)
-			goto block_check;
+		if (sock) {
+			if (blocked_drop_fill(&p, cfg) == XDP_DROP)
+				return XDP_DROP;
+			/* The source's next ACKs to this listening port skip all of the above. */
+			if (p.proto == SW_PROTO_TCP && listening_learn(ctx, &p, cfg))
+				fast_fill(&p, cfg, SW_FAST_CLEAN, sock == 2 ? hop_count(p.ttl) + 1 : 0, 0);
+			return XDP_PASS;
+		}
 	}
 
 	/* Probes look up their source first: for a known source that one hash lookup also

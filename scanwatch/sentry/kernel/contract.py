@@ -142,6 +142,7 @@ class Counters(C.Structure):
 # Kernel cost (issues 13, 14): the `fast` verdict cache in front of the hash maps.
 FAST_DROP = 1
 FAST_CAUGHT = 2
+FAST_CLEAN = 3
 
 
 class Fast(C.Structure):
