@@ -565,12 +565,23 @@ static __always_inline void source_key(struct probe *p, struct sw_config *cfg)
 	__builtin_memcpy(&p->key.a[8], &lo, 8);
 }
 
+static __always_inline int same_addr(struct sw_addr *a, struct sw_addr *b)
+{
+	__u64 a0, a1, b0, b1;
+	__builtin_memcpy(&a0, a->a, 8);
+	__builtin_memcpy(&a1, &a->a[8], 8);
+	__builtin_memcpy(&b0, b->a, 8);
+	__builtin_memcpy(&b1, &b->a[8], 8);
+	return a0 == b0 && a1 == b1;
+}
+
 /* The block check for a probe: its address, then its prefix. A prefix block never drops
  * an ignored address (an admin who shares the scanner's /64). */
 static __always_inline int blocked_drop_p(struct probe *p)
 {
 	if (blocked_drop(&p->src) == XDP_DROP)
-		return XDP_DROP;
+		/* the prefix's own first address is its key too: ignored, it is spared */
+		return p->agg && same_addr(&p->src, &p->key) && is_ignored(&p->src) ? XDP_PASS : XDP_DROP;
 	if (!p->agg || blocked_drop(&p->key) != XDP_DROP)
 		return XDP_PASS;
 	return is_ignored(&p->src) ? XDP_PASS : XDP_DROP;
@@ -612,16 +623,6 @@ static __always_inline struct sw_fast *fast_slot(struct sw_addr *a, struct sw_co
 	*check = x >> 16;
 	__u32 idx = x & (SW_FAST_SLOTS - 1);
 	return fast.lookup(&idx);
-}
-
-static __always_inline int same_addr(struct sw_addr *a, struct sw_addr *b)
-{
-	__u64 a0, a1, b0, b1;
-	__builtin_memcpy(&a0, a->a, 8);
-	__builtin_memcpy(&a1, &a->a[8], 8);
-	__builtin_memcpy(&b0, b->a, 8);
-	__builtin_memcpy(&b1, &b->a[8], 8);
-	return a0 == b0 && a1 == b1;
 }
 
 /* What the verdict cache needs, read without the full parse: the source address of a plain
