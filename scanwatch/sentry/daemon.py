@@ -68,15 +68,14 @@ class Daemon:
         self.budget = BlockBudget(cfg.BLOCK_RATE)
         self.capped = 0  # sources blocked in XDP only since the last summary
         self.capped_total = 0
-        self.policy = Policy(is_ignored=self.is_ignored, modes=self.modes)
+        self.policy = Policy(is_ignored=self.is_ignored, modes=self.modes, v6_prefix=cfg.V6_PREFIX)
         self._apply_policy_settings()
         self.store = BlockStore(cfg.STATE_DIR)
         self.reporter = Reporter(cfg, self.log, self.recorder, self.hosts_deny, dry_run,
                                  command_timeout=cfg.COMMAND_TIMEOUT)
         self.server = control.Server(cfg.RUN_DIR, lambda req: status.handle_request(self, req),
                                      cfg.CONTROL_GROUP)
-        self.metrics = self.ruleset_monitor = None
-        self.blocks_total = 0
+        self.metrics, self.ruleset_monitor, self.blocks_total = None, None, 0
         self.guard = SpoofGuard(self)  # issue 13: evidence, challenge, spoof-aware response
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -277,6 +276,7 @@ class Daemon:
         # Built once per change (not per event): the policy asks it for every report.
         self.ignore_list = ignore.IgnoreList(self.file_ignores, self.own)
         self.sentry.set_ignored(self.ignore_list.networks())
+        self.firewall.spare(self.ignore_list.networks())  # never dropped by a prefix block
 
     def _refresh(self):
         # Never lock the admin out: own addresses, default gateways, DNS resolvers and
@@ -431,8 +431,8 @@ class Daemon:
                 self.log.error("error: unblocking %s: %s", addr, err)
 
     def unblock(self, addr):
-        addr = str(ignore.canonical(addr))
         with self.lock:
+            addr = self.policy.key_of(addr)  # an address in a blocked prefix names the prefix
             entry = self.policy.unblock(addr)
             self._lift(addr)
             self.store.remove(addr)

@@ -1,6 +1,6 @@
 """forwarded_ports() (issue 14): the ports a DNAT or redirect rule forwards, read from
 `nft -j list ruleset` as nft 1.0.6 prints it (nft rules and iptables-nft's)."""
-from scanwatch.sentry.respond.firewall import forwarded_ports
+from scanwatch.sentry.respond.natrules import forwarded_ports
 
 
 def rule(*expr):
