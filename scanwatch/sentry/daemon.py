@@ -58,7 +58,7 @@ class Daemon:
         self.netwatch = None
         self.sentry = Sentry(cfg.MAX_SOURCES, cfg.MAX_BLOCKED)
         self.firewall = Firewall(cfg.NFT_TABLE)
-        self.dest = Destinations(self.sentry, self.firewall, self.log)  # issue 14
+        self.dest = Destinations(self.sentry, self.firewall, self.log, self.lock)  # issue 14
         self.hosts_deny = HostsDeny(cfg.HOSTS_DENY_FILE, os.path.join(cfg.STATE_DIR, "hostsdeny.json"))
         self.recorder = records.RecordWriter(
             cfg.HISTORY_FILE, {m: cfg.blocked_file(m) for m in self.modes.values()},
@@ -248,6 +248,7 @@ class Daemon:
         self.reporter.close()
         if self.netwatch is not None:
             self.netwatch.close()
+        self.dest.close()
         if self.started:
             try:
                 self.store.compact(self.policy.blocks.values())
@@ -282,8 +283,7 @@ class Daemon:
         # Never lock the admin out: own addresses, default gateways, DNS resolvers and
         # the peers of established SSH sessions are ignored whatever the ignore file says.
         self.protected = self.netwatch.refresh(time.monotonic())
-        mine = self.netwatch.own_addresses()
-        self.dest.refresh(mine, time.monotonic())  # issue 14: only probes of this host count
+        mine = self.dest.refresh(time.monotonic())  # issue 14: only probes of this host count
         own = mine.union(*self.protected.values())
         if own != self.own:
             self.own = own

@@ -94,3 +94,38 @@ def test_clients_of_25_dnat_and_redirected_ports_are_no_sweep(lab):
     finally:
         server.kill()
         server.wait()
+
+
+def test_an_address_added_or_removed_counts_from_the_netlink_event(lab):
+    """Own addresses follow RTM_NEWADDR/RTM_DELADDR (issue 14): a probe of an address added
+    while the sentry runs is counted at once (well before the 60 s resync), and after the
+    address is removed it is not counted any more."""
+    from resilience import ipv4, send_l3, tcp
+    from sentryproc import wait_for
+    new = f"198.18.{lab.subnet}.50"
+
+    def probe():
+        send_l3(lab, [ipv4(lab.scanner_ip4, new, tcp(lab.scanner_ip4, new, 40123))])
+
+    def counted():
+        return sw.status()["counters"].get("SYN/Normal", 0)
+
+    with SentryProcess(lab, args=["-i", lab.target_if]) as sw:
+        events0 = sw.status()["destinations"]["own_address_events"]
+        for _ in range(3):
+            probe()
+        lab.run(lab.scanner_ns, sys.executable, "-c", "import time; time.sleep(1)")
+        assert counted() == 0, "a packet to an address that is not ours was counted"
+        lab.run(lab.target_ns, "ip", "addr", "add", f"{new}/32", "dev", lab.target_if,
+                check=True)
+        wait_for(lambda: probe() or counted() > 0, 5, what="the new address counted",
+                 step=0.2)
+        assert sw.status()["destinations"]["own_address_events"] > events0
+        lab.run(lab.target_ns, "ip", "addr", "del", f"{new}/32", "dev", lab.target_if,
+                check=True)
+        lab.run(lab.scanner_ns, sys.executable, "-c", "import time; time.sleep(1)")
+        before = counted()
+        for _ in range(3):
+            probe()
+        lab.run(lab.scanner_ns, sys.executable, "-c", "import time; time.sleep(1)")
+        assert counted() == before, "a packet to a removed address was counted"
