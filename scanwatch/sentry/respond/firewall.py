@@ -322,9 +322,15 @@ class Firewall:
         return result
 
     def forwarded(self):
-        """natrules.forwarded_ports() of the whole ruleset (issue 14)."""
-        from .natrules import forwarded_ports
-        return forwarded_ports(self._run("list ruleset", json_out=True))
+        """What the ruleset's DNAT/redirect rules forward (natrules.py, issue 14). The
+        matches of iptables-nft's rules are opaque in nft's JSON (-m multiport): when it
+        has NAT rules, iptables-nft-save says them in its own words."""
+        from . import natrules
+        objs = self._run("list ruleset", json_out=True)
+        fwd = natrules.forwarded_ports(objs)
+        if natrules.has_xt_nat(objs):
+            fwd = natrules.merge(fwd, natrules.iptables_forwarded(natrules.iptables_save("nft")))
+        return fwd
 
     def exists(self):
         objs = self._run("list tables inet", json_out=True)
@@ -362,9 +368,11 @@ _REMOVALS = frozenset(NFNL_SUBSYS_NFTABLES << 8 | m for m in (2, 5, 8, 11))
 
 class RulesetMonitor:
     """A subscription to the ruleset's change notifications in this network namespace:
-    wait() says when any table, chain, rule or set was deleted, by anyone."""
+    wait() says when any table, chain, rule or set was deleted, by anyone (or, with
+    another `accept`, when that says a buffer of notifications matters)."""
 
-    def __init__(self):
+    def __init__(self, accept=None):
+        self.accept = accept or removal_announced
         try:
             self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
                                       NETLINK_NETFILTER)
@@ -386,7 +394,7 @@ class RulesetMonitor:
             if err.errno == errno.ENOBUFS:
                 return True
             raise FirewallError(f"nftables monitor: {err.strerror}") from err
-        return removal_announced(data)
+        return self.accept(data)
 
     def start(self, on_removal, on_error):
         """From a thread of its own until stop(): on_removal() after each announced
@@ -424,6 +432,37 @@ def removal_announced(data):
             break
         off += (length + 3) & ~3
     return False
+
+
+# NFT_MSG_NEW/DEL TABLE, CHAIN, RULE, SET, SETELEM: what can change a NAT rule's meaning.
+_CHANGES = frozenset(NFNL_SUBSYS_NFTABLES << 8 | m for m in (0, 2, 3, 5, 6, 8, 9, 11, 12, 14))
+
+
+def ruleset_changed(data, own_table):
+    """Whether a buffer of notifications changes a table other than ours (issue 14: the
+    DNAT rules are read again; our own blocks, element adds to our table, never wake it).
+    Every such message's first attribute (type 1) is its table's name."""
+    off = 0
+    while off + 20 <= len(data):
+        length, kind = struct.unpack_from("=IH", data, off)
+        if length < 16:
+            break
+        if kind in _CHANGES and _table_attr(data[off + 20:off + length]) != own_table:
+            return True
+        off += (length + 3) & ~3
+    return False
+
+
+def _table_attr(attrs):
+    off = 0
+    while off + 4 <= len(attrs):
+        alen, atype = struct.unpack_from("=HH", attrs, off)
+        if alen < 4:
+            break
+        if atype & 0x3FFF == 1:
+            return attrs[off + 4:off + alen].split(b"\0", 1)[0].decode("utf-8", "replace")
+        off += (alen + 3) & ~3
+    return None
 
 
 def nft_items(entries, now):

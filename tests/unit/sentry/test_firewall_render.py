@@ -283,3 +283,21 @@ def test_removal_announced_stops_at_a_broken_length():
     bad = struct.pack("=IHHII", 3, NFT | 0, 0, 1, 0)  # length below the header
     assert not fw.removal_announced(bad + _nlmsg(NFT | 2))
     assert not fw.removal_announced(b"") and not fw.removal_announced(b"\x01" * 10)
+
+
+def _nfmsg(kind, table):
+    name = table.encode() + b"\0"
+    attr = struct.pack("=HH", 4 + len(name), 1) + name
+    attr += b"\0" * (-len(attr) % 4)
+    body = b"\2\0\0\0" + attr  # nfgenmsg, then NFTA_*_TABLE
+    return struct.pack("=IHHII", 16 + len(body), 10 << 8 | kind, 0, 0, 0) + body
+
+
+def test_ruleset_changed_wakes_for_other_tables_only():
+    """issue 14: DNAT rules are read again when another table changes; our own blocks
+    (element adds to our table) and NEWGEN never wake it."""
+    assert fw.ruleset_changed(_nfmsg(6, "nat"), "scanwatch")              # NEWRULE
+    assert fw.ruleset_changed(_nfmsg(12, "scanwatch") + _nfmsg(14, "dock"), "scanwatch")
+    assert not fw.ruleset_changed(_nfmsg(12, "scanwatch"), "scanwatch")  # our NEWSETELEM
+    assert not fw.ruleset_changed(_nfmsg(15, "nat"), "scanwatch")         # NEWGEN
+    assert not fw.ruleset_changed(b"\0" * 19, "scanwatch")
