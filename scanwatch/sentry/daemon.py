@@ -66,13 +66,13 @@ class Daemon:
         self.overrides = dict(overrides or {})  # command-line settings, kept across SIGHUP
         self.reload_wanted = False
         self.budget = BlockBudget(cfg.BLOCK_RATE)
-        self.capped = 0  # sources blocked in XDP only since the last summary
-        self.capped_total = 0
+        self.capped = self.capped_total = 0  # XDP-only blocks: since the last summary, ever
         self.policy = Policy(is_ignored=self.is_ignored, modes=self.modes, v6_prefix=cfg.V6_PREFIX)
         self._apply_policy_settings()
         self.store = BlockStore(cfg.STATE_DIR)
         self.reporter = Reporter(cfg, self.log, self.recorder, self.hosts_deny, dry_run,
-                                 command_timeout=cfg.COMMAND_TIMEOUT)
+                                 command_timeout=cfg.COMMAND_TIMEOUT,
+                                 spared=lambda: self.ignore_list.networks())
         self.server = control.Server(cfg.RUN_DIR, lambda req: status.handle_request(self, req),
                                      cfg.CONTROL_GROUP)
         self.metrics, self.ruleset_monitor, self.blocks_total = None, None, 0

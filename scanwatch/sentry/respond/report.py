@@ -26,9 +26,27 @@ def evidence_note(ev):
     return f" (evidence: {ev.strength})"
 
 
+EXCEPT_MAX = 16  # ignored networks named in one prefix line at most
+
+
+def wrappers_prefix(net, spared):
+    """hosts_access(5)'s client list for a prefix block: `[2001:db8::]/64`, followed by
+    `EXCEPT [2001:db8::77]` for the ignored addresses inside it (an admin sharing the
+    scanner's /64; as they are when the block is made)."""
+    text = f"[{net.network_address}]/{net.prefixlen}"
+    inside = sorted({n for n in spared if n.version == 6 and n.subnet_of(net)})[:EXCEPT_MAX]
+    if inside:
+        text += " EXCEPT " + " ".join(
+            f"[{n.network_address}]" if n.prefixlen == 128 else
+            f"[{n.network_address}]/{n.prefixlen}" for n in inside)
+    return text
+
+
 class Reporter:
-    def __init__(self, cfg, log, recorder, hosts_deny, dry_run=False, command_timeout=30.0):
+    def __init__(self, cfg, log, recorder, hosts_deny, dry_run=False, command_timeout=30.0,
+                 spared=lambda: ()):
         self.cfg, self.log, self.recorder, self.hosts_deny = cfg, log, recorder, hosts_deny
+        self.spared = spared  # issue 14: the ignore list's networks, excepted from a prefix
         self.dry_run = dry_run
         self.timeout = command_timeout
         self.resolver = Resolver(bool(cfg.RESOLVE_HOST))
@@ -153,7 +171,7 @@ class Reporter:
             # a prefix block (issue 14), in hosts_access(5)'s form [2001:db8::]/64
             net = prefix_net(d.block.addr)
             key = str(net)
-            line = line.replace("$TARGET$", f"[{net.network_address}]/{net.prefixlen}")
+            line = line.replace("$TARGET$", wrappers_prefix(net, self.spared()))
         elif ev.addr.version == 6:  # hosts_access(5) wants IPv6 addresses in brackets
             line = line.replace("$TARGET$", "[$TARGET$]")
         text = records.expand_macros(line, ev.addr, ev.port, mode)

@@ -94,6 +94,8 @@ def test_the_prefix_is_blocked_in_nft_and_hosts_deny_sparing_an_ignored_address(
             assert ev["addr"] in srcs, ev
             wait_for(lambda: prefix in nft_prefixes(lab), 10, what="prefix in nft set prefix6")
             wait_for(lambda: wrappers in sw.read("hosts_deny"), 10, what="hosts.deny line")
+            line = next(ln for ln in sw.read("hosts_deny").splitlines() if wrappers in ln)
+            assert " EXCEPT " in line and f"[{admin}]" in line, line  # tcpd spares it too
             assert [b["addr"] for b in sw.status()["blocked"]] == [prefix]
             assert not connect_from(lab, lab.scanner_ip6, lab.target_ip6, 8080)  # the scanner's
             assert connect_from(lab, admin, lab.target_ip6, 8080)  # ignored: spared
