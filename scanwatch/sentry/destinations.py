@@ -127,17 +127,24 @@ class Destinations:
         """natrules' view of nftables (+ iptables-nft) and iptables-legacy; None on error."""
         try:
             fwd = self.firewall.forwarded()
-            if legacy_nat():
-                fwd = natrules.merge(fwd, natrules.iptables_forwarded(
-                    natrules.iptables_save("legacy")))
+            if legacy_nat():  # its failure alone must not hide what nftables forwards
+                try:
+                    fwd = natrules.merge(fwd, natrules.iptables_forwarded(
+                        natrules.iptables_save("legacy")))
+                except ScanwatchError as err:
+                    self._nat_failed(err)
+                    return fwd
         except ScanwatchError as err:
-            if str(err) != self.nat_error:  # once per distinct failure, not every read
-                self.log.error("error: cannot read DNAT/redirect rules: %s", err)
-            self.nat_error = str(err)
+            self._nat_failed(err)
             return None
         self.nat_error = None
         self.nat_reads += 1
         return fwd
+
+    def _nat_failed(self, err):
+        if str(err) != self.nat_error:  # once per distinct failure, not every read
+            self.log.error("error: cannot read DNAT/redirect rules: %s", err)
+        self.nat_error = str(err)
 
     def _apply_nat(self, fwd):
         if fwd is None or fwd == self.forwarded:

@@ -18,6 +18,8 @@ import shlex
 import shutil
 import subprocess
 
+from ...errors import FirewallError
+
 _NAT_TARGETS = ("DNAT", "REDIRECT")  # iptables-nft's targets, opaque xt expressions in JSON
 ALL_PORTS = frozenset(range(65536))
 PROTOS = ("tcp", "udp")
@@ -268,7 +270,8 @@ def _iptables_rule(out, words):
 
 def iptables_save(tool):
     """`<tool>-save -t nat` for iptables and ip6tables (tool: "legacy" or "nft"), as one
-    text; "" where the binaries are absent or fail (no such table: nothing forwarded)."""
+    text; "" where the binaries are absent. FirewallError when one fails (iptables-legacy
+    needs CAP_NET_RAW, which the shipped unit does not give)."""
     texts = []
     for family in ("iptables", "ip6tables"):
         exe = shutil.which(f"{family}-{tool}-save")
@@ -277,10 +280,12 @@ def iptables_save(tool):
         try:
             res = subprocess.run([exe, "-t", "nat"], capture_output=True, text=True,
                                  timeout=10, env=dict(os.environ, LC_ALL="C"))
-        except (OSError, subprocess.SubprocessError):
-            continue
-        if res.returncode == 0:
-            texts.append(res.stdout)
+        except (OSError, subprocess.SubprocessError) as err:
+            raise FirewallError(f"{family}-{tool}-save: {err}") from err
+        if res.returncode != 0:
+            why = (res.stderr.strip().splitlines() or [f"exit status {res.returncode}"])[-1]
+            raise FirewallError(f"{family}-{tool}-save -t nat: {why[:200]}")
+        texts.append(res.stdout)
     return "\n".join(texts)
 
 
