@@ -86,8 +86,9 @@ class OwnAddresses:
                     next_sync = time.monotonic() + self.resync_s
                 self._reread()
         except Exception as err:  # noqa: BLE001 - say it once; refresh() then polls
-            self.log.error("error: own-address watch stopped (%s); re-reading them on each "
-                           "refresh instead", err)
+            if not self._stopped:  # (at shutdown the maps may close under it: no news)
+                self.log.error("error: own-address watch stopped (%s); re-reading them on "
+                               "each refresh instead", err)
             self.thread = None
         finally:
             self.sock.close()

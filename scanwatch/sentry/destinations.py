@@ -119,9 +119,12 @@ class Destinations:
 
     def _on_nat_change(self):
         time.sleep(NAT_SETTLE_S)  # the monitor thread: let the rest of the transaction land
-        fwd = self._read_nat()  # outside the lock: a big ruleset takes a while to list
-        with self.lock:
-            self._apply_nat(fwd)
+        try:
+            fwd = self._read_nat()  # outside the lock: a big ruleset takes a while to list
+            with self.lock:
+                self._apply_nat(fwd)
+        except Exception as err:  # noqa: BLE001 - e.g. maps closed at shutdown; keep watching
+            self.log.error("error: applying DNAT rules: %s", err)
 
     def _read_nat(self):
         """natrules' view of nftables (+ iptables-nft) and iptables-legacy; None on error."""

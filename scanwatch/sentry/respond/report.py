@@ -136,8 +136,9 @@ class Reporter:
             self.log.info("attackalert: Ignoring %s response per configuration file setting.",
                           ev.proto)
         elif cfg.NFT_BLOCK and level == 1:
+            who, nft_set = self._nft_target(ev, d, addr)
             self.log.info("attackalert: Host %s has been blocked via nftables set inet %s %s%s%s",
-                          *self._nft_target(ev, d, addr), cfg.NFT_TABLE,
+                          who, cfg.NFT_TABLE, nft_set,
                           f" for {cfg.BLOCK_TIMEOUT}s" if cfg.BLOCK_TIMEOUT else "",
                           evidence_note(ev), extra=fields)
         ok = run_steps(action_order(level, cfg.KILL_RUN_CMD_FIRST), self.log, ev.addr, ev.port,
@@ -155,7 +156,7 @@ class Reporter:
     def _nft_target(ev, d, addr):
         """(what, set) the log line names: an IPv6 prefix block (issue 14) is its prefix's."""
         if d.block is not None and is_prefix(d.block.addr):
-            return f"{addr} (prefix {d.block.addr})", PREFIX6
+            return addr, f"{PREFIX6} (its prefix {d.block.addr})"
         return addr, SET4 if ev.addr.version == 4 else SET6
 
     def _hosts_deny(self, ev, d):
