@@ -196,7 +196,7 @@ class Firewall:
         self.table = _table(table)
         self._nft = None
         self._lock = threading.Lock()  # one context = one output buffer and flag set
-        self._spared, self._ready = (), False
+        self._spared, self._ready, self._spare_failed = (), False, False
 
     def _ctx(self):
         if self._nft is None:
@@ -251,16 +251,21 @@ class Firewall:
 
     def setup(self):
         self._run(render_setup(self.table, self._spared))
-        self._ready = True
+        self._ready, self._spare_failed = True, False
 
     def spare(self, nets):
         """The ignore list's networks: no prefix block drops them. Kept for setup() (and
-        a restored table) until the table exists."""
+        a restored table) until the table exists. Never raises: if nft refuses (our table
+        deleted meanwhile), intact() says so and the table is rebuilt with them."""
         nets = tuple(nets)
         if nets != self._spared:
             self._spared = nets
             if self._ready:
-                self._run(render_spared(self.table, nets))
+                try:
+                    self._run(render_spared(self.table, nets))
+                    self._spare_failed = False
+                except FirewallError:
+                    self._spare_failed = True
 
     def add(self, addr, timeout_s):
         """Block addr for timeout_s seconds (0 = until removed); last add wins."""
@@ -352,7 +357,8 @@ class Firewall:
         sets = {b.get("name") for b in kinds.get("set", ())}
         chains = {b.get("name") for b in kinds.get("chain", ())}
         rules = [b for b in kinds.get("rule", ()) if b.get("chain") == "input"]
-        return {SET4, SET6, PREFIX6, SPARED6} <= sets and "input" in chains and len(rules) >= 3
+        return {SET4, SET6, PREFIX6, SPARED6} <= sets and "input" in chains and \
+            len(rules) >= 3 and not self._spare_failed
 
     def delete_table(self):
         self._run(render_delete_table(self.table))
