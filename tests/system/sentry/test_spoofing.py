@@ -84,9 +84,7 @@ def test_portsentry_response_blocks_every_decoy(lab):
 
 ECHO_SERVER = """
 import socket, sys, threading
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(8)
+s = socket.create_server(("", int(sys.argv[1])), family=socket.AF_INET6, dualstack_ipv6=True)
 def serve(c):
     while True:
         b = c.recv(100)
@@ -106,37 +104,46 @@ while True:
 """
 
 
-def test_spoofed_flood_of_a_peer_never_blocks_it(lab):
-    """hping3 floods tripwires under the address of a peer that holds a connection to the
-    target, from a different hop distance (--ttl 40: 24 hops, the peer is 0 hops away)."""
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_spoofed_flood_of_a_peer_never_blocks_it(lab, v6):
+    """A flood of tripwire probes under the address of a peer that holds a connection to the
+    target, from a different hop distance (--ttl 40: 24 hops, the peer is 0 hops away).
+    IPv4: hping3 -a. IPv6 (hping3 has none): nmap -6 --ttl 40 from the peer's own address,
+    which to the sentry is the same thing: packets naming the peer that did not come the
+    peer's path length (--send-ip: nmap's own neighbour solicitation would carry hop
+    limit 40 as well and be dropped)."""
     lab.wait_reachable()
-    peer = lab.scanner_ip4
+    peer = lab.scanner_ip6 if v6 else lab.scanner_ip4
+    target = lab.target_ip6 if v6 else lab.target_ip4
     server = lab.popen(lab.target_ns, "python3", "-c", ECHO_SERVER, "7070")
     client = None
     try:
         with SentryProcess(lab) as sw:
             time.sleep(0.5)
             client = lab.popen(lab.scanner_ns, "python3", "-u", "-c", ECHO_CLIENT,
-                               lab.target_ip4, "7070", stdout=subprocess.PIPE, text=True)
+                               target, "7070", stdout=subprocess.PIPE, text=True)
             assert client.stdout.readline().strip() == "1"
             time.sleep(1)  # its packets teach the sentry the peer's hop count
-            flood = lab.run(lab.scanner_ns, "hping3", "-n", "-q", "-S", "-a", peer, "--ttl",
-                            "40", "-p", "++1", "-i", "u300", "-c", "3000", lab.target_ip4,
-                            timeout=60)
-            assert flood.returncode in (0, 1), flood.stderr
+            if v6:
+                nmap(lab, "-sS", "--ttl", "40", "--send-ip", "-p", "1-1000", v6=True)
+            else:
+                flood = lab.run(lab.scanner_ns, "hping3", "-n", "-q", "-S", "-a", peer,
+                                "--ttl", "40", "-p", "++1", "-i", "u300", "-c", "3000",
+                                lab.target_ip4, timeout=60)
+                assert flood.returncode in (0, 1), flood.stderr
             wait_for(lambda: "possibly spoofed" in sw.log(), timeout=10,
                      what="the forged flood logged as possibly spoofed")
             log = sw.log()
             assert re.search(rf"Host {re.escape(peer)} \(possibly spoofed: hop count 24 differs "
                              r"from 0 learned from an established connection\) not blocked", log), log
-            assert peer not in sw.nft_set(4), log
+            assert peer not in sw.nft_set(6 if v6 else 4), log
             assert peer not in sw.read("hosts_deny")
             assert not [b for b in sw.status()["blocked"] if b["addr"] == peer]
             # The peer's connection keeps working: fresh echoes after the flood.
             before = int(client.stdout.readline())
             time.sleep(1)
             assert int(client.stdout.readline()) > before
-            assert connect(lab, lab.target_ip4, 7070), "the peer can still open connections"
+            assert connect(lab, target, 7070), "the peer can still open connections"
             assert sw.status()["spoof"]["evidence"]["suspect"] >= 1
     finally:
         for p in (client, server):
