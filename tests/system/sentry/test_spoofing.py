@@ -5,13 +5,16 @@ nothing behind them (never RND): the return-routability challenge sends each one
 which must stay inside the lab."""
 import re
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from sentryproc import SentryProcess, connect, nmap, wait_for
 
 NDECOYS = 10
+RAWSEND = str(Path(__file__).resolve().parents[1] / "rawsend.py")
 
 
 def decoys(lab, v6):
@@ -150,3 +153,45 @@ def test_spoofed_flood_of_a_peer_never_blocks_it(lab, v6):
             if p is not None:
                 p.kill()
                 p.wait()
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_lone_forged_source_that_never_answers_is_unverified_and_fully_blocked(lab, v6):
+    """"unverified" is everything else: a forged address with nothing behind it, probing
+    alone (no cohort, no connection with us). It cannot answer the challenge, and the
+    default response for it is the full one, as PortSentry's. IPv4: hping3 -a; IPv6
+    (hping3 has none): hand-built SYNs from an address in an unrouted /64 of the lab."""
+    lab.wait_reachable()
+    if v6:
+        base = lab.target_ip6.rsplit("::", 1)[0]
+        fake, fam = f"{base}:77::77", 6
+        # the challenge to the fake's /64 goes to the scanner's namespace and dies there
+        res = lab.run(lab.target_ns, "ip", "-6", "route", "add", f"{base}:77::/64",
+                      "via", lab.scanner_ip6)
+        assert res.returncode == 0, res.stderr
+    else:
+        fake, fam = lab.target_ip4.rsplit(".", 1)[0] + ".77", 4
+    with SentryProcess(lab) as sw:
+        if v6:
+            mac = lab.run(lab.target_ns, "cat",
+                          f"/sys/class/net/{lab.target_if}/address").stdout.strip()
+            res = lab.run(lab.scanner_ns, sys.executable, RAWSEND, lab.scanner_if, mac, fake,
+                          lab.target_ip6, "--ports", "1-40", "--flags", "S")
+            assert res.returncode == 0, res.stderr
+        else:
+            res = lab.run(lab.scanner_ns, "hping3", "-n", "-q", "-S", "-a", fake, "-p", "++1",
+                          "-i", "u2000", "-c", "40", lab.target_ip4, timeout=60)
+            assert res.returncode in (0, 1), res.stderr
+        sw.wait_history(fake, timeout=15)
+        log = sw.log()
+        assert re.search(rf"Host {re.escape(fake)} has been blocked via nftables .*"
+                         r"\(evidence: unverified", log), log
+        assert fake in sw.nft_set(fam), log
+        assert (f"[{fake}]" if v6 else fake) in sw.read("hosts_deny")
+        assert "possibly spoofed" not in log, log
+        st = sw.status()
+        assert [b["strength"] for b in st["blocked"]] == ["unverified"], st["blocked"]
+        assert st["spoof"]["evidence"]["unverified"] >= 1, st["spoof"]
+        assert st["spoof"]["challenges_answered"] == 0, st["spoof"]
+        ev = [e for e in sw.events() if e.get("action") == "block"]
+        assert ev and ev[0]["strength"] == "unverified", ev
