@@ -30,6 +30,7 @@ IPv6 scans, but its auto-block (ipt_block) takes IPv4 addresses only. Per cell:
 cell). The table is printed as Markdown; --json keeps the raw cells.
 """
 import argparse
+import ipaddress
 import json
 import os
 import re
@@ -105,6 +106,12 @@ LISTEN6 = ("import socket,sys,time\nss=[]\nfor p in sys.argv[1].split(','):\n"
            "print('ready', flush=True)\ntime.sleep(3600)\n")
 
 
+def block_key(addr):
+    """What scanwatch blocks a source as: the address, or an IPv6 one's /64 (V6_PREFIX)."""
+    ip = ipaddress.ip_address(addr)
+    return str(ipaddress.ip_network(f"{ip}/64", strict=False)) if ip.version == 6 else str(ip)
+
+
 def nmap_states(xml):
     """{state: count} over every port nmap listed or summarised."""
     host = ET.fromstring(xml).find("host")
@@ -151,20 +158,22 @@ class Scanwatch:
     def result(self, scanner, fakes):
         log = (self.d / "scanwatch.log").read_text()
         deny = (self.d / "hosts.deny").read_text() if (self.d / "hosts.deny").exists() else ""
-        fam = 6 if ":" in scanner else 4
-        res = self.t.lab.run("target", "nft", "-j", "list", "set", "inet", "scanwatch",
-                             f"blocked{fam}")
+        # An IPv6 source is blocked as its /64 in set prefix6 (issue 14's V6_PREFIX)
         nft = set()
-        if res.returncode == 0:
-            for item in json.loads(res.stdout)["nftables"]:
+        for name in ("blocked4", "blocked6", "prefix6"):
+            res = self.t.lab.run("target", "nft", "-j", "list", "set", "inet", "scanwatch", name)
+            for item in json.loads(res.stdout)["nftables"] if res.returncode == 0 else ():
                 for el in item.get("set", {}).get("elem", []):
-                    nft.add(el["elem"]["val"] if isinstance(el, dict) else el)
+                    val = el.get("elem", el).get("val", el) if isinstance(el, dict) else el
+                    pfx = val.get("prefix") if isinstance(val, dict) else None
+                    nft.add(f"{pfx['addr']}/{pfx['len']}" if pfx else str(val))
         st = json.loads(self.t.lab.run("target", S.SCANWATCH, "status", "--json", "--run-dir",
                                        self.d / "run").stdout)
         return {"reported": f"from host: {scanner}/" in log or f"Host {scanner} " in log,
-                "blocked": scanner in nft,
-                "innocents": sum(1 for a in fakes if a in nft or f"ALL: {a}\n" in deny
-                                 or f"ALL: [{a}]\n" in deny),
+                "blocked": block_key(scanner) in nft,
+                "innocents": sum(1 for a in fakes if block_key(a) in nft
+                                 or f"ALL: {a}\n" in deny or f"ALL: [{a}]" in deny
+                                 or f"ALL: [{block_key(a).split('/')[0]}]/" in deny),
                 "kernel_only": sum(1 for a in fakes if re.search(
                     rf"Host {re.escape(a)} \(possibly spoofed", log)),
                 "badsum": st["counters"].get("badsum", 0)}
