@@ -1,8 +1,8 @@
 """The only module that talks to Redis (redis-py). Every Redis error leaves here as one
 FleetError line; callers never see a redis exception or a traceback.
 
-Commands used (and so the ACL a fleet user needs): XADD, XREAD, PFADD, PFCOUNT, EXPIRE,
-HSET, HGETALL, PING, plus CLUSTER SLOTS and COMMAND when FLEET_URL points at a cluster
+Commands used (and so the ACL a fleet user needs): XADD, XREAD, XREVRANGE, PFADD, PFCOUNT,
+EXPIRE, HSET, HSETNX, HGETALL, PING, plus CLUSTER SLOTS and COMMAND when FLEET_URL points at a cluster
 (redis-py learns the slot map and the key positions with them).
 """
 import os
@@ -158,24 +158,48 @@ class Link:
             return not self.client.xrevrange(stream, count=1)  # empty: nothing to miss
         return self._call(check)
 
-    def sight(self, keys_for, batch, window):
+    def sight(self, keys_for, batch, window, marks=None, marks_key=None, host=""):
         """PFADD each source's host:port pairs into its HyperLogLog, start its window
         (EXPIRE NX: the window runs from the first sighting, it does not slide), and return
-        {addr: distinct pairs so far}."""
+        {addr: distinct pairs so far}. marks {addr: strength}: this member's "possibly
+        spoofed" marks, HSET host -> strength in the source's marks hash (same window)."""
+        marks = marks or {}
+
         def run():
             pipe = self.client.pipeline(transaction=False)
             order = []
             for addr, members in batch.items():
                 key = keys_for(addr)
                 pipe.pfadd(key, *members)
-                pipe.expire(key, window, nx=True)
+                # EXPIRE's NX option as a raw argument: redis-py 4.3.4 (Debian 12's
+                # python3-redis) has no nx= keyword; Redis >= 7 knows the option
+                pipe.execute_command("EXPIRE", key, window, "NX")
                 # one key per PFCOUNT: redis-py's cluster pipeline refuses .pfcount() as a
                 # possibly cross-slot command; the raw command on one key is fine anywhere
                 pipe.execute_command("PFCOUNT", key)
                 order.append(addr)
+            for addr, strength in marks.items():
+                key = marks_key(addr)
+                pipe.hset(key, host, strength)
+                pipe.execute_command("EXPIRE", key, window, "NX")
             res = pipe.execute()
             return {a: int(res[3 * i + 2]) for i, a in enumerate(order)}
-        return self._call(run) if batch else {}
+        return self._call(run) if batch or marks else {}
+
+    def claim(self, key, host, window):
+        """True for the one member that first claims a source's fleet verdict (HSETNX):
+        the others leave it to that member's judgement and its stream entry."""
+        def run():
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hsetnx(key, "by", host)
+            pipe.execute_command("EXPIRE", key, window, "NX")
+            return bool(pipe.execute()[0])
+        return self._call(run)
+
+    def marks(self, key):
+        """{host: strength} a source was marked with (empty if none)."""
+        raw = self._call(lambda: self.client.hgetall(key))
+        return {k.decode(): v.decode() for k, v in raw.items()}
 
     def heartbeat(self, members_key, host, record):
         return self._call(lambda: self.client.hset(members_key, host, record))

@@ -2,7 +2,7 @@
 Redis or the firewall here (wire.py does, link.py carries)."""
 from collections import OrderedDict
 
-from .message import NEVER_SHARED, Refused, remaining
+from .message import EVIDENCE, NEVER_SHARED, Refused, remaining
 
 
 def parse_share(items):
@@ -72,6 +72,9 @@ def judge(entry, *, me, now, is_protected, is_blocked, seen):
     if is_protected(entry.addr):
         return REFUSE, f"{entry.addr} is protected here (own address, gateway, resolver, " \
                        "SSH peer or ignore list)", 0
+    if entry.kind != "unblock" and entry.evidence in NEVER_SHARED:
+        # no honest member publishes these: a member gone wrong or a forged entry
+        return REFUSE, f"{entry.addr} is possibly spoofed ({entry.evidence}): never applied", 0
     if entry.kind == "unblock":
         return APPLY, "", 0
     secs = remaining(entry, now)
@@ -126,5 +129,51 @@ def sweep_verdict(count, threshold):
     return threshold > 0 and count >= threshold
 
 
+# --- spoof evidence for fleet sweeps (issue 15 after issue 13) ----------------------------
+RANK = {"suspect": 3, "decoy": 2}  # the stronger "possibly spoofed" mark wins
+
+
+def lockstep(rows, window_ns, min_ports=1):
+    """Sources of one walk of the kernel's source table that probe in lockstep: the same
+    ports in the same order (one's recent ports a prefix of the other's: a walk can fall
+    between two members' probes of one port), their first probes within window_ns (nmap -D
+    sends each probe from every decoy back to back). rows: [(addr, first_ns, ports)].
+    O(n log n): sorted per first port, each row compared with its neighbour only, so a
+    random-source flood of one port costs no more than its size."""
+    groups, out = {}, set()
+    for addr, first_ns, ports in rows:
+        if len(ports) >= min_ports:
+            groups.setdefault(ports[0], []).append((first_ns, addr, tuple(ports)))
+    for members in groups.values():
+        members.sort()
+        for (t0, a0, p0), (t1, a1, p1) in zip(members, members[1:]):
+            n = min(len(p0), len(p1))
+            if a0 != a1 and t1 - t0 <= window_ns and p0[:n] == p1[:n]:
+                out.update((a0, a1))
+    return out
+
+
+def sweep_strength(flags, answered):
+    """The evidence of a fleet sweep, as evidence.py judges a local report: a hop-count
+    mismatch seen by any member (suspect) outweighs an answer; then the return-routability
+    challenge answered (proven); then membership of a lockstep cohort that did not answer
+    (decoy); else unverified. flags: the strengths members marked the source with."""
+    flags = set(flags)
+    if "suspect" in flags:
+        return "suspect"
+    if answered:
+        return "proven"
+    if "decoy" in flags:
+        return "decoy"
+    return "unverified"
+
+
+def response(evidence, responses):
+    """EVIDENCE_RESPONSE's answer (full / kernel / log) to a fleet block of that evidence;
+    anything unknown is treated as possibly spoofed (log)."""
+    return responses.get(evidence, "log") if evidence in EVIDENCE else "log"
+
+
 __all__ = ["Refused", "parse_share", "should_share", "LineLimiter", "Seen", "judge",
-           "Sightings", "sweep_verdict", "SKIP", "APPLY", "REFUSE"]
+           "Sightings", "sweep_verdict", "SKIP", "APPLY", "REFUSE", "lockstep",
+           "sweep_strength", "response", "RANK"]
