@@ -89,7 +89,13 @@ class Sightings:
     """Probes to closed ports and tripwires, gathered per source and sent in batches:
     never one Redis call per packet. A source sends at most `per_source` distinct
     host:port pairs per batch and a batch holds at most `max_sources` sources, so a flood of
-    spoofed sources cannot grow a batch (or Redis) without bound."""
+    spoofed sources cannot grow a batch (or Redis) without bound.
+
+    While Redis is away the batch stays here (restore() puts back one whose send failed)
+    and keeps gathering, merged per source, so an outage costs memory bounded by the same
+    two limits (1,024 x 64 pairs, a few MB at worst) and loses no horizontal scan; pairs
+    older than the fleet's window when Redis is back are dropped (they would be counted in
+    a window they do not belong to)."""
 
     def __init__(self, host, *, interval=0.2, per_source=64, max_sources=1024):
         self.host = host
@@ -97,10 +103,13 @@ class Sightings:
         self.per_source = per_source
         self.max_sources = max_sources
         self.pending = {}
+        self.first = {}      # addr -> clock of its oldest pending pair
+        self.inflight = None
         self.dropped = 0
+        self.stale = 0
         self.last_flush = None
 
-    def add(self, addr, ports):
+    def add(self, addr, ports, now=0.0):
         """ports: ((proto, port), ...) the probe hit."""
         pairs = self.pending.get(addr)
         if pairs is None:
@@ -108,6 +117,7 @@ class Sightings:
                 self.dropped += 1
                 return
             pairs = self.pending[addr] = set()
+            self.first[addr] = now
         for proto, port in ports:
             if len(pairs) >= self.per_source:
                 break
@@ -120,9 +130,47 @@ class Sightings:
             self.last_flush = now
         return now - self.last_flush >= self.interval
 
-    def take(self, now):
-        batch, self.pending, self.last_flush = self.pending, {}, now
+    def take(self, now, max_age=None):
+        """The batch to send; kept aside until the next take() or restore()."""
+        batch, first = self.pending, self.first
+        self.pending, self.first, self.last_flush = {}, {}, now
+        if max_age is not None:
+            old = [a for a, t in first.items() if now - t > max_age]
+            self.stale += len(old)
+            for a in old:
+                del batch[a]
+        self.inflight = (batch, first)
         return {a: sorted(p) for a, p in batch.items()}
+
+    def sent(self):
+        self.inflight = None
+
+    def queued(self):
+        """Sources waiting to be sent, the batch in flight included."""
+        if self.inflight is None:
+            return len(self.pending)
+        return len(self.pending.keys() | self.inflight[0].keys())
+
+    def restore(self):
+        """The last batch was not sent (Redis away): back into the pending ones, merged
+        per source, within the same bounds."""
+        if self.inflight is None:
+            return
+        batch, first = self.inflight
+        self.inflight = None
+        for addr, pairs in batch.items():
+            mine = self.pending.get(addr)
+            if mine is None:
+                if len(self.pending) >= self.max_sources:
+                    self.dropped += 1
+                    continue
+                mine = self.pending[addr] = set()
+            t = first[addr]
+            self.first[addr] = min(t, self.first.get(addr, t))
+            for pair in pairs:
+                if len(mine) >= self.per_source:
+                    break
+                mine.add(pair)
 
 
 def sweep_verdict(count, threshold):

@@ -19,7 +19,7 @@ import struct
 import time
 import uuid
 
-from ...errors import ScanwatchError
+from ...errors import FleetError, ScanwatchError
 from ..kernel import contract as K
 from ..kernel.program import mono_now
 from ..spoofguard import WAIT
@@ -37,6 +37,8 @@ class Sweeps:
         self.swept = {}    # addr -> wall time of its verdict: judged once per window
         self.pending = {}  # addr -> (monotonic deadline, count, marks): challenge out
         self.recent = {}   # addr -> (first_ns, ports) of the last walk: cohorts across walks
+        self.marks = {}    # addr -> strength: marks not yet sent (kept while Redis is away)
+        self.unjudged = {}  # addr -> count: over FLEET_SWEEP, verdict not yet made
         self._walk_from = 0  # CLOCK_MONOTONIC ns of the last walk of the source table
         self.stats = fleet.stats
         self.stats.update(marked=0, spared=0)
@@ -71,15 +73,15 @@ class Sweeps:
         for addr in fresh:
             judged = guard.possibly_spoofed(addr)
             strength = judged if judged in member.RANK else ("decoy" if addr in cohort else None)
-            if strength and len(marks) < MARK_MAX:
+            if strength:
                 marks[addr] = strength
         self.recent = fresh
         return marks
 
-    def send(self):
-        """New closed-port probes per source since the last walk, as host:port pairs into
-        the source's HyperLogLog (with this member's marks); verdicts for those over
-        FLEET_SWEEP; verdicts whose challenge is due."""
+    def gather(self):
+        """New closed-port probes per source since the last walk, into the pending batch
+        (merged per source), with this member's marks. Runs while Redis is away too: a
+        short outage loses no horizontal scan (the kernel's table would have moved on)."""
         cfg, f = self.d.cfg, self.f
         if not cfg.FLEET_SWEEP:
             return
@@ -87,19 +89,43 @@ class Sweeps:
         blocks = self.d.policy.blocks
         fresh = {a: v for a, v in fresh.items()
                  if a not in self.swept and a not in blocks and not f._protected(a)}
-        marks = self._marks(fresh)
+        now = time.monotonic()
+        for addr, strength in self._marks(fresh).items():
+            old = self.marks.get(addr)
+            if old is None and len(self.marks) >= MARK_MAX:
+                continue
+            if old is None or member.RANK[strength] > member.RANK[old]:
+                self.marks[addr] = strength
         for addr, (_t, ports) in fresh.items():
-            f.sightings.add(addr, ports)
-        batch = f.sightings.take(time.monotonic())
-        self.stats["marked"] += len(marks)
-        counts = f.pub_link.sight(f.keys.sweep, batch, cfg.FLEET_WINDOW, marks, f.keys.spoof,
-                                  f.me)
-        for addr, n in counts.items():
-            if member.sweep_verdict(n, cfg.FLEET_SWEEP) and addr not in self.swept:
-                self.swept[addr] = time.time()
-                self.stats["sweeps"] += 1
-                self._judge(addr, n)
+            f.sightings.add(addr, ports, now)
+
+    def flush(self):
+        """The pending batch to Redis (PFADD, marks, PFCOUNT); verdicts for sources over
+        FLEET_SWEEP; verdicts whose challenge is due. On a Redis error the batch, the marks
+        and the verdicts not yet judged stay for the next try."""
+        cfg, f = self.d.cfg, self.f
         self.due()
+        if not cfg.FLEET_SWEEP:
+            return
+        if f.sightings.pending or self.marks:
+            batch = f.sightings.take(time.monotonic(), max_age=cfg.FLEET_WINDOW)
+            try:
+                counts = f.pub_link.sight(f.keys.sweep, batch, cfg.FLEET_WINDOW, self.marks,
+                                          f.keys.spoof, f.me)
+            except FleetError:
+                f.sightings.restore()
+                raise
+            f.sightings.sent()
+            self.stats["marked"] += len(self.marks)
+            self.marks = {}
+            for addr, n in counts.items():
+                if member.sweep_verdict(n, cfg.FLEET_SWEEP) and addr not in self.swept:
+                    self.unjudged[addr] = n
+        for addr, n in list(self.unjudged.items()):
+            self._judge(addr, n)  # a Redis error leaves the rest for the next try
+            del self.unjudged[addr]
+            self.swept[addr] = time.time()
+            self.stats["sweeps"] += 1
         cutoff = time.time() - cfg.FLEET_WINDOW
         for a in [a for a, t in self.swept.items() if t < cutoff]:
             del self.swept[a]

@@ -187,14 +187,15 @@ class Fleet:
             # in an outage keeps them
             self._to_spool(SIGHT_S)
             now = time.monotonic()
+            if now >= next_sight:  # gathered while Redis is away too (kept, merged, bounded)
+                self.sweeps.gather()
+                # at most ~10 % of a core for the walk, however full the table is
+                next_sight = now + max(SIGHT_S, 9 * (time.monotonic() - now))
             if now < retry_at:
                 continue
             try:
                 self._send_spool()
-                if now >= next_sight:
-                    self.sweeps.send()
-                    # at most ~10 % of a core for the walk, however full the table is
-                    next_sight = now + max(SIGHT_S, 9 * (time.monotonic() - now))
+                self.sweeps.flush()
                 if now >= next_beat:
                     self._heartbeat()
                     next_beat = now + HEARTBEAT_S
@@ -364,7 +365,8 @@ class Fleet:
     # --- for status ---------------------------------------------------------------------
     def status(self):
         return dict(self.stats, queued=len(self.spool) + self.q.qsize(), host=self.me,
-                    name=self.keys.name)
+                    name=self.keys.name, sightings_queued=self.sightings.queued(),
+                    sightings_dropped=self.sightings.dropped, sightings_stale=self.sightings.stale)
 
     def members(self):
         out = {}
