@@ -14,7 +14,7 @@ PASSWORD = "fleet-test-secret-7c1"
 # The least-privilege ACL line the README documents (keys of the fleet's prefix only,
 # the commands link.py uses only).
 ACL = ("user {user} on >{pw} ~{prefix}:* resetchannels -@all +xadd +xread +xrevrange "
-       "+pfadd +pfcount +expire +hset +hsetnx +hgetall +ping +cluster|slots +command")
+       "+pfadd +pfcount +expire +hset +hsetnx +hgetall +ping +cluster|slots +command +info")
 
 
 class RedisServer:

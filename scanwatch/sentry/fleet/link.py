@@ -2,18 +2,27 @@
 FleetError line; callers never see a redis exception or a traceback.
 
 Commands used (and so the ACL a fleet user needs): XADD, XREAD, XREVRANGE, PFADD, PFCOUNT,
-EXPIRE, HSET, HSETNX, HGETALL, PING, plus CLUSTER SLOTS and COMMAND when FLEET_URL points at a cluster
-(redis-py learns the slot map and the key positions with them).
+EXPIRE, HSET, HSETNX, HGETALL, PING, plus CLUSTER SLOTS and COMMAND when FLEET_URL points
+at a cluster (redis-py learns the slot map and the key positions with them), and INFO there
+too with redis-py before 5.0.8 (Debian 12's python3-redis 4.3.4 asks a cluster node's INFO
+whether cluster mode is on).
 """
+import logging
 import os
 import ssl
 import stat
+import time
 
 import redis
 from redis import cluster as rcluster
 
 from ...errors import FleetError
 from .message import parse_url
+
+# redis-py logs some errors itself, with a traceback (4.3.4's cluster client does, before
+# it raises): every error is reported here in one line instead.
+logging.getLogger("redis").addHandler(logging.NullHandler())
+logging.getLogger("redis").propagate = False
 
 
 def read_password(path):
@@ -65,6 +74,7 @@ class Link:
         self.name = name
         self.client = None
         self.cluster = False
+        self.ok_at = 0.0  # monotonic time of the last command that went through
 
     def _kw(self, block_s):
         kw = dict(host=self.host, port=self.port, username=self.user, password=self.password,
@@ -117,7 +127,9 @@ class Link:
         if self.client is None:
             self.connect()
         try:
-            return fn(*args, **kw)
+            out = fn(*args, **kw)
+            self.ok_at = time.monotonic()
+            return out
         except (redis.RedisError, rcluster.RedisClusterException) as err:
             self.close()  # the next call reconnects
             raise FleetError(describe(err, self.password is not None)) from None
@@ -171,9 +183,7 @@ class Link:
             for addr, members in batch.items():
                 key = keys_for(addr)
                 pipe.pfadd(key, *members)
-                # EXPIRE's NX option as a raw argument: redis-py 4.3.4 (Debian 12's
-                # python3-redis) has no nx= keyword; Redis >= 7 knows the option
-                pipe.execute_command("EXPIRE", key, window, "NX")
+                pipe.expire(key, window, nx=True)
                 # one key per PFCOUNT: redis-py's cluster pipeline refuses .pfcount() as a
                 # possibly cross-slot command; the raw command on one key is fine anywhere
                 pipe.execute_command("PFCOUNT", key)
@@ -181,19 +191,21 @@ class Link:
             for addr, strength in marks.items():
                 key = marks_key(addr)
                 pipe.hset(key, host, strength)
-                pipe.execute_command("EXPIRE", key, window, "NX")
+                pipe.expire(key, window, nx=True)
             res = pipe.execute()
             return {a: int(res[3 * i + 2]) for i, a in enumerate(order)}
         return self._call(run) if batch or marks else {}
 
     def claim(self, key, host, window):
-        """True for the one member that first claims a source's fleet verdict (HSETNX):
-        the others leave it to that member's judgement and its stream entry."""
+        """True for the one member that first claims a source's fleet verdict (HSETNX),
+        and for that member again (a retry after a Redis error): the others leave it to
+        that member's judgement and its stream entry."""
         def run():
             pipe = self.client.pipeline(transaction=False)
             pipe.hsetnx(key, "by", host)
-            pipe.execute_command("EXPIRE", key, window, "NX")
-            return bool(pipe.execute()[0])
+            pipe.expire(key, window, nx=True)
+            pipe.hgetall(key)
+            return pipe.execute()[2].get(b"by") == host.encode()
         return self._call(run)
 
     def marks(self, key):

@@ -193,17 +193,22 @@ class Fleet:
                 next_sight = now + max(SIGHT_S, 9 * (time.monotonic() - now))
             if now < retry_at:
                 continue
+            tried = time.monotonic()
             try:
                 self._send_spool()
                 self.sweeps.flush()
                 if now >= next_beat:
                     self._heartbeat()
                     next_beat = now + HEARTBEAT_S
-                self._up()
-                attempt = 0
+                # connected only once a command went through (with nothing to send, no
+                # command proves anything: Redis may have gone since the last one)
+                if self.pub_link.ok_at >= tried:
+                    self._up()
+                    attempt = 0
             except FleetError as err:
                 attempt, step = self._trouble(err, attempt, wait=False)
                 retry_at = time.monotonic() + step
+                next_beat = 0.0  # the retry sends a heartbeat: a command that proves Redis back
 
     def _send_spool(self):
         while len(self.spool):
