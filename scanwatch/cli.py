@@ -141,12 +141,13 @@ def status(config_path, run_dir, as_json, fleet):
 @click.option("--fleet", "fleet", is_flag=True, help="Lift it on every member of the fleet.")
 @click.argument("addr")
 def unblock(config_path, run_dir, state_dir, hosts_deny, nft_table, fleet, addr):
-    """Lift the block of ADDR (nftables, XDP map, hosts.deny)."""
+    """Lift the block of ADDR (nftables, XDP map, hosts.deny); an IPv6 prefix block
+    (2001:db8::/64) by its prefix or, with the daemon running, any address in it."""
     from .sentry.ignore import canonical
     try:
         addr = str(canonical(addr))
     except ValueError:
-        raise ScanwatchError(f"{addr!r} is not an IPv4 or IPv6 address") from None
+        raise ScanwatchError(f"{addr!r} is not an IPv4 or IPv6 address or IPv6 prefix") from None
     from .sentry.admin import offline
     cfg = _load(config_path, RUN_DIR=run_dir, STATE_DIR=state_dir, HOSTS_DENY_FILE=hosts_deny,
                 NFT_TABLE=nft_table)

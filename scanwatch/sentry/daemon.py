@@ -58,7 +58,7 @@ class Daemon:
         self.netwatch = None
         self.sentry = Sentry(cfg.MAX_SOURCES, cfg.MAX_BLOCKED)
         self.firewall = Firewall(cfg.NFT_TABLE)
-        self.dest = Destinations(self.sentry, self.firewall, self.log)  # issue 14
+        self.dest = Destinations(self.sentry, self.firewall, self.log, self.lock)  # issue 14
         self.hosts_deny = HostsDeny(cfg.HOSTS_DENY_FILE, os.path.join(cfg.STATE_DIR, "hostsdeny.json"))
         self.recorder = records.RecordWriter(
             cfg.HISTORY_FILE, {m: cfg.blocked_file(m) for m in self.modes.values()},
@@ -66,17 +66,16 @@ class Daemon:
         self.overrides = dict(overrides or {})  # command-line settings, kept across SIGHUP
         self.reload_wanted = False
         self.budget = BlockBudget(cfg.BLOCK_RATE)
-        self.capped = 0  # sources blocked in XDP only since the last summary
-        self.capped_total = 0
-        self.policy = Policy(is_ignored=self.is_ignored, modes=self.modes)
+        self.capped = self.capped_total = 0  # XDP-only blocks: since the last summary, ever
+        self.policy = Policy(is_ignored=self.is_ignored, modes=self.modes, v6_prefix=cfg.V6_PREFIX)
         self._apply_policy_settings()
         self.store = BlockStore(cfg.STATE_DIR)
         self.reporter = Reporter(cfg, self.log, self.recorder, self.hosts_deny, dry_run,
-                                 command_timeout=cfg.COMMAND_TIMEOUT)
+                                 command_timeout=cfg.COMMAND_TIMEOUT,
+                                 spared=lambda: self.ignore_list.networks())
         self.server = control.Server(cfg.RUN_DIR, lambda req: status.handle_request(self, req),
                                      cfg.CONTROL_GROUP)
-        self.metrics = self.ruleset_monitor = None
-        self.blocks_total = 0
+        self.metrics, self.ruleset_monitor, self.blocks_total = None, None, 0
         self.guard = SpoofGuard(self)  # issue 13: evidence, challenge, spoof-aware response
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -249,6 +248,7 @@ class Daemon:
         self.reporter.close()
         if self.netwatch is not None:
             self.netwatch.close()
+        self.dest.close()
         if self.started:
             try:
                 self.store.compact(self.policy.blocks.values())
@@ -277,13 +277,13 @@ class Daemon:
         # Built once per change (not per event): the policy asks it for every report.
         self.ignore_list = ignore.IgnoreList(self.file_ignores, self.own)
         self.sentry.set_ignored(self.ignore_list.networks())
+        self.firewall.spare(self.ignore_list.networks())  # never dropped by a prefix block
 
     def _refresh(self):
         # Never lock the admin out: own addresses, default gateways, DNS resolvers and
         # the peers of established SSH sessions are ignored whatever the ignore file says.
         self.protected = self.netwatch.refresh(time.monotonic())
-        mine = self.netwatch.own_addresses()
-        self.dest.refresh(mine, time.monotonic())  # issue 14: only probes of this host count
+        mine = self.dest.refresh(time.monotonic())  # issue 14: only probes of this host count
         own = mine.union(*self.protected.values())
         if own != self.own:
             self.own = own
@@ -431,8 +431,8 @@ class Daemon:
                 self.log.error("error: unblocking %s: %s", addr, err)
 
     def unblock(self, addr):
-        addr = str(ignore.canonical(addr))
         with self.lock:
+            addr = self.policy.key_of(addr)  # an address in a blocked prefix names the prefix
             entry = self.policy.unblock(addr)
             self._lift(addr)
             self.store.remove(addr)

@@ -123,8 +123,9 @@ SETTINGS = (
             "`portsentry` (1.2 lines) or `portsentry2` (also PortSentry 2.0's `Scan from:` line)."),
     # issue 14: living beside other XDP users
     Setting("V6_PREFIX", "int", "64",
-            "IPv6 sources are counted, and blocked in XDP, per prefix of this many bits: a "
-            "scanner rotating addresses inside its /64 adds up; 128 = per address."),
+            "IPv6 sources are counted and blocked (XDP, nftables set prefix6, hosts.deny "
+            "[net]/len) per prefix of this many bits: a scanner rotating addresses inside "
+            "its /64 adds up; ignored addresses inside stay open; 128 = per address."),
     Setting("XDP_REPLACE", "flag", "0",
             "0 = refuse to start on an interface whose XDP program another tool attached "
             "(the error names it); 1 = replace it and put it back at exit."),

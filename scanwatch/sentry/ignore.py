@@ -9,11 +9,38 @@ V4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 
 
 def canonical(addr):
-    """An address as scanwatch keys it: IPv4-mapped IPv6 (::ffff:a.b.c.d) becomes IPv4."""
+    """An address as scanwatch keys it: IPv4-mapped IPv6 (::ffff:a.b.c.d) becomes IPv4.
+    Text with a `/` is an IPv6 prefix block (issue 14): its network, host bits cleared."""
+    if isinstance(addr, str) and "/" in addr:
+        return prefix_net(addr)
     addr = ipaddress.ip_address(addr)
     if addr.version == 6 and addr.ipv4_mapped:
         return addr.ipv4_mapped
     return addr
+
+
+def prefix_net(text):
+    """An IPv6 prefix block's network ("2001:db8::/64"); a /128 is its address. IPv4
+    sources are never aggregated, so an IPv4 network (or ::/0) is a ValueError."""
+    net = ipaddress.IPv6Network(text.strip(), strict=False)
+    if net.prefixlen == 128:
+        return canonical(net.network_address)
+    if net.prefixlen == 0 or net.network_address.ipv4_mapped:
+        raise ValueError(f"{text!r} is not an IPv6 prefix scanwatch blocks")
+    return net
+
+
+def subject(addr, v6_prefix):
+    """The key a source is blocked under: its address, or with V6_PREFIX < 128 an IPv6
+    source's prefix (the kernel counts and blocks those addresses as one source)."""
+    addr = canonical(addr)
+    if addr.version == 6 and 0 < v6_prefix < 128:
+        return str(ipaddress.IPv6Network((addr, v6_prefix), strict=False))
+    return str(addr)
+
+
+def is_prefix(key):
+    return "/" in key
 
 
 MAPPED_PREFIX = b"\0" * 10 + b"\xff\xff"
@@ -40,7 +67,9 @@ def to_key(addr):
     key = fast_key(addr)
     if key is not None:
         return key
-    addr = ipaddress.ip_address(addr)
+    addr = canonical(addr)
+    if addr.version == 6 and isinstance(addr, ipaddress.IPv6Network):
+        return addr.network_address.packed  # a prefix block's key, as XDP masks sources
     if addr.version == 4:
         return b"\0" * 10 + b"\xff\xff" + addr.packed
     return addr.packed

@@ -8,7 +8,7 @@ import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
-from .ignore import canonical
+from .ignore import canonical, is_prefix, subject
 from .model import BlockEntry, ScanEvent
 
 QUIET, IGNORE, ALERT, BLOCK, RUN, ALREADY = "quiet", "ignore", "alert", "block", "run", "already"
@@ -49,7 +49,8 @@ class SourceTable:
 class Policy:
     def __init__(self, *, scan_trigger=0, block_levels=None, block_timeout=3600,
                  modes=None, is_ignored=lambda addr: False, clock=time.time,
-                 timeout_max=7 * 86400, repeat_window=86400, max_offenders=100000):
+                 timeout_max=7 * 86400, repeat_window=86400, max_offenders=100000,
+                 v6_prefix=128):
         self.scan_trigger = scan_trigger
         self.block_levels = block_levels or {"TCP": 1, "UDP": 1}
         self.block_timeout = block_timeout
@@ -62,6 +63,8 @@ class Policy:
         self.clock = clock
         self.blocks = {}
         self.sources = SourceTable()
+        # issue 14: an IPv6 source is blocked per prefix, as the kernel counts it
+        self.v6_prefix = v6_prefix
 
     def on_event(self, ev):
         now = self.clock()
@@ -72,7 +75,7 @@ class Policy:
         # PortSentry semantics: SCAN_TRIGGER hits are allowed, the next one reacts.
         if ev.reason == "hit" and ev.tripwire <= self.scan_trigger:
             return Decision(QUIET, ev, mode)
-        key = str(ev.addr)
+        key = subject(ev.addr, self.v6_prefix)
         level = self.block_levels.get(ev.proto, 1)
         current = self.blocks.get(key)
         if current is not None and (current.expires is None or current.expires > now):
@@ -136,8 +139,18 @@ class Policy:
             self.offenders[b.addr] = (count, now)
         return gone
 
+    def key_of(self, addr):
+        """The block key an admin's address or prefix names: the address's own block,
+        else the prefix block that covers it (issue 14)."""
+        key = str(canonical(addr))
+        if key not in self.blocks and not is_prefix(key):
+            wider = subject(key, self.v6_prefix)
+            if wider in self.blocks:
+                return wider
+        return key
+
     def unblock(self, addr):
-        return self.blocks.pop(str(canonical(addr)), None)
+        return self.blocks.pop(self.key_of(addr), None)
 
     def withdraw(self, addr):
         """Take back a block that was decided but not carried out (over BLOCK_RATE): if

@@ -12,7 +12,7 @@ import json
 import os
 
 from ..errors import SetupError, StateError
-from .ignore import fast_key
+from .ignore import fast_key, prefix_net
 from .model import BLOCK_FIELDS, BlockEntry
 
 SNAPSHOT, JOURNAL = "blocks.json", "blocks.journal"
@@ -209,12 +209,20 @@ _NUM = (int, float)
 _AT = {name: i for i, name in enumerate(BLOCK_FIELDS)}
 
 
+def _is_prefix_block(addr):
+    """An IPv6 prefix block as the policy writes it, "2001:db8::/64" (issue 14)."""
+    try:
+        return isinstance(addr, str) and "/" in addr and str(prefix_net(addr)) == addr
+    except ValueError:
+        return False
+
+
 def _check(row):
     """Why a row cannot be a block, or "" (the fields the daemon relies on)."""
     if row is None:
         return "not a block record"
     addr, since, expires = row[_AT["addr"]], row[_AT["since"]], row[_AT["expires"]]
-    if fast_key(addr) is None:
+    if fast_key(addr) is None and not _is_prefix_block(addr):
         return f"bad address {addr!r}"
     if type(since) not in _NUM or not (expires is None or type(expires) in _NUM):
         return "bad since/expires"

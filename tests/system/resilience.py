@@ -210,8 +210,35 @@ def nft_elems(lab, family, table="scanwatch"):
     return out
 
 
+def nft_prefix_elems(lab, table="scanwatch"):
+    """{prefix: (timeout, expires)} of set prefix6 (issue 14); {} when it is missing."""
+    res = lab.run(lab.target_ns, "nft", "-j", "list", "set", "inet", table, "prefix6")
+    out = {}
+    for obj in json.loads(res.stdout)["nftables"] if res.returncode == 0 else ():
+        for el in obj.get("set", {}).get("elem", []):
+            e = el.get("elem", el) if isinstance(el, dict) else {"val": el}
+            val = e.get("val", e)
+            p = val.get("prefix") if isinstance(val, dict) else None
+            key = f"{p['addr']}/{p['len']}" if p else str(ipaddress.ip_address(val))
+            out[key] = (e.get("timeout"), e.get("expires", 0 if "timeout" in e else None))
+    return out
+
+
 def nft_all(lab, table="scanwatch"):
-    return {**nft_elems(lab, 4, table), **nft_elems(lab, 6, table)}
+    return {**nft_elems(lab, 4, table), **nft_elems(lab, 6, table),
+            **nft_prefix_elems(lab, table)}
+
+
+def v6_block(addr, bits=64):
+    """What an IPv6 source is blocked as under the default V6_PREFIX (issue 14): its /64."""
+    return str(ipaddress.ip_network(f"{addr}/{bits}", strict=False))
+
+
+def v6_deny(lab):
+    """The hosts.deny line of the lab scanner's IPv6 prefix block: the target's own address
+    shares the /64 and is never blocked, so it is excepted."""
+    net = ipaddress.ip_network(f"{lab.scanner_ip6}/64", strict=False)
+    return f"ALL: [{net.network_address}]/64 EXCEPT [{lab.target_ip6}]\n"
 
 
 def nft_ruleset(lab):

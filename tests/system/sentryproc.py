@@ -1,4 +1,5 @@
 """Runs a real `scanwatch run` inside a Lab's target namespace (a helper, not a test)."""
+import ipaddress
 import json
 import os
 import signal
@@ -124,6 +125,18 @@ class SentryProcess:
                 out.append(el["elem"]["val"] if isinstance(el, dict) else el)
         return out
 
+    def nft_blocked(self, table="scanwatch"):
+        """Every element of blocked4, blocked6 and prefix6 (issue 14), as text."""
+        out = [str(a) for f in (4, 6) for a in self.nft_set(f, table)]
+        res = self.lab.run(self.lab.target_ns, "nft", "-j", "list", "set", "inet", table,
+                           "prefix6")
+        for item in json.loads(res.stdout)["nftables"] if res.returncode == 0 else ():
+            for el in item.get("set", {}).get("elem", []):
+                val = el.get("elem", el).get("val", el) if isinstance(el, dict) else el
+                p = val.get("prefix") if isinstance(val, dict) else None
+                out.append(f"{p['addr']}/{p['len']}" if p else str(val))
+        return out
+
     def stop(self):
         """SIGTERM; returns the exit status."""
         if self.proc.poll() is None:
@@ -135,6 +148,26 @@ class SentryProcess:
                 self.proc.wait()
         self.log_fh.close()
         return self.proc.returncode
+
+
+def block_key(addr, v6_prefix=64):
+    """What a source is blocked as: its address, or an IPv6 one's /64 under the default
+    V6_PREFIX (issue 14)."""
+    ip = ipaddress.ip_address(addr)
+    if ip.version == 6 and v6_prefix < 128:
+        return str(ipaddress.ip_network(f"{ip}/{v6_prefix}", strict=False))
+    return str(ip)
+
+
+def deny_target(lab, addr):
+    """$TARGET$ of a source's hosts.deny line: an IPv6 source's /64 in brackets, naming the
+    target's own address (in the lab's /64, never blocked) after EXCEPT."""
+    key = block_key(addr)
+    if "/" not in key:
+        return key
+    net = ipaddress.ip_network(key)
+    spared = f" EXCEPT [{lab.target_ip6}]" if ipaddress.ip_address(lab.target_ip6) in net else ""
+    return f"[{net.network_address}]/{net.prefixlen}{spared}"
 
 
 def wait_for(pred, timeout=5.0, what="condition", step=0.05):

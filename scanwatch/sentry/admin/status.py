@@ -43,6 +43,7 @@ def status(d):
         "scan_trigger": d.cfg.SCAN_TRIGGER, "nft_table": f"inet {d.cfg.NFT_TABLE}",
         "packets": {k: counters.get(k, 0) for k in KIND_NAMES},
         "counters": counters, "sources_tracked": tracked, "blocked": blocks,
+        "destinations": d.dest.snapshot(),  # issue 14: own addresses, forwarded ports
         "capped_total": d.capped_total,  # blocked in XDP only: BLOCK_RATE was reached
         "logged": logged,  # reported under BLOCK_*=0 or 2: recorded, not blocked
         "protected": {k: sorted(map(str, v)) for k, v in d.protected.items()},

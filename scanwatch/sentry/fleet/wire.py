@@ -400,7 +400,8 @@ def attach(daemon):
     def submit_and_share(ev, d, extra=None):
         submit(ev, d, extra)
         if d.action == "block" and not daemon.dry_run and d.block is not None \
-                and d.block.level == 1:  # full blocks only: not log-only, not KILL_RUN_CMD-only
+                and d.block.level == 1 and "/" not in d.block.addr:  # full blocks only (not
+            # log-only, not KILL_RUN_CMD-only); an IPv6 prefix block is not shared (issue 14)
             fleet.stats["blocks_made"] += 1
             try:
                 fleet.offer_block(d.block)

@@ -1,7 +1,9 @@
 """The only module in scanwatch that talks to nftables.
 
 scanwatch owns one table, `inet <table>` (default "scanwatch"): timeout sets blocked4
-and blocked6 and an input base chain dropping their members. Every rendered command
+and blocked6, the interval set prefix6 of IPv6 prefix blocks (issue 14) with spared6
+(ignored IPv6 networks a prefix block must not drop), and an input base chain dropping
+their members. Every rendered command
 names that table, so nothing else in the ruleset is ever changed. Commands are nft
 text run through libnftables: one cmd() is one netlink transaction, which keeps add()
 far below a millisecond and makes add_many() atomic. render_* are pure functions, so
@@ -17,11 +19,13 @@ import struct
 import threading
 
 from ...errors import FirewallError
-from ..ignore import MAPPED_PREFIX, fast_key
+from ..ignore import MAPPED_PREFIX, fast_key, prefix_net
 
 _TABLE_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
 SET4, SET6 = "blocked4", "blocked6"
+PREFIX6, SPARED6 = "prefix6", "spared6"  # issue 14: IPv6 prefix blocks
 _ENOENT = "No such file or directory"
+_NOELEM = "element does not exist"
 
 
 def _table(name):
@@ -33,6 +37,14 @@ def _table(name):
 def _addr(addr):
     """(set name, canonical text) for an address. A v4-mapped v6 address is the IPv4
     host as a dual-stack socket reports it; its packets arrive as IPv4, so blocked4."""
+    if isinstance(addr, str) and "/" in addr:  # a prefix block: "2001:db8::/64"
+        try:
+            net = prefix_net(addr)
+        except ValueError as err:
+            raise FirewallError(f"invalid address or prefix: {addr!r}") from err
+        if not isinstance(net, ipaddress.IPv6Network):
+            return _addr(str(net))  # a /128
+        return PREFIX6, str(net)
     key = fast_key(addr)  # plain address text: the cheap path, same answer
     if key is not None:
         if key[:12] == MAPPED_PREFIX:
@@ -73,7 +85,17 @@ def _timeout(timeout_s):
     return f" timeout {s}s{ms}ms" if s and ms else f" timeout {s}s" if s else f" timeout {ms}ms"
 
 
-def render_setup(table):
+def render_spared(table, nets):
+    """Replace spared6 with these networks: the IPv6 ones of the ignore list, merged
+    (an interval set refuses overlapping elements)."""
+    t = _table(table)
+    v6 = [n for n in nets if n.version == 6 and not n.network_address.ipv4_mapped]
+    elems = ", ".join(str(n) for n in ipaddress.collapse_addresses(v6))
+    return f"flush set inet {t} {SPARED6}\n" + (
+        f"add element inet {t} {SPARED6} {{ {elems} }}\n" if elems else "")
+
+
+def render_setup(table, spared=()):
     """Idempotent: `add` never fails on existing objects, and the chain is flushed and
     refilled in the same transaction, so repeated setup never duplicates rules and
     there is no instant without them. Existing set elements (blocks) survive."""
@@ -82,6 +104,8 @@ def render_setup(table):
         f"add table inet {t}\n"
         f"add set inet {t} {SET4} {{ type ipv4_addr; flags timeout; }}\n"
         f"add set inet {t} {SET6} {{ type ipv6_addr; flags timeout; }}\n"
+        f"add set inet {t} {PREFIX6} {{ type ipv6_addr; flags interval, timeout; }}\n"
+        f"add set inet {t} {SPARED6} {{ type ipv6_addr; flags interval; }}\n"
         # Priority filter - 10: run before the usual filter chains, so an accept
         # elsewhere cannot let a blocked scanner through first.
         f"add chain inet {t} input {{ type filter hook input priority filter - 10; "
@@ -89,7 +113,10 @@ def render_setup(table):
         f"flush chain inet {t} input\n"
         f"add rule inet {t} input ip saddr @{SET4} counter drop\n"
         f"add rule inet {t} input ip6 saddr @{SET6} counter drop\n"
-    )
+        # A prefix block spares the ignored addresses inside it (an admin sharing the
+        # scanner's /64): one rule, so no accept elsewhere in the chain is needed.
+        f"add rule inet {t} input ip6 saddr @{PREFIX6} ip6 saddr != @{SPARED6} counter drop\n"
+    ) + render_spared(t, spared)
 
 
 def _render_elements(t, per_set, fresh=False):
@@ -99,7 +126,7 @@ def _render_elements(t, per_set, fresh=False):
     fresh=True (restoring at start, over elements that can only be older copies of the
     same blocks) writes one plain add: a quarter of the time for 100,000 blocks."""
     lines = []
-    for name in (SET4, SET6):
+    for name in (SET4, SET6, PREFIX6):
         elems = per_set.get(name)
         if not elems:
             continue
@@ -123,7 +150,7 @@ def render_add(table, addr, timeout_s):
 def render_add_many(table, items, fresh=False):
     """One transaction for many (addr, timeout_s); a repeated address: last one wins."""
     t = _table(table)
-    per_set = {SET4: {}, SET6: {}}
+    per_set = {SET4: {}, SET6: {}, PREFIX6: {}}
     for item in items:
         try:
             addr, timeout_s = item
@@ -169,6 +196,7 @@ class Firewall:
         self.table = _table(table)
         self._nft = None
         self._lock = threading.Lock()  # one context = one output buffer and flag set
+        self._spared, self._ready, self._spare_failed = (), False, False
 
     def _ctx(self):
         if self._nft is None:
@@ -215,13 +243,29 @@ class Firewall:
         try:
             self._run(script)
         except FirewallError as err:
-            if _ENOENT in str(err) and self._set_present(name):
+            # nft checks an interval set's elements itself: "element does not exist"
+            if (_ENOENT in str(err) or _NOELEM in str(err)) and self._set_present(name):
                 return False
             raise
         return True
 
     def setup(self):
-        self._run(render_setup(self.table))
+        self._run(render_setup(self.table, self._spared))
+        self._ready, self._spare_failed = True, False
+
+    def spare(self, nets):
+        """The ignore list's networks: no prefix block drops them. Kept for setup() (and
+        a restored table) until the table exists. Never raises: if nft refuses (our table
+        deleted meanwhile), intact() says so and the table is rebuilt with them."""
+        nets = tuple(nets)
+        if nets != self._spared:
+            self._spared = nets
+            if self._ready:
+                try:
+                    self._run(render_spared(self.table, nets))
+                    self._spare_failed = False
+                except FirewallError:
+                    self._spare_failed = True
 
     def add(self, addr, timeout_s):
         """Block addr for timeout_s seconds (0 = until removed); last add wins."""
@@ -247,14 +291,18 @@ class Firewall:
         for obj in self._run(f"list set inet {self.table} {name}", json_out=True):
             for elem in obj.get("set", {}).get("elem", ()):
                 val, left = elem, None
-                if isinstance(elem, dict):
+                if isinstance(elem, dict) and "elem" in elem:
                     elem = elem.get("elem", {})
                     val = elem.get("val")
                     if "timeout" in elem:  # `expires` is omitted once it reaches 0
                         left = float(elem.get("expires", 0))
                 try:  # canonical form: nft prints e.g. ::1.2.3.4 for ::102:304
+                    if isinstance(val, dict) and isinstance(val.get("prefix"), dict):
+                        pre = val["prefix"]
+                        result[str(ipaddress.IPv6Network((pre["addr"], pre["len"])))] = left
+                        continue
                     result[str(ipaddress.ip_address(val))] = left
-                except (ValueError, TypeError) as err:
+                except (ValueError, TypeError, KeyError) as err:
                     raise FirewallError(f"unexpected set element {val!r}") from err
         return result
 
@@ -267,7 +315,7 @@ class Firewall:
         after bulk changes) elements are silently skipped. So read until two dumps
         agree."""
         result = {}
-        for name in (SET4, SET6):
+        for name in (SET4, SET6, PREFIX6):
             cur = self._dump(name)
             for _ in range(4):
                 prev, cur = cur, self._dump(name)
@@ -279,15 +327,22 @@ class Firewall:
         return result
 
     def forwarded(self):
-        """forwarded_ports() of the whole ruleset (issue 14)."""
-        return forwarded_ports(self._run("list ruleset", json_out=True))
+        """What the ruleset's DNAT/redirect rules forward (natrules.py, issue 14). The
+        matches of iptables-nft's rules are opaque in nft's JSON (-m multiport): when it
+        has NAT rules, iptables-nft-save says them in its own words."""
+        from . import natrules
+        objs = self._run("list ruleset", json_out=True)
+        fwd = natrules.forwarded_ports(objs)
+        if natrules.has_xt_nat(objs):
+            fwd = natrules.merge(fwd, natrules.iptables_forwarded(natrules.iptables_save("nft")))
+        return fwd
 
     def exists(self):
         objs = self._run("list tables inet", json_out=True)
         return any(o.get("table", {}).get("name") == self.table for o in objs)
 
     def intact(self):
-        """Our table is there with both sets and the input chain's two drop rules (a
+        """Our table is there with its sets and the input chain's three drop rules (a
         terse listing: set contents are not read)."""
         try:
             objs = self._run(f"list table inet {self.table}", json_out=True, terse=True)
@@ -302,7 +357,8 @@ class Firewall:
         sets = {b.get("name") for b in kinds.get("set", ())}
         chains = {b.get("name") for b in kinds.get("chain", ())}
         rules = [b for b in kinds.get("rule", ()) if b.get("chain") == "input"]
-        return {SET4, SET6} <= sets and "input" in chains and len(rules) >= 2
+        return {SET4, SET6, PREFIX6, SPARED6} <= sets and "input" in chains and \
+            len(rules) >= 3 and not self._spare_failed
 
     def delete_table(self):
         self._run(render_delete_table(self.table))
@@ -318,9 +374,11 @@ _REMOVALS = frozenset(NFNL_SUBSYS_NFTABLES << 8 | m for m in (2, 5, 8, 11))
 
 class RulesetMonitor:
     """A subscription to the ruleset's change notifications in this network namespace:
-    wait() says when any table, chain, rule or set was deleted, by anyone."""
+    wait() says when any table, chain, rule or set was deleted, by anyone (or, with
+    another `accept`, when that says a buffer of notifications matters)."""
 
-    def __init__(self):
+    def __init__(self, accept=None):
+        self.accept = accept or removal_announced
         try:
             self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
                                       NETLINK_NETFILTER)
@@ -342,7 +400,7 @@ class RulesetMonitor:
             if err.errno == errno.ENOBUFS:
                 return True
             raise FirewallError(f"nftables monitor: {err.strerror}") from err
-        return removal_announced(data)
+        return self.accept(data)
 
     def start(self, on_removal, on_error):
         """From a thread of its own until stop(): on_removal() after each announced
@@ -382,81 +440,38 @@ def removal_announced(data):
     return False
 
 
+# NFT_MSG_NEW/DEL TABLE, CHAIN, RULE, SET, SETELEM: what can change a NAT rule's meaning.
+_CHANGES = frozenset(NFNL_SUBSYS_NFTABLES << 8 | m for m in (0, 2, 3, 5, 6, 8, 9, 11, 12, 14))
+
+
+def ruleset_changed(data, own_table):
+    """Whether a buffer of notifications changes a table other than ours (issue 14: the
+    DNAT rules are read again; our own blocks, element adds to our table, never wake it).
+    Every such message's first attribute (type 1) is its table's name."""
+    off = 0
+    while off + 20 <= len(data):
+        length, kind = struct.unpack_from("=IH", data, off)
+        if length < 16:
+            break
+        if kind in _CHANGES and _table_attr(data[off + 20:off + length]) != own_table:
+            return True
+        off += (length + 3) & ~3
+    return False
+
+
+def _table_attr(attrs):
+    off = 0
+    while off + 4 <= len(attrs):
+        alen, atype = struct.unpack_from("=HH", attrs, off)
+        if alen < 4:
+            break
+        if atype & 0x3FFF == 1:
+            return attrs[off + 4:off + alen].split(b"\0", 1)[0].decode("utf-8", "replace")
+        off += (alen + 3) & ~3
+    return None
+
+
 def nft_items(entries, now):
     """(addr, seconds left) for nft: the remaining time to the millisecond, never a fresh
     BLOCK_TIMEOUT and never rounded up past what was left."""
     return [(e.addr, max(1.0, round(e.left(now), 3)) if e.expires else 0) for e in entries]
-
-
-# --- issue 14: ports the host forwards (DNAT, redirect) -----------------------------------
-_NAT_TARGETS = ("DNAT", "REDIRECT")  # iptables-nft's targets, opaque xt expressions in JSON
-
-
-def _dport_protos(left):
-    """Which of tcp/udp an expression is the destination port of (`th` is both)."""
-    pl = left.get("payload") if isinstance(left, dict) else None
-    if not isinstance(pl, dict) or pl.get("field") != "dport":
-        return ()
-    return {"tcp": ("tcp",), "udp": ("udp",), "th": ("tcp", "udp")}.get(pl.get("protocol"), ())
-
-
-def _port_values(right, named):
-    if isinstance(right, bool):
-        return set()
-    if isinstance(right, int):
-        return {right} if 0 <= right < 65536 else set()
-    if isinstance(right, str):
-        if right.startswith("@"):
-            return set().union(*(_port_values(e, named) for e in named.get(right[1:], ())))
-        return {int(right)} if right.isdigit() else set()
-    if isinstance(right, list):  # a map element [key, data]: the key is the port
-        return _port_values(right[0], named) if right else set()
-    if isinstance(right, dict):
-        if "range" in right:
-            lo, hi = right["range"]
-            if isinstance(lo, int) and isinstance(hi, int):
-                return set(range(max(0, lo), min(65535, hi) + 1))
-        for key in ("set", "elem"):
-            if key in right:
-                inner = right[key]
-                return set().union(*(_port_values(e, named) for e in
-                                     (inner if isinstance(inner, list) else [inner])))
-        if "val" in right:
-            return _port_values(right["val"], named)
-    return set()
-
-
-def forwarded_ports(objs):
-    """{"tcp": ports, "udp": ports} that a dnat or redirect rule sends elsewhere, from the
-    objects of `nft -j list ruleset` (nft's own rules and iptables-nft's DNAT/REDIRECT).
-    A SYN to such a port finds no socket in XDP (XDP runs before NAT), yet it is served:
-    a client of many published container ports would look like a sweep. Ports matched
-    only by an opaque xtables match (-m multiport) cannot be known from here."""
-    out = {"tcp": set(), "udp": set()}
-    named = {}
-    for obj in objs:
-        s = obj.get("set") if isinstance(obj, dict) else None
-        if isinstance(s, dict) and s.get("name"):
-            named[s["name"]] = s.get("elem") or []
-    for obj in objs:
-        rule = obj.get("rule") if isinstance(obj, dict) else None
-        exprs = rule.get("expr") if isinstance(rule, dict) else None
-        if not isinstance(exprs, list):
-            continue
-        nat = [e for e in exprs if isinstance(e, dict) and (
-            "dnat" in e or "redirect" in e or
-            (isinstance(e.get("xt"), dict) and e["xt"].get("name") in _NAT_TARGETS))]
-        if not nat:
-            continue
-        for e in exprs:
-            m = e.get("match") if isinstance(e, dict) else None
-            if isinstance(m, dict) and m.get("op") in ("==", "in"):
-                for proto in _dport_protos(m.get("left")):
-                    out[proto] |= _port_values(m.get("right"), named)
-        for e in nat:  # dnat to tcp dport map { 80 : addr, ... }
-            for v in (e.get("dnat") or {}).values() if isinstance(e.get("dnat"), dict) else ():
-                mp = v.get("map") if isinstance(v, dict) else None
-                if isinstance(mp, dict):
-                    for proto in _dport_protos(mp.get("key")):
-                        out[proto] |= _port_values(mp.get("data"), named)
-    return out

@@ -14,12 +14,16 @@ import os
 import tempfile
 
 from ...errors import StateError
+from ..ignore import prefix_net
 from ..state import open_nofollow
 from .records import _make_dirs, fsync_dir
 
 
 def _key(addr):
-    """Canonical address text used as the state key (IPv4-mapped IPv6 -> IPv4)."""
+    """Canonical address text used as the state key (IPv4-mapped IPv6 -> IPv4); an IPv6
+    prefix block's is its network ("2001:db8::/64", issue 14)."""
+    if isinstance(addr, str) and "/" in addr:
+        return str(prefix_net(addr))
     ip = ipaddress.ip_address(addr)
     if ip.version == 6 and ip.ipv4_mapped:
         ip = ip.ipv4_mapped

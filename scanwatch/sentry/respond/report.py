@@ -7,7 +7,9 @@ import collections
 import time
 
 from .actions import ActionWorker, action_order, run_steps
+from ..ignore import is_prefix, prefix_net
 from ..policy import ALERT, ALREADY, BLOCK, QUIET, RUN
+from .firewall import PREFIX6, SET4, SET6
 from .resolver import Resolver
 from . import records
 
@@ -24,9 +26,27 @@ def evidence_note(ev):
     return f" (evidence: {ev.strength})"
 
 
+EXCEPT_MAX = 16  # ignored networks named in one prefix line at most
+
+
+def wrappers_prefix(net, spared):
+    """hosts_access(5)'s client list for a prefix block: `[2001:db8::]/64`, followed by
+    `EXCEPT [2001:db8::77]` for the ignored addresses inside it (an admin sharing the
+    scanner's /64; as they are when the block is made)."""
+    text = f"[{net.network_address}]/{net.prefixlen}"
+    inside = sorted({n for n in spared if n.version == 6 and n.subnet_of(net)})[:EXCEPT_MAX]
+    if inside:
+        text += " EXCEPT " + " ".join(
+            f"[{n.network_address}]" if n.prefixlen == 128 else
+            f"[{n.network_address}]/{n.prefixlen}" for n in inside)
+    return text
+
+
 class Reporter:
-    def __init__(self, cfg, log, recorder, hosts_deny, dry_run=False, command_timeout=30.0):
+    def __init__(self, cfg, log, recorder, hosts_deny, dry_run=False, command_timeout=30.0,
+                 spared=lambda: ()):
         self.cfg, self.log, self.recorder, self.hosts_deny = cfg, log, recorder, hosts_deny
+        self.spared = spared  # issue 14: the ignore list's networks, excepted from a prefix
         self.dry_run = dry_run
         self.timeout = command_timeout
         self.resolver = Resolver(bool(cfg.RESOLVE_HOST))
@@ -116,12 +136,13 @@ class Reporter:
             self.log.info("attackalert: Ignoring %s response per configuration file setting.",
                           ev.proto)
         elif cfg.NFT_BLOCK and level == 1:
+            who, nft_set = self._nft_target(ev, d, addr)
             self.log.info("attackalert: Host %s has been blocked via nftables set inet %s %s%s%s",
-                          addr, cfg.NFT_TABLE, "blocked4" if ev.addr.version == 4 else "blocked6",
+                          who, cfg.NFT_TABLE, nft_set,
                           f" for {cfg.BLOCK_TIMEOUT}s" if cfg.BLOCK_TIMEOUT else "",
                           evidence_note(ev), extra=fields)
         ok = run_steps(action_order(level, cfg.KILL_RUN_CMD_FIRST), self.log, ev.addr, ev.port,
-                       d.mode, hosts_deny=lambda: self._hosts_deny(ev, d.mode),
+                       d.mode, hosts_deny=lambda: self._hosts_deny(ev, d),
                        route=cfg.KILL_ROUTE, command=cfg.KILL_RUN_CMD, timeout=self.timeout)
         if ok:
             # PortSentry records the host even when BLOCK_* is 0 or 2 (fail2ban reads it).
@@ -131,7 +152,15 @@ class Reporter:
             self.log.info("attackalert: ERROR: Could not block host %s/%s !!", host, addr)
         return ok
 
-    def _hosts_deny(self, ev, mode):
+    @staticmethod
+    def _nft_target(ev, d, addr):
+        """(what, set) the log line names: an IPv6 prefix block (issue 14) is its prefix's."""
+        if d.block is not None and is_prefix(d.block.addr):
+            return addr, f"{PREFIX6} (its prefix {d.block.addr})"
+        return addr, SET4 if ev.addr.version == 4 else SET6
+
+    def _hosts_deny(self, ev, d):
+        mode, key = d.mode, str(ev.addr)
         line = self.cfg.KILL_HOSTS_DENY
         if not line:
             return True
@@ -139,14 +168,19 @@ class Reporter:
             self.log.info("adminalert: No target variable specified in KILL_HOSTS_DENY option. "
                           "Skipping.")
             return True
-        if ev.addr.version == 6:  # hosts_access(5) wants IPv6 addresses in brackets
+        if d.block is not None and is_prefix(d.block.addr):
+            # a prefix block (issue 14), in hosts_access(5)'s form [2001:db8::]/64
+            net = prefix_net(d.block.addr)
+            key = str(net)
+            line = line.replace("$TARGET$", wrappers_prefix(net, self.spared()))
+        elif ev.addr.version == 6:  # hosts_access(5) wants IPv6 addresses in brackets
             line = line.replace("$TARGET$", "[$TARGET$]")
         text = records.expand_macros(line, ev.addr, ev.port, mode)
         if len(self.hosts_deny.owned()) >= self.cfg.HOSTS_DENY_MAX:
             self.log.info("adminalert: hosts.deny holds HOSTS_DENY_MAX=%d scanwatch lines; "
-                          "%s is blocked in nftables only", self.cfg.HOSTS_DENY_MAX, ev.addr)
+                          "%s is blocked in nftables only", self.cfg.HOSTS_DENY_MAX, key)
             return True
-        self.hosts_deny.add(str(ev.addr), text)
+        self.hosts_deny.add(key, text)
         self.log.info(records.blocked_wrappers_line(str(ev.addr), text))
         return True
 

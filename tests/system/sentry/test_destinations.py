@@ -94,3 +94,88 @@ def test_clients_of_25_dnat_and_redirected_ports_are_no_sweep(lab):
     finally:
         server.kill()
         server.wait()
+
+
+def test_an_address_added_or_removed_counts_from_the_netlink_event(lab):
+    """Own addresses follow RTM_NEWADDR/RTM_DELADDR (issue 14): a probe of an address added
+    while the sentry runs is counted at once (well before the 60 s resync), and after the
+    address is removed it is not counted any more."""
+    from resilience import ipv4, send_l3, tcp
+    from sentryproc import wait_for
+    new = f"198.18.{lab.subnet}.50"
+
+    def probe():
+        send_l3(lab, [ipv4(lab.scanner_ip4, new, tcp(lab.scanner_ip4, new, 40123))])
+
+    def counted():
+        return sw.status()["counters"].get("SYN/Normal", 0)
+
+    with SentryProcess(lab, args=["-i", lab.target_if]) as sw:
+        events0 = sw.status()["destinations"]["own_address_events"]
+        for _ in range(3):
+            probe()
+        lab.run(lab.scanner_ns, sys.executable, "-c", "import time; time.sleep(1)")
+        assert counted() == 0, "a packet to an address that is not ours was counted"
+        lab.run(lab.target_ns, "ip", "addr", "add", f"{new}/32", "dev", lab.target_if,
+                check=True)
+        wait_for(lambda: probe() or counted() > 0, 5, what="the new address counted",
+                 step=0.2)
+        assert sw.status()["destinations"]["own_address_events"] > events0
+        lab.run(lab.target_ns, "ip", "addr", "del", f"{new}/32", "dev", lab.target_if,
+                check=True)
+        lab.run(lab.scanner_ns, sys.executable, "-c", "import time; time.sleep(1)")
+        before = counted()
+        for _ in range(3):
+            probe()
+        lab.run(lab.scanner_ns, sys.executable, "-c", "import time; time.sleep(1)")
+        assert counted() == before, "a packet to a removed address was counted"
+
+
+def test_iptables_multiport_legacy_ranges_and_one_to_one_nat_added_while_running(lab):
+    """Rules added after the start are read at once from nftables' change events
+    (iptables-nft's -m multiport through iptables-nft-save), iptables-legacy's from its own
+    save (it sends no events), and a 1:1 DNAT (no port) takes its address out of `local`."""
+    from resilience import ipv4, send_l3, tcp
+    from sentryproc import wait_for
+    server = listen(lab, 8080)
+    extra = f"198.18.{lab.subnet}.60"
+    ports = list(range(21001, 21026))
+    try:
+        lab.run(lab.target_ns, "ip", "addr", "add", f"{extra}/32", "dev", lab.target_if,
+                check=True)
+        with SentryProcess(lab, args=["-i", lab.target_if]) as sw:
+            reads0 = sw.status()["destinations"]["nat_reads"]
+            for argv in (
+                    ["iptables-nft", "-t", "nat", "-A", "PREROUTING", "-p", "tcp", "-m",
+                     "multiport", "--dports", "21001,21002:21012", "-j", "REDIRECT",
+                     "--to-ports", "8080"],
+                    ["nft", f"add table ip one; add chain ip one pre {{ type nat hook "
+                     f"prerouting priority -100; }}; add rule ip one pre ip daddr {extra} "
+                     f"dnat to 198.19.{lab.subnet}.9"]):
+                res = lab.run(lab.target_ns, *argv)
+                assert res.returncode == 0, res.stderr
+            dest = wait_for(lambda: (lambda d: d if d["forwarded_ports"]["tcp"] >= 12
+                                     and d["forwarded_addresses"] else None)(
+                sw.status()["destinations"]), 5, what="nft/iptables-nft change read")
+            assert dest["nat_reads"] > reads0 and dest["forwarded_addresses"] == [f"{extra}/32"]
+            res = lab.run(lab.target_ns, "iptables-legacy", "-t", "nat", "-A", "PREROUTING",
+                          "-p", "tcp", "--dport", "21013:21025", "-j", "REDIRECT",
+                          "--to-ports", "8080")
+            assert res.returncode == 0, res.stderr
+            wait_for(lambda: sw.status()["destinations"]["forwarded_ports"]["tcp"] >= 25, 15,
+                     what="iptables-legacy rule read")
+            res = lab.run(lab.scanner_ns, sys.executable, "-c", CONNECT_ALL, lab.target_ip4,
+                          ",".join(map(str, ports)), timeout=120)
+            ok, _took = res.stdout.split()
+            assert int(ok) == 25, f"only {ok} of 25 forwarded ports answered: {res.stderr}"
+            # 25 closed ports of the 1:1 NAT'd address: forwarded whole, no sweep here
+            send_l3(lab, [ipv4(lab.scanner_ip4, extra, tcp(lab.scanner_ip4, extra, 20001 + i))
+                          for i in range(25)])
+            lab.run(lab.scanner_ns, sys.executable, "-c", "import time; time.sleep(2)")
+            assert reported(sw, lab.scanner_ip4) == [], sw.log()
+            assert sw.read("history") == "" and sw.status()["blocked"] == []
+            _scan(lab, lab.target_ip4, "20001-20025")  # the detector is on
+            sw.wait_history(lab.scanner_ip4, timeout=10)
+    finally:
+        server.kill()
+        server.wait()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sentryproc import SentryProcess, nmap, wait_for
+from sentryproc import SentryProcess, block_key, deny_target, nmap, wait_for
 
 RAWSEND = str(Path(__file__).resolve().parents[1] / "rawsend.py")
 LAB_MAC = "02:53:57:00:00:13"  # locally administered: belongs to nobody outside the lab
@@ -65,10 +65,11 @@ def check_reported_and_blocked(sw, addr, scan_type, family, alert_re=None):
     assert re.search(alert, log, re.M), log
     assert re.search(rf"^\d+ - \S+ \S+ Host: {re.escape(addr)}/{re.escape(addr)} Port: \d+ "
                      rf"{proto} Blocked$", sw.read("history"), re.M), sw.read("history")
-    assert addr in sw.nft_set(family), (sw.nft_set(family), log)
-    target = f"[{addr}]" if family == 6 else addr
+    key = block_key(addr)  # an IPv6 source is blocked as its /64 (issue 14)
+    assert key in sw.nft_blocked(), (sw.nft_blocked(), log)
+    target = deny_target(sw.lab, addr)
     assert f"ALL: {target}\n" in sw.read("hosts_deny"), sw.read("hosts_deny")
-    rows = [b for b in sw.status()["blocked"] if b["addr"] == addr]
+    rows = [b for b in sw.status()["blocked"] if b["addr"] == key]
     assert rows and rows[0]["scan_type"] == scan_type, rows
 
 

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -100,17 +101,19 @@ def test_setup_is_idempotent_and_keeps_blocks(ns):
     assert {k: chains[0][k] for k in ("name", "type", "hook", "prio", "policy")} == \
         {"name": "input", "type": "filter", "hook": "input", "prio": -10, "policy": "accept"}
     rules = objects(ns, "rule")
-    assert len(rules) == 2
+    assert len(rules) == 3
     sets = {s["name"]: s for s in objects(ns, "set")}
+    assert sets["prefix6"]["flags"] == ["interval", "timeout"]  # issue 14
+    assert sets["spared6"]["flags"] == ["interval"]
     assert sets["blocked4"]["type"] == "ipv4_addr" and sets["blocked4"]["flags"] == ["timeout"]
     assert sets["blocked6"]["type"] == "ipv6_addr" and sets["blocked6"]["flags"] == ["timeout"]
-    # A third setup (daemon restart) keeps existing blocks and still has two rules.
+    # A third setup (daemon restart) keeps existing blocks and still has three rules.
     out = run_fw(ns, """
         fw.add("192.0.2.1", 0); fw.setup()
         out = [fw.exists(), fw.contains("192.0.2.1")]
     """)
     assert out == [True, True]
-    assert len(objects(ns, "rule")) == 2
+    assert len(objects(ns, "rule")) == 3
 
 
 def test_add_contains_list_remove(ns):
@@ -272,8 +275,15 @@ def test_delete_table_leaves_foreign_table_alone(ns):
     assert [t["name"] for t in objects(ns, "table", table="other")] == ["other"]
 
 
-def _reachable(ns, addr):
-    args = ["ping", "-c1", "-W1", addr]
+def wait_until(pred, timeout):
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "not true in time"
+        time.sleep(0.2)
+
+
+def _reachable(ns, addr, src=None):
+    args = ["ping", "-c1", "-W1", addr] + (["-I", src] if src else [])
     if ":" in addr:
         args.insert(1, "-6")
     return sh("ip", "netns", "exec", ns, *args, check=False, timeout=10).returncode == 0
@@ -300,10 +310,53 @@ def test_blocked_address_is_really_dropped(ns):
         assert not _reachable(peer, "fd00:5cab::1")
         counters = [next(e["counter"]["packets"] for e in r["expr"] if "counter" in e)
                     for r in objects(ns, "rule")]
-        assert all(c >= 1 for c in counters), counters
+        assert all(c >= 1 for c in counters[:2]), counters  # blocked4, blocked6 (not prefix6)
 
         out = run_fw(ns, 'out = [fw.remove("10.250.0.2"), fw.remove("fd00:5cab::2")]')
         assert out == [True, True]
         assert _reachable(peer, "10.250.0.1") and _reachable(peer, "fd00:5cab::1")
+    finally:
+        del_ns(peer)
+
+
+@pytest.mark.skipif(not shutil.which("ping"), reason="needs ping (iputils-ping)")
+def test_prefix_block_drops_its_prefix_but_spares_ignored_addresses(ns):
+    """issue 14: an IPv6 prefix block (prefix6) drops every address of the /64 except the
+    ignore list's (spared6): an admin sharing the scanner's /64 still connects; nothing
+    else is needed in the chain (no accept rule whose order could matter)."""
+    peer = new_ns()
+    try:
+        sh("ip", "-n", ns, "link", "add", "swv0", "type", "veth", "peer", "name", "swv1",
+           "netns", peer)
+        sh("ip", "-n", ns, "addr", "add", "fd00:5cab::1/64", "dev", "swv0", "nodad")
+        for a in ("fd00:5cab::2", "fd00:5cab::77", "fd00:5cab::78"):
+            sh("ip", "-n", peer, "addr", "add", f"{a}/64", "dev", "swv1", "nodad")
+        for n, dev in ((ns, "swv0"), (peer, "swv1")):
+            sh("ip", "-n", n, "link", "set", dev, "up")
+        run_fw(ns, "fw.setup()")
+        for src in ("fd00:5cab::2", "fd00:5cab::77", "fd00:5cab::78"):  # the link comes up
+            wait_until(lambda: _reachable(peer, "fd00:5cab::1", src), 10)
+        out = run_fw(ns, """
+            import ipaddress
+            fw.setup()
+            fw.spare([ipaddress.ip_network("fd00:5cab::77/128"), ipaddress.ip_network("::1/128")])
+            fw.add("fd00:5cab::1234/64", 60)
+            out = [fw.contains("fd00:5cab::/64"), sorted(fw.list())]
+        """)
+        assert out == [True, ["fd00:5cab::/64"]]
+        assert not _reachable(peer, "fd00:5cab::1", "fd00:5cab::2")
+        assert not _reachable(peer, "fd00:5cab::1", "fd00:5cab::78")
+        assert _reachable(peer, "fd00:5cab::1", "fd00:5cab::77")  # ignored: spared
+        # a fresh Firewall (a restart) puts the spared set it was given in with setup()
+        out = run_fw(ns, """
+            import ipaddress
+            fw.spare([ipaddress.ip_network("fd00:5cab::78/128")])
+            fw.setup()
+            out = [fw.remove("fd00:5cab::/64"), fw.remove("fd00:5cab::/64")]
+        """)
+        assert out == [True, False]
+        spared = [s for s in objects(ns, "set") if s["name"] == "spared6"]
+        assert spared[0]["elem"] == ["fd00:5cab::78"], spared
+        assert _reachable(peer, "fd00:5cab::1", "fd00:5cab::2")
     finally:
         del_ns(peer)

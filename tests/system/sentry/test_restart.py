@@ -14,13 +14,14 @@ import pytest
 from sentryproc import connect, nmap, wait_for
 from resilience import (RESTORED_RE, Sentry, block_rows, daemon_bpf, daemon_map, figure,
                         history_rows, ipv4, kernel_blocked, nft_all, nft_elems, prog_exists,
-                        scan_both, send_l3, tcp, write_snapshot, xdp_attached)
+                        scan_both, send_l3, tcp, v6_block, v6_deny, write_snapshot,
+                        xdp_attached)
 
 
 # --- 1. restart --------------------------------------------------------------------------------
 def test_restart_keeps_blocks_with_their_remaining_time(lab, web, workdir):
     lab.wait_reachable()
-    v4, v6 = lab.scanner_ip4, lab.scanner_ip6
+    v4, v6 = lab.scanner_ip4, v6_block(lab.scanner_ip6)  # IPv6: blocked per /64 (issue 14)
     sw = Sentry(lab, workdir)
     try:
         scan_both(lab, sw)
@@ -28,7 +29,7 @@ def test_restart_keeps_blocks_with_their_remaining_time(lab, web, workdir):
         assert set(before) == {v4, v6}, before
         left_before = {b["addr"]: b["left"] for b in sw.status()["blocked"]}
         deny, history = sw.read("hosts_deny"), sw.read("history")
-        assert deny.count(f"ALL: {v4}\n") == 1 and deny.count(f"ALL: [{v6}]\n") == 1, deny
+        assert deny.count(f"ALL: {v4}\n") == 1 and deny.count(v6_deny(lab)) == 1, deny
         assert sw.stop() == 0
     finally:
         sw.stop()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sentryproc import SentryProcess, connect, listen, nmap
+from sentryproc import SentryProcess, block_key, connect, deny_target, listen, nmap
 
 ALERT = {  # PortSentry 1.2's wording; its NULL type carries a leading space
     "-sS": r"attackalert: TCP SYN/Normal scan",
@@ -27,15 +27,16 @@ TYPE = {"-sS": "SYN/Normal", "-sF": "FIN", "-sN": "NULL", "-sX": "XMAS", "-sU": 
 def assert_blocked(sw, lab, addr, scan_type, proto, family=4):
     sw.wait_history(addr)
     log = sw.log()
-    assert addr in sw.nft_set(family), log
+    key = block_key(addr)  # an IPv6 source is blocked as its /64 (issue 14)
+    assert key in sw.nft_blocked(), log
     deny = sw.read("hosts_deny")
     assert deny.startswith("# admin's own line\nsshd: 192.0.2.7\n"), deny
-    target = f"[{addr}]" if family == 6 else addr
+    target = deny_target(lab, addr)
     assert deny.count(f"ALL: {target}\n") == 1, deny
     assert re.search(rf"^\d+ - \S+ \S+ Host: {re.escape(addr)}/{re.escape(addr)} Port: \d+ "
                      rf"{proto} Blocked$", sw.read("history"), re.M), sw.read("history")
     st = sw.status()
-    rows = [b for b in st["blocked"] if b["addr"] == addr]
+    rows = [b for b in st["blocked"] if b["addr"] == key]
     assert rows and rows[0]["scan_type"] == scan_type, st["blocked"]
     assert rows[0]["left"] > 3000 and rows[0]["ports"], rows
     assert f"has been blocked via wrappers with string: \"ALL: {target}\"" in log

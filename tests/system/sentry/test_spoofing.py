@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from sentryproc import SentryProcess, connect, nmap, wait_for
+from sentryproc import SentryProcess, block_key, connect, deny_target, nmap, wait_for
 
 NDECOYS = 10
 
@@ -29,7 +29,6 @@ def decoys(lab, v6):
 def test_decoy_scan_blocks_the_real_scanner_only(lab, web, v6):
     lab.wait_reachable()
     me = lab.scanner_ip6 if v6 else lab.scanner_ip4
-    fam = 6 if v6 else 4
     target = lab.target_ip6 if v6 else lab.target_ip4
     fakes = decoys(lab, v6)
     if v6:  # the challenges to the decoys' /64s go to the scanner's namespace (and die there)
@@ -46,13 +45,13 @@ def test_decoy_scan_blocks_the_real_scanner_only(lab, web, v6):
                  what="every decoy logged as possibly spoofed")
         log = sw.log()
         # The real scanner: full block, reported by name as proven.
-        assert me in sw.nft_set(fam), log
+        assert block_key(me) in sw.nft_blocked(), log  # IPv6: its /64 (issue 14)
         deny = sw.read("hosts_deny")
-        assert (f"[{me}]" if v6 else me) in deny, deny
+        assert f"ALL: {deny_target(lab, me)}\n" in deny, deny
         assert re.search(rf"Host {re.escape(me)} has been blocked via nftables .*"
                          r"\(evidence: proven", log), log
         # No decoy in hosts.deny or nft; each in XDP only, logged "possibly spoofed".
-        nft = sw.nft_set(fam)
+        nft = sw.nft_blocked()
         for d in fakes:
             assert d not in nft, (d, nft)
             assert d not in deny, (d, deny)

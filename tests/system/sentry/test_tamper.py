@@ -5,7 +5,7 @@ import time
 
 
 from sentryproc import connect
-from resilience import Sentry, figure, nft_all, scan_both
+from resilience import Sentry, figure, nft_all, scan_both, v6_block
 
 
 # --- 4. someone else flushes the ruleset or deletes our table ---------------------------------
@@ -20,7 +20,7 @@ def test_flushed_ruleset_and_deleted_table_come_back_within_a_second(lab, web, w
     gone, the sets still there), each at a random moment: the daemon hears it from
     nftables' netlink notifications and puts everything back with the remaining time."""
     lab.wait_reachable()
-    v4, v6 = lab.scanner_ip4, lab.scanner_ip6
+    v4, v6 = lab.scanner_ip4, v6_block(lab.scanner_ip6)  # IPv6: blocked per /64 (issue 14)
     sw = Sentry(lab, workdir)
 
     def whole():

@@ -14,18 +14,48 @@ def test_setup_exact():
         "add table inet scanwatch\n"
         "add set inet scanwatch blocked4 { type ipv4_addr; flags timeout; }\n"
         "add set inet scanwatch blocked6 { type ipv6_addr; flags timeout; }\n"
+        "add set inet scanwatch prefix6 { type ipv6_addr; flags interval, timeout; }\n"
+        "add set inet scanwatch spared6 { type ipv6_addr; flags interval; }\n"
         "add chain inet scanwatch input { type filter hook input priority filter - 10; "
         "policy accept; }\n"
         "flush chain inet scanwatch input\n"
         "add rule inet scanwatch input ip saddr @blocked4 counter drop\n"
         "add rule inet scanwatch input ip6 saddr @blocked6 counter drop\n"
+        "add rule inet scanwatch input ip6 saddr @prefix6 ip6 saddr != @spared6 counter drop\n"
+        "flush set inet scanwatch spared6\n"
     )
+
+
+def test_prefix_block_goes_to_the_interval_set():
+    """issue 14: an IPv6 prefix block, host bits cleared, in prefix6."""
+    assert fw.render_add("t", "2001:DB8:1:2::77/64", 60) == (
+        "add element inet t prefix6 { 2001:db8:1:2::/64 }\n"
+        "delete element inet t prefix6 { 2001:db8:1:2::/64 }\n"
+        "add element inet t prefix6 { 2001:db8:1:2::/64 timeout 60s }\n"
+    )
+    assert fw.render_delete("t", "2001:db8:1:2::/64") == \
+        "delete element inet t prefix6 { 2001:db8:1:2::/64 }\n"
+    # a /128 is an address; IPv4 networks and ::/0 are never prefix blocks
+    assert "blocked6 { 2001:db8::1 }" in fw.render_add("t", "2001:db8::1/128", 0)
+    for bad in ("192.0.2.0/24", "::/0", "::ffff:0:0/96", "2001:db8::/64; flush ruleset"):
+        with pytest.raises(FirewallError):
+            fw.render_add("t", bad, 1)
+
+
+def test_spared_holds_the_ignore_lists_ipv6_networks_merged():
+    nets = [ipaddress.ip_network(n) for n in
+            ("127.0.0.0/8", "::1/128", "2001:db8::/32", "2001:db8:1::5/128", "::ffff:0:0/96",
+             "fd00::7/128")]
+    assert fw.render_spared("t", nets) == (
+        "flush set inet t spared6\n"
+        "add element inet t spared6 { ::1/128, 2001:db8::/32, fd00::7/128 }\n")
+    assert fw.render_setup("t", nets).endswith(fw.render_spared("t", nets))
 
 
 def test_setup_uses_given_table_everywhere():
     text = fw.render_setup("sw_test1")
     lines = text.splitlines()
-    assert len(lines) == 7
+    assert len(lines) == 11
     assert all(" inet sw_test1 " in line + " " for line in lines)
     assert "scanwatch" not in text
 
@@ -253,3 +283,21 @@ def test_removal_announced_stops_at_a_broken_length():
     bad = struct.pack("=IHHII", 3, NFT | 0, 0, 1, 0)  # length below the header
     assert not fw.removal_announced(bad + _nlmsg(NFT | 2))
     assert not fw.removal_announced(b"") and not fw.removal_announced(b"\x01" * 10)
+
+
+def _nfmsg(kind, table):
+    name = table.encode() + b"\0"
+    attr = struct.pack("=HH", 4 + len(name), 1) + name
+    attr += b"\0" * (-len(attr) % 4)
+    body = b"\2\0\0\0" + attr  # nfgenmsg, then NFTA_*_TABLE
+    return struct.pack("=IHHII", 16 + len(body), 10 << 8 | kind, 0, 0, 0) + body
+
+
+def test_ruleset_changed_wakes_for_other_tables_only():
+    """issue 14: DNAT rules are read again when another table changes; our own blocks
+    (element adds to our table) and NEWGEN never wake it."""
+    assert fw.ruleset_changed(_nfmsg(6, "nat"), "scanwatch")              # NEWRULE
+    assert fw.ruleset_changed(_nfmsg(12, "scanwatch") + _nfmsg(14, "dock"), "scanwatch")
+    assert not fw.ruleset_changed(_nfmsg(12, "scanwatch"), "scanwatch")  # our NEWSETELEM
+    assert not fw.ruleset_changed(_nfmsg(15, "nat"), "scanwatch")         # NEWGEN
+    assert not fw.ruleset_changed(b"\0" * 19, "scanwatch")

@@ -257,3 +257,16 @@ def test_readers_never_see_a_half_written_file(tmp_path):
     assert seen[0] > 0 and bad == []
     hd.remove_all()
     assert path.read_bytes() == original
+
+
+def test_a_prefix_block_line_is_owned_under_its_prefix(tmp_path):
+    """issue 14: the line of an IPv6 prefix block is keyed by the prefix, whichever
+    spelling names it, and removed by it."""
+    hd, path = _hd(tmp_path, b"ALL: PARANOID\n")
+    assert hd.add("2001:DB8:1:2::/64", "ALL: [2001:db8:1:2::]/64")
+    assert hd.owned() == {"2001:db8:1:2::/64": "ALL: [2001:db8:1:2::]/64"}
+    assert not hd.add("2001:db8:1:2::99/64", "ALL: [2001:db8:1:2::]/64")  # same prefix
+    assert hd.remove("2001:db8:1:2::/64")
+    assert path.read_bytes() == b"ALL: PARANOID\n"
+    with pytest.raises(ValueError):
+        hd.add("192.0.2.0/24", "ALL: 192.0.2.0/24")

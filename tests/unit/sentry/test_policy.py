@@ -521,3 +521,25 @@ def test_proven_sources_spend_the_first_budget_while_it_lasts():
     b = BlockBudget(2, clock=lambda: 0.0)
     assert b.take(True) and b.take(True)
     assert len(b.spent[0]) == 2 and not b.spent[1]
+
+
+def test_ipv6_sources_are_blocked_per_prefix_and_unblocked_by_any_address_in_it():
+    """issue 14: with V6_PREFIX=64 the kernel counts a /64 as one source; the block is the
+    prefix's, a second address of it is ALREADY blocked, IPv4 stays per address, and an
+    admin may name the prefix or any address inside it."""
+    p = Policy(clock=FakeClock(), v6_prefix=64)
+    d = p.on_event(event("2001:db8:1:2::1005", reason="sweep"))
+    assert d.action == BLOCK and d.block.addr == "2001:db8:1:2::/64"
+    assert p.on_event(event("2001:db8:1:2::77", reason="sweep")).action == ALREADY
+    assert p.on_event(event("2001:db8:1:3::1", reason="sweep")).action == BLOCK
+    assert p.on_event(event(A, reason="sweep")).block.addr == A
+    assert p.key_of("2001:db8:1:2::abc") == "2001:db8:1:2::/64"
+    assert p.key_of("2001:db8:1:9::1") == "2001:db8:1:9::1"  # nothing covers it
+    assert p.unblock("2001:db8:1:2::abc").addr == "2001:db8:1:2::/64"
+    assert p.unblock("2001:DB8:1:3::/64").addr == "2001:db8:1:3::/64"
+    assert set(p.blocks) == {A}
+
+
+def test_ipv6_per_address_when_v6_prefix_is_128():
+    p = Policy(clock=FakeClock(), v6_prefix=128)
+    assert p.on_event(event(V6, reason="sweep")).block.addr == V6

@@ -406,3 +406,16 @@ def test_logger_without_syslog_socket_and_no_duplicates(tmp_path):
     log.info("adminalert: PortSentry is now active and listening.")
     assert stream.getvalue().count("listening") == 1
     assert len(log.handlers) == 1 and not log.propagate
+
+
+def test_hosts_deny_prefix_line_excepts_the_ignored_addresses_inside_it():
+    """issue 14: a prefix block in hosts_access(5)'s syntax, sparing ignored addresses."""
+    import ipaddress
+    from scanwatch.sentry.respond.report import wrappers_prefix
+    net = ipaddress.ip_network("2001:db8:1:2::/64")
+    spared = [ipaddress.ip_network(n) for n in
+              ("127.0.0.0/8", "::1/128", "2001:db8:1:2::77/128", "2001:db8:1:2:8000::/65",
+               "2001:db8::/32")]
+    assert wrappers_prefix(net, []) == "[2001:db8:1:2::]/64"
+    assert wrappers_prefix(net, spared) == \
+        "[2001:db8:1:2::]/64 EXCEPT [2001:db8:1:2::77] [2001:db8:1:2:8000::]/65"

@@ -122,6 +122,9 @@ def test_fields_are_matched_by_name(tmp_path):
 @pytest.mark.parametrize("bad, message", [
     ({"addr": "192.0.2.300"}, "bad address"),
     ({"addr": 7}, "bad address"),
+    ({"addr": "192.0.2.0/24"}, "bad address"),       # only IPv6 prefixes are blocks
+    ({"addr": "2001:db8::1/64"}, "bad address"),     # a prefix as the policy writes it only
+    ({"addr": "2001:db8::/64 "}, "bad address"),
     ({"since": "yesterday"}, "bad since/expires"),
     ({"expires": [1]}, "bad since/expires"),
     ({"port": "22"}, "bad port, level or offences"),
@@ -169,3 +172,10 @@ def test_the_journal_is_full_after_journal_max_records_until_compacted(tmp_path,
     store.compact(kept)
     assert not store.journal_full() and (tmp_path / "blocks.journal").read_bytes() == b""
     assert [e.addr for e in BlockStore(tmp_path).load()] == ["192.0.2.2"]
+
+
+def test_an_ipv6_prefix_block_is_saved_and_loaded(tmp_path):
+    """issue 14: V6_PREFIX blocks are keyed by their prefix."""
+    (tmp_path / "blocks.json").write_text(json.dumps([entry("2001:db8:1:2::/64").record()]))
+    [e] = BlockStore(tmp_path).load()
+    assert e.addr == "2001:db8:1:2::/64"
