@@ -74,8 +74,58 @@ def _nflog(group, ifname, out_path):
                 off += (length + 3) & ~3
 
 
+def _tcp_udp(s, proto, l4):
+    """nf_log's TCP / UDP part (shared by IPv4 and IPv6)."""
+    if proto == 6:
+        s += "PROTO=TCP "
+        if len(l4) < 20:
+            return s + f"INCOMPLETE [{len(l4)} bytes] "
+        sp, dp, _seq, _ack, off, fl, win, _ck, urg = struct.unpack_from(">HHIIBBHHH", l4)
+        s += f"SPT={sp} DPT={dp} WINDOW={win} RES=0x{(off & 0x0f) << 4 & 0x3c:02x} "
+        for bit, name in ((0x80, "CWR"), (0x40, "ECE"), (0x20, "URG"), (0x10, "ACK"),
+                          (0x08, "PSH"), (0x04, "RST"), (0x02, "SYN"), (0x01, "FIN")):
+            if fl & bit:
+                s += name + " "
+        return s + f"URGP={urg} "
+    s += "PROTO=UDP "
+    if len(l4) < 8:
+        return s + f"INCOMPLETE [{len(l4)} bytes] "
+    sp, dp, ulen = struct.unpack_from(">HHH", l4)
+    return s + f"SPT={sp} DPT={dp} LEN={ulen} "
+
+
+def _log_line6(pkt, prefix, ifname):
+    """The text nf_log_ipv6 writes for an IPv6 packet logged on input (no MAC): addresses
+    in full (%pI6), as psad's IPv6 pattern wants them."""
+    if len(pkt) < 40:
+        return None
+    word, plen, nh, hl = struct.unpack_from(">IHBB", pkt)
+
+    def full(b):
+        return ":".join(b[i:i + 2].hex() for i in range(0, 16, 2))
+    s = (f"{prefix}IN={ifname} OUT= SRC={full(pkt[8:24])} DST={full(pkt[24:40])} "
+         f"LEN={plen + 40} TC={(word >> 20) & 0xff} HOPLIMIT={hl} FLOWLBL={word & 0xfffff} ")
+    off = 40
+    while nh in (0, 43, 60, 44) and off + 8 <= len(pkt):  # walk what nf_log_ipv6 walks
+        if nh == 44:
+            fo = struct.unpack_from(">H", pkt, off + 2)[0]
+            s += f"FRAG:{fo & 0xfff8} ID:{struct.unpack_from('>I', pkt, off + 4)[0]:08x} "
+            if fo & 0xfff8:
+                return s + f"PROTO={pkt[off]} "
+            nh, off = pkt[off], off + 8
+        else:
+            nh, off = pkt[off], off + (pkt[off + 1] + 1) * 8
+    if nh in (6, 17):
+        return _tcp_udp(s, nh, pkt[off:])
+    if nh == 58 and len(pkt) >= off + 2:
+        return s + f"PROTO=ICMPv6 TYPE={pkt[off]} CODE={pkt[off + 1]} "
+    return s + f"PROTO={nh} "
+
+
 def _log_line(pkt, prefix, ifname):
     """The text nf_log_ipv4 writes for an IPv4 packet logged on input (no MAC)."""
+    if len(pkt) >= 1 and pkt[0] >> 4 == 6:
+        return _log_line6(pkt, prefix, ifname)
     if len(pkt) < 20 or pkt[0] >> 4 != 4:
         return None
     ihl = (pkt[0] & 15) * 4
@@ -94,27 +144,10 @@ def _log_line(pkt, prefix, ifname):
     if ihl > 20:
         s += "OPT (" + pkt[20:ihl].hex().upper() + ") "
     proto, l4 = pkt[9], pkt[ihl:]
-    if proto == 6:
-        s += "PROTO=TCP "
+    if proto in (6, 17):
         if frag & 0x1fff:
-            return s
-        if len(l4) < 20:
-            return s + f"INCOMPLETE [{len(l4)} bytes] "
-        sp, dp, _seq, _ack, off, fl, win, _ck, urg = struct.unpack_from(">HHIIBBHHH", l4)
-        s += f"SPT={sp} DPT={dp} WINDOW={win} RES=0x{(off & 0x0f) << 4 & 0x3c:02x} "
-        for bit, name in ((0x80, "CWR"), (0x40, "ECE"), (0x20, "URG"), (0x10, "ACK"),
-                          (0x08, "PSH"), (0x04, "RST"), (0x02, "SYN"), (0x01, "FIN")):
-            if fl & bit:
-                s += name + " "
-        return s + f"URGP={urg} "
-    if proto == 17:
-        s += "PROTO=UDP "
-        if frag & 0x1fff:
-            return s
-        if len(l4) < 8:
-            return s + f"INCOMPLETE [{len(l4)} bytes] "
-        sp, dp, ulen = struct.unpack_from(">HHH", l4)
-        return s + f"SPT={sp} DPT={dp} LEN={ulen} "
+            return s + ("PROTO=TCP " if proto == 6 else "PROTO=UDP ")
+        return _tcp_udp(s, proto, l4)
     if proto == 1 and len(l4) >= 4:
         return s + f"PROTO=ICMP TYPE={l4[0]} CODE={l4[1]} "
     return s + f"PROTO={proto} "
@@ -163,10 +196,13 @@ class Psad:
         rules = ["-A INPUT -i lo -j ACCEPT",
                  "-A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
                  f"-A INPUT -j NFLOG --nflog-group {GROUP} --nflog-prefix {PREFIX!r}"]
-        for r in rules:
-            res = t.lab.run("target", "sh", "-c", f"iptables {r}")
-            if res.returncode != 0:
-                raise S.BenchError(f"iptables {r}: {res.stderr.strip()}")
+        # ip6tables too: psad reads IPv6 log lines (ENABLE_IPV6_DETECTION Y); ICMPv6
+        # neighbour discovery passes (NFLOG does not stop a packet)
+        for cmd in ("iptables", "ip6tables"):
+            for r in rules:
+                res = t.lab.run("target", "sh", "-c", f"{cmd} {r}")
+                if res.returncode != 0:
+                    raise S.BenchError(f"{cmd} {r}: {res.stderr.strip()}")
         p = t.lab.popen("target", S.PYTHON, str(Path(__file__).resolve()), "--helper", "nflog",
                         str(GROUP), t.lab.target_if, str(self.msgs), stdout=subprocess.PIPE,
                         stderr=open(self.d / "nflog.err", "w"), text=True)
@@ -184,14 +220,26 @@ class Psad:
         time.sleep(4)  # CHECK_INTERVAL 1 s, then the auto-block
 
     def result(self, scanner, fakes):
-        res = self.t.lab.run("target", "iptables", "-S", "PSAD_BLOCK_INPUT")
+        import ipaddress
+        v6 = ":" in scanner
+        # psad blocks IPv4 addresses only (ipt_block); the IPv6 chain is read all the same
+        res = self.t.lab.run("target", "ip6tables" if v6 else "iptables", "-S", "PSAD_BLOCK_INPUT")
         chain = res.stdout
+        if v6:  # psad names its directory after the address as logged: in full
+            scanner = ipaddress.ip_address(scanner).exploded
+            fakes = [ipaddress.ip_address(a).exploded for a in fakes]
         dl = self.d / "log" / scanner / "danger_level"
         return {"reported": dl.exists() or (self.d / "log" / scanner).exists(),
                 "danger_level": dl.read_text().strip() if dl.exists() else None,
-                "blocked": f"-s {scanner}/32" in chain,
-                "innocents": sum(1 for a in fakes if f"-s {a}/32" in chain),
+                "blocked": f"-s {scanner}/32" in chain or (v6 and self._in6(scanner, chain)),
+                "innocents": sum(1 for a in fakes if f"-s {a}/32" in chain
+                                 or (v6 and self._in6(a, chain))),
                 "logged_lines": sum(1 for _ in open(self.msgs))}
+
+    @staticmethod
+    def _in6(addr, chain):
+        import ipaddress
+        return f"-s {ipaddress.ip_address(addr).compressed}/128" in chain
 
     def stop(self):
         if self.proc and self.proc.poll() is None:

@@ -37,8 +37,9 @@ DEPENDS+=", python3-prometheus-client (>= 0.16), python3-rich (>= 13), passwd"
 # matplotlib draws only `scanwatch report`'s charts, and brings ~60 MB: recommended.
 # bcc compiles against the running kernel's headers; Debian's metapackage per
 # architecture (an arch-all package names the ones it knows).
-# redis-py only for the fleet (FLEET_URL): a single host needs none. Debian 12 has 4.3.4;
-# the fleet's tests run with pyproject's redis>=4.5, so 4.3.4 is untested there.
+# redis-py only for the fleet (FLEET_URL): a single host needs none. Debian 12 has 4.3.4,
+# pyproject's lower bound: the fleet's unit and system tests pass with it (a Redis Cluster
+# then needs +info in the ACL line; README).
 RECOMMENDS="python3-matplotlib (>= 3.6), python3-redis, linux-headers-amd64 | linux-headers-arm64 | linux-headers-generic"
 
 B=$(mktemp -d "${TMPDIR:-/tmp}/scanwatch-deb.XXXXXX")

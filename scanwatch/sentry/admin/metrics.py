@@ -97,9 +97,10 @@ class SnapshotCollector:
                         [((), fl["queued"])])
             yield counter("fleet_entries_total", "Fleet stream entries: sent by this host, "
                           "received from others, applied (nft and XDP), capped (XDP only, "
-                          "past BLOCK_RATE), refused (invalid or protected).",
+                          "past BLOCK_RATE), refused (invalid or protected), spared "
+                          "(possibly spoofed: XDP only or a line, per EVIDENCE_RESPONSE).",
                           [((k,), fl.get(k, 0)) for k in ("sent", "received", "applied",
-                                                          "capped", "refused")],
+                                                          "capped", "refused", "spared")],
                           labels=("what",))
             yield counter("fleet_sweeps_total", "Horizontal scans this host found in the "
                           "fleet's sightings.", [((), fl.get("sweeps", 0))])

@@ -84,7 +84,9 @@ def format_status(st, now=None):
         lines.append(f"fleet:       {fl['name']} as {fl['host']}: "
                      f"{'connected' if fl['connected'] else 'DISCONNECTED (' + fl['error'] + ')'}"
                      f", lag {lag}, sent {fl['sent']}, received {fl['received']}, applied "
-                     f"{fl['applied']}, refused {fl['refused']}, queued {fl['queued']}")
+                     f"{fl['applied']}, refused {fl['refused']}, queued {fl['queued']}"
+                     + (f" (+ sightings of {fl['sightings_queued']} sources)"
+                        if fl.get("sightings_queued") else ""))
     prot = st.get("protected", {})
     if any(prot.values()):
         lines.append("never block: " + "; ".join(f"{k} {', '.join(v)}" for k, v in prot.items() if v))

@@ -1,19 +1,28 @@
 """The only module that talks to Redis (redis-py). Every Redis error leaves here as one
 FleetError line; callers never see a redis exception or a traceback.
 
-Commands used (and so the ACL a fleet user needs): XADD, XREAD, PFADD, PFCOUNT, EXPIRE,
-HSET, HGETALL, PING, plus CLUSTER SLOTS and COMMAND when FLEET_URL points at a cluster
-(redis-py learns the slot map and the key positions with them).
+Commands used (and so the ACL a fleet user needs): XADD, XREAD, XREVRANGE, PFADD, PFCOUNT,
+EXPIRE, HSET, HSETNX, HGETALL, PING, plus CLUSTER SLOTS and COMMAND when FLEET_URL points
+at a cluster (redis-py learns the slot map and the key positions with them), and INFO there
+too with redis-py before 5.0.8 (Debian 12's python3-redis 4.3.4 asks a cluster node's INFO
+whether cluster mode is on).
 """
+import logging
 import os
 import ssl
 import stat
+import time
 
 import redis
 from redis import cluster as rcluster
 
 from ...errors import FleetError
 from .message import parse_url
+
+# redis-py logs some errors itself, with a traceback (4.3.4's cluster client does, before
+# it raises): every error is reported here in one line instead.
+logging.getLogger("redis").addHandler(logging.NullHandler())
+logging.getLogger("redis").propagate = False
 
 
 def read_password(path):
@@ -65,6 +74,7 @@ class Link:
         self.name = name
         self.client = None
         self.cluster = False
+        self.ok_at = 0.0  # monotonic time of the last command that went through
 
     def _kw(self, block_s):
         kw = dict(host=self.host, port=self.port, username=self.user, password=self.password,
@@ -117,7 +127,9 @@ class Link:
         if self.client is None:
             self.connect()
         try:
-            return fn(*args, **kw)
+            out = fn(*args, **kw)
+            self.ok_at = time.monotonic()
+            return out
         except (redis.RedisError, rcluster.RedisClusterException) as err:
             self.close()  # the next call reconnects
             raise FleetError(describe(err, self.password is not None)) from None
@@ -158,10 +170,13 @@ class Link:
             return not self.client.xrevrange(stream, count=1)  # empty: nothing to miss
         return self._call(check)
 
-    def sight(self, keys_for, batch, window):
+    def sight(self, keys_for, batch, window, marks=None, marks_key=None, host=""):
         """PFADD each source's host:port pairs into its HyperLogLog, start its window
         (EXPIRE NX: the window runs from the first sighting, it does not slide), and return
-        {addr: distinct pairs so far}."""
+        {addr: distinct pairs so far}. marks {addr: strength}: this member's "possibly
+        spoofed" marks, HSET host -> strength in the source's marks hash (same window)."""
+        marks = marks or {}
+
         def run():
             pipe = self.client.pipeline(transaction=False)
             order = []
@@ -173,9 +188,30 @@ class Link:
                 # possibly cross-slot command; the raw command on one key is fine anywhere
                 pipe.execute_command("PFCOUNT", key)
                 order.append(addr)
+            for addr, strength in marks.items():
+                key = marks_key(addr)
+                pipe.hset(key, host, strength)
+                pipe.expire(key, window, nx=True)
             res = pipe.execute()
             return {a: int(res[3 * i + 2]) for i, a in enumerate(order)}
-        return self._call(run) if batch else {}
+        return self._call(run) if batch or marks else {}
+
+    def claim(self, key, host, window):
+        """True for the one member that first claims a source's fleet verdict (HSETNX),
+        and for that member again (a retry after a Redis error): the others leave it to
+        that member's judgement and its stream entry."""
+        def run():
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hsetnx(key, "by", host)
+            pipe.expire(key, window, nx=True)
+            pipe.hgetall(key)
+            return pipe.execute()[2].get(b"by") == host.encode()
+        return self._call(run)
+
+    def marks(self, key):
+        """{host: strength} a source was marked with (empty if none)."""
+        raw = self._call(lambda: self.client.hgetall(key))
+        return {k.decode(): v.decode() for k, v in raw.items()}
 
     def heartbeat(self, members_key, host, record):
         return self._call(lambda: self.client.hset(members_key, host, record))

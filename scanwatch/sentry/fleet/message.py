@@ -73,6 +73,15 @@ class Keys:
         # The hash tag is the source: its distinct-count lives on one slot with its other keys.
         return f"{self.name}:sweep:{{{addr}}}"
 
+    def spoof(self, addr):
+        """The members' "possibly spoofed" marks on a source (a hash host -> strength),
+        beside its distinct-count on the same slot."""
+        return f"{self.name}:spoof:{{{addr}}}"
+
+    def verdict(self, addr):
+        """Which member judges a source's fleet sweep (the first to claim it)."""
+        return f"{self.name}:verdict:{{{addr}}}"
+
     def pattern(self):
         """The ACL key pattern that covers every key above."""
         return f"~{self.name}:*"

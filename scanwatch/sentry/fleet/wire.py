@@ -12,21 +12,19 @@ import json
 import os
 import queue
 import socket
-import struct
 import sys
 import threading
 import time
 import uuid
 
 from ...errors import FleetError, ScanwatchError
-from ..kernel import contract as K
 from ..kernel.program import mono_now
 from ..model import BlockEntry
 from ..policy import BlockBudget
 from . import member, message
 from .spool import Spool
+from .sweep import Sweeps
 
-_U64 = struct.Struct("<Q")
 SIGHT_S = 0.25        # sightings are gathered and sent this often, never per packet
 HEARTBEAT_S = 5.0
 BACKOFF = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
@@ -68,7 +66,6 @@ class Fleet:
         self.seen = member.Seen()
         self.limiter = member.LineLimiter(5)
         self.sightings = member.Sightings(self.me)
-        self.swept = {}  # sources this member already published a fleet sweep for
         self.stop_ev = threading.Event()
         self.threads = []
         self.stats = {"connected": False, "sent": 0, "received": 0, "applied": 0,
@@ -81,7 +78,7 @@ class Fleet:
         self.budget = BlockBudget(cfg.BLOCK_RATE)
         self._cap_noted = -1e9
         self.version = _version()
-        self._walk_from = 0  # CLOCK_MONOTONIC ns of the last walk of the source table
+        self.sweeps = Sweeps(self)  # sightings and fleet sweeps, weighed by spoof evidence
         from .link import Link  # the one Redis importer, loaded only with a fleet
         args = dict(password_file=cfg.FLEET_PASSWORD_FILE, ca_file=cfg.FLEET_CA_FILE)
         self.pub_link = Link(cfg.FLEET_URL, **args)
@@ -190,22 +187,28 @@ class Fleet:
             # in an outage keeps them
             self._to_spool(SIGHT_S)
             now = time.monotonic()
+            if now >= next_sight:  # gathered while Redis is away too (kept, merged, bounded)
+                self.sweeps.gather()
+                # at most ~10 % of a core for the walk, however full the table is
+                next_sight = now + max(SIGHT_S, 9 * (time.monotonic() - now))
             if now < retry_at:
                 continue
+            tried = time.monotonic()
             try:
                 self._send_spool()
-                if now >= next_sight:
-                    self._send_sightings()
-                    # at most ~10 % of a core for the walk, however full the table is
-                    next_sight = now + max(SIGHT_S, 9 * (time.monotonic() - now))
+                self.sweeps.flush()
                 if now >= next_beat:
                     self._heartbeat()
                     next_beat = now + HEARTBEAT_S
-                self._up()
-                attempt = 0
+                # connected only once a command went through (with nothing to send, no
+                # command proves anything: Redis may have gone since the last one)
+                if self.pub_link.ok_at >= tried:
+                    self._up()
+                    attempt = 0
             except FleetError as err:
                 attempt, step = self._trouble(err, attempt, wait=False)
                 retry_at = time.monotonic() + step
+                next_beat = 0.0  # the retry sends a heartbeat: a command that proves Redis back
 
     def _send_spool(self):
         while len(self.spool):
@@ -224,57 +227,6 @@ class Fleet:
                           "blocks": self.stats["blocks_made"], "sent": self.stats["sent"],
                           "received": self.stats["received"]})
         self.pub_link.heartbeat(self.keys.members, self.me, rec)
-
-    def _send_sightings(self):
-        """New closed-port probes per source since the last walk of the kernel's source
-        table, as host:port pairs into the source's HyperLogLog."""
-        if not self.cfg.FLEET_SWEEP:
-            return
-        sentry, fresh = self.d.sentry, {}
-        # Only rows the kernel touched since the last walk are parsed (a watermark on
-        # their last packet, no per-source memory here); the walk itself is paced by its
-        # own cost in _publisher, so a flood that fills the table cannot make it a hog.
-        since, started = self._walk_from, time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-        last_ns, at = _U64.unpack_from, K.Source.last_ns.offset
-        room = self.sightings.max_sources
-        for key, value in sentry.maps["sources"].items():
-            if last_ns(value, at)[0] < since:
-                continue
-            if len(fresh) >= room:  # a batch's worth (a flood of forged sources): the
-                self.sightings.dropped += 1  # rest are not even parsed
-                continue
-            st = sentry._source_stats(key, value)
-            fresh[str(st.addr)] = list(st.ports) or [("TCP", st.last_port)]  # (proto, port)
-        self._walk_from = started
-        blocks = self.d.policy.blocks
-        fresh = {a: p for a, p in fresh.items()
-                 if a not in self.swept and a not in blocks and not self._protected(a)}
-        for addr, ports in fresh.items():
-            self.sightings.add(addr, ports)
-        batch = self.sightings.take(time.monotonic())
-        counts = self.pub_link.sight(self.keys.sweep, batch, self.cfg.FLEET_WINDOW)
-        for addr, n in counts.items():
-            if member.sweep_verdict(n, self.cfg.FLEET_SWEEP) and addr not in self.swept:
-                self.swept[addr] = time.time()
-                self.stats["sweeps"] += 1
-                self._fleet_sweep(addr, n)
-        cutoff = time.time() - self.cfg.FLEET_WINDOW
-        for a in [a for a, t in self.swept.items() if t < cutoff]:
-            del self.swept[a]
-
-    def _fleet_sweep(self, addr, n):
-        """A horizontal scan: block here and tell every member (the stream entry is the
-        fleet's decision; this member is its reporter)."""
-        secs = self.cfg.BLOCK_TIMEOUT or self.cfg.BLOCK_TIMEOUT_MAX
-        self.d.log.info("attackalert: Host %s touched %d host:port pairs across the fleet "
-                        "within %ds: horizontal scan", addr, n, self.cfg.FLEET_WINDOW)
-        fields = message.encode("sweep", addr, host=self.me, left=secs, evidence="unverified",
-                                scan="sweep", ts=time.time(),
-                                uid=f"{self.me}:{uuid.uuid4().hex[:16]}")
-        self.seen.add(fields["id"])
-        self.apply(message.decode(fields, now=time.time(), max_left=self.cfg.BLOCK_TIMEOUT_MAX
-                                  or secs), secs, local=True)
-        self.spool.push(fields)
 
     # --- reader thread -----------------------------------------------------------------
     def _load_pos(self):
@@ -357,8 +309,13 @@ class Fleet:
                 self.d.unblock(entry.addr)
                 self.d.log.info("adminalert: %s unblocked via fleet (by %s)", entry.addr,
                                 entry.host)
-            else:
+                return
+            # this host's EVIDENCE_RESPONSE for that evidence, as for its own reports
+            how = member.response(entry.evidence, self.d.guard.responses)
+            if how == "full":
                 self.apply(entry, secs)
+            else:
+                self.sweeps.spare(entry.addr, entry.evidence, how, f"reported by {entry.host}")
 
     def apply(self, entry, secs, local=False):
         """The daemon's block path for a fleet block: policy table, nft set, XDP map,
@@ -413,7 +370,8 @@ class Fleet:
     # --- for status ---------------------------------------------------------------------
     def status(self):
         return dict(self.stats, queued=len(self.spool) + self.q.qsize(), host=self.me,
-                    name=self.keys.name)
+                    name=self.keys.name, sightings_queued=self.sightings.queued(),
+                    sightings_dropped=self.sightings.dropped, sightings_stale=self.sightings.stale)
 
     def members(self):
         out = {}

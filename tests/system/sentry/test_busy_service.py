@@ -6,13 +6,16 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from sentryproc import SentryProcess
 
 # More service ports than SWEEP_PORTS (20): late segments to all of them would be a sweep.
 PORTS = list(range(9100, 9130))
 
 SERVER = f"""
-import asyncio
+import asyncio, sys
+HOST = sys.argv[1]
 async def echo(r, w):
     try:
         while data := await r.read(4096):
@@ -23,7 +26,7 @@ async def echo(r, w):
     w.close()
 async def main():
     for p in {PORTS!r}:
-        await asyncio.start_server(echo, '0.0.0.0', p, backlog=16)
+        await asyncio.start_server(echo, HOST, p, backlog=16)
     print('ready', flush=True)
     await asyncio.Event().wait()
 asyncio.run(main())
@@ -66,26 +69,31 @@ asyncio.run(main())
 """
 
 
-def _server(lab):
-    p = lab.popen(lab.target_ns, sys.executable, "-c", SERVER, stdout=subprocess.PIPE, text=True)
+def _server(lab, host):
+    p = lab.popen(lab.target_ns, sys.executable, "-c", SERVER, host, stdout=subprocess.PIPE,
+                  text=True)
     assert p.stdout.readline().strip() == "ready"
     return p
 
 
-def test_busy_service_killed_and_restarted_under_its_clients_gives_no_report(lab):
+@pytest.mark.parametrize("family", [4, 6])
+def test_busy_service_killed_and_restarted_under_its_clients_gives_no_report(lab, family):
+    """IPv6 too: the same sysctl turns SYN cookies on for both, and the ACK check looks up
+    IPv6 4-tuples with the same helper."""
     lab.wait_reachable()
+    host, target = ("::", lab.target_ip6) if family == 6 else ("0.0.0.0", lab.target_ip4)
     res = lab.run(lab.target_ns, "sysctl", "-qw", "net.ipv4.tcp_syncookies=2")
     assert res.returncode == 0, res.stderr  # every handshake completes by a SYN cookie
     with SentryProcess(lab) as sw:
-        srv = _server(lab)
-        client = lab.popen(lab.scanner_ns, sys.executable, "-c", CLIENT, lab.target_ip4,
+        srv = _server(lab, host)
+        client = lab.popen(lab.scanner_ns, sys.executable, "-c", CLIENT, target,
                            repr(PORTS), "100", "2", "12", stdout=subprocess.PIPE, text=True)
         assert client.stdout.readline().strip() == "short-done"
         time.sleep(1.0)
         srv.send_signal(signal.SIGKILL)  # 60 chatty clients mid-conversation
         srv.wait()
         time.sleep(0.7)
-        srv = _server(lab)
+        srv = _server(lab, host)
         out, _ = client.communicate(timeout=60)
         srv.kill()
         srv.wait()
@@ -96,5 +104,6 @@ def test_busy_service_killed_and_restarted_under_its_clients_gives_no_report(lab
         assert st["blocked"] == [] and st["logged"] == [], (st, sw.log())
         assert "attackalert" not in sw.log() and sw.events() == [], sw.log()
         assert st["counters"]["kernel_blocks"] == 0, st
+    # TcpExt counters are shared by IPv4 and IPv6
     res = lab.run(lab.target_ns, "nstat", "-asz", "TcpExtSyncookiesRecv")
     assert int(res.stdout.split()[-2]) >= 100 * len(PORTS), res.stdout

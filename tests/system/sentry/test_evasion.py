@@ -44,7 +44,9 @@ CASES = [
     ("sU-g53", ("-sU", "-g", "53"), "UDP", True),
     ("data-length", ("-sS", "--data-length", "40"), "SYN/Normal", True),
     ("sA-data-length", ("-sA", "--data-length", "40"), "ACK/Window", True),
-    ("ip-options", ("-sS", "--ip-options", "R"), "SYN/Normal", False),  # IPv4 only
+    # nmap -6 accepts --ip-options and sends plain probes (no extension header): caught
+    # as the plain scan they are
+    ("ip-options", ("-sS", "--ip-options", "R"), "SYN/Normal", True),
     # IPv6: test_ipv6_low_hop_limit_sends_no_probe_unless_neighbour_known below
     ("ttl", ("-sS", "--ttl", "3"), "SYN/Normal", False),
     ("spoof-mac", ("-sS", "--spoof-mac", LAB_MAC), "SYN/Normal", True),

@@ -104,3 +104,28 @@ def test_redis_frozen_does_not_hold_up_the_local_block(flab):
         log = all_logs(web2)
         assert log.count(f"Host {scanner} has been blocked via fleet (reported by web1)") == 1, log
         assert "Traceback" not in all_logs(web1) + log
+
+
+def test_a_horizontal_scan_during_an_outage_is_caught_when_redis_is_back(flab):
+    """Sightings are kept (merged per source, bounded) while Redis is away, and gathered
+    on: a scan spread thin over the fleet during a short outage is blocked fleet-wide once
+    Redis is back, although every reconnection attempt meanwhile failed."""
+    scanner = fresh_scanner(flab)
+    with Fleet(flab) as fl:
+        flab.redis.kill()
+        fl.wait(lambda: not any(sw.status()["fleet"]["connected"] for sw in fl.sws), 15,
+                "every member sees the outage")
+        nmap_hosts(flab, "-sS", "-p", "22,80,443,3306,5432")  # 3 hosts x 5 ports: 15 pairs
+        fl.wait(lambda: all(sw.status()["fleet"]["sightings_queued"] >= 1 for sw in fl.sws),
+                10, "sightings kept")
+        out = fl.sws[0].cli("status", "--run-dir", fl.sws[0].paths["run"]).stdout
+        assert "sightings of 1 sources" in out, out
+        time.sleep(6)  # reconnection attempts fail meanwhile (the backoff reaches 5 s)
+        assert not any(scanner in sw.nft_set(4) for sw in fl.sws)
+        flab.redis.start()
+        fl.wait(lambda: blocked_everywhere(fl.sws, scanner), 30,
+                "blocked fleet-wide once Redis is back")
+        assert stream_count(flab.redis, scanner, kind="sweep") == 1
+        fl.wait(lambda: all(sw.status()["fleet"]["sightings_queued"] == 0 for sw in fl.sws),
+                10, "nothing left queued")
+        assert "Traceback" not in "".join(all_logs(sw) for sw in fl.sws)

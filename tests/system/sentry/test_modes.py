@@ -3,6 +3,8 @@ import re
 import sys
 import time
 
+import pytest
+
 from sentryproc import SentryProcess, connect, listen, nmap
 
 BANNER = "** UNAUTHORIZED ACCESS PROHIBITED *** YOUR CONNECTION ATTEMPT HAS BEEN LOGGED."
@@ -39,12 +41,21 @@ def test_classic_tcp_catches_a_connect_scan_and_sends_the_banner(lab):
         busy.wait()
 
 
-def test_classic_tcp_with_nmap_connect_scan(lab):
+@pytest.mark.parametrize("family", [4, 6])
+def test_classic_tcp_with_nmap_connect_scan(lab, family):
+    """A completed handshake is the strongest evidence (issue 13): "proven" in the log line,
+    status and events.jsonl, over IPv4 and IPv6."""
     lab.wait_reachable()
+    addr = lab.scanner_ip6 if family == 6 else lab.scanner_ip4
     with SentryProcess(lab, args=("--tcp-mode", "classic")) as sw:
-        nmap(lab, "-sT", "-p", "1-40")
-        sw.wait_block_event()
-        assert "attackalert: Connect from host:" in sw.log()
+        nmap(lab, "-sT", "-p", "1-40", v6=family == 6)
+        ev = sw.wait_block_event()
+        assert ev["addr"] == addr and ev["strength"] == "proven", ev
+        log = sw.log()
+        assert f"attackalert: Connect from host: {addr}/{addr} to TCP port:" in log, log
+        assert re.search(rf"Host {re.escape(addr)} has been blocked via nftables .*"
+                         r"\(evidence: proven", log), log
+        assert [b["strength"] for b in sw.status()["blocked"]] == ["proven"]
 
 
 def test_classic_udp_catches_a_udp_probe(lab):

@@ -53,6 +53,9 @@ def test_prometheus_scrapes_a_scanned_daemon(lab, tmp_path):
                               or 0) > 0, 30, "a probe rate > 0 in prometheus")
             wait_for(lambda: value("scanwatch_blocks_total") == 1, 30, "blocks_total == 1")
             assert value("scanwatch_blocks_active") == 1
+            # issue 13: the report's evidence strength (nmap's host answers the challenge)
+            wait_for(lambda: value('scanwatch_reports_by_evidence_total{evidence="proven"}')
+                     == 1, 30, "one proven report in prometheus")
             assert value('scanwatch_kernel_map_capacity{map="sources"}') == 65536
             # every dashboard expression is valid PromQL that Prometheus evaluates
             dash = json.loads(DASH.read_text())

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from scanwatch.sentry.defaults import BY_NAME
 from sentryproc import SentryProcess, block_key, connect, deny_target, listen, nmap
 
 ALERT = {  # PortSentry 1.2's wording; its NULL type carries a leading space
@@ -275,20 +276,31 @@ def test_evasion_options_do_not_hide_a_scan(lab, opts, scan_type):
         assert_blocked(sw, lab, lab.scanner_ip4, scan_type, "TCP")
 
 
-def test_slow_scan_is_caught_by_the_slow_tier(lab):
-    """nmap -T2 paces 0.4 s a probe: 12 ports in SWEEP_WINDOW, never 20; SLOW_PORTS (40)
-    closed ports within SLOW_WINDOW cut it off."""
+SLOW_PORTS = int(BY_NAME["SLOW_PORTS"].default)
+
+
+@pytest.mark.parametrize("pace", [("-T2",), ("--scan-delay", "1s")], ids=["T2", "scan-delay-1s"])
+@pytest.mark.parametrize("family", [4, 6])
+def test_slow_scan_is_caught_by_the_slow_tier(lab, pace, family):
+    """nmap -T2 paces 0.4 s a probe (12 ports in SWEEP_WINDOW), --scan-delay 1s one a
+    second (5): never SWEEP_PORTS (20); SLOW_PORTS closed ports within SLOW_WINDOW cut
+    them off."""
     lab.wait_reachable()
+    addr = lab.scanner_ip6 if family == 6 else lab.scanner_ip4
     with SentryProcess(lab) as sw:
-        out = nmap(lab, "-sS", "-T2", "-p", "3000-3060")  # no tripwire in this range
+        # no tripwire in this range; nmap stops by itself once the block drops the rest
+        out = nmap(lab, "-sS", *pace, "-p", f"3000-{3000 + SLOW_PORTS + 20}",
+                   v6=family == 6, timeout=SLOW_PORTS * 2 + 60)
         ev = sw.wait_block_event()
         assert ev["reason"] == "sweep" and ev["slow_sweep"] and ev["kernel_blocked"], ev
         m = re.search(r"Ignored State: closed \((\d+)\)", out)
         closed = int(m.group(1)) if m else len(re.findall(r"\d+/closed/tcp", out))
-        assert 38 <= closed <= 40, out  # the 40th is dropped; the Bloom filter may miss one
-        assert re.search(rf"attackalert: Host {lab.scanner_ip4} probed 40 closed ports within "
-                         rf"600s \(.*\) \(slow scan\)$", sw.log(), re.M), sw.log()
-        assert_blocked(sw, lab, lab.scanner_ip4, "SYN/Normal", "TCP")
+        # the SLOW_PORTS-th is dropped; the Bloom filter may miss one or two
+        assert SLOW_PORTS - 3 <= closed <= SLOW_PORTS, out
+        print(f"{' '.join(pace)} IPv{family}: {closed} closed ports learned before the block")
+        assert re.search(rf"attackalert: Host {re.escape(addr)} probed {SLOW_PORTS} closed ports "
+                         rf"within 600s \(.*\) \(slow scan\)$", sw.log(), re.M), sw.log()
+        assert_blocked(sw, lab, addr, "SYN/Normal", "TCP", family=family)
 
 
 def test_flag_classification_unknown_type_and_non_probes(lab, web):

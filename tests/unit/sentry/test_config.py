@@ -62,6 +62,10 @@ def test_scanwatch_defaults_are_sane():
     assert d.INTERFACES == ()
     assert d.KERNEL_BLOCK == 1
     assert d.SWEEP_PORTS == 20 and d.SWEEP_WINDOW == 5
+    assert d.SLOW_PORTS == 25 and d.SLOW_WINDOW == 600
+    # The slow tier stays above the fast one plus its filter's worst measured miss (2,
+    # bench/sweep_filter.py): a fast scan is always named by the fast tier, never "slow".
+    assert d.SLOW_PORTS > d.SWEEP_PORTS + 2
     assert d.blocked_file("stcp") == "/var/lib/scanwatch/scanwatch.blocked.stcp"
 
 

@@ -153,3 +153,26 @@ def test_fleet_settings(tmp_path):
         with pytest.raises(ConfigError, match=why) as ei:
             config.load(write(tmp_path, "# x\n" + bad + "\n"))
         assert str(ei.value).endswith(ei.value.message) and ":2:" in str(ei.value)
+
+
+def test_sightings_kept_while_redis_is_away_merged_and_bounded():
+    s = member.Sightings("web1", per_source=3, max_sources=2)
+    s.add("198.51.100.7", [("TCP", 22)], now=NOW)
+    batch = s.take(NOW + 1)
+    assert batch == {"198.51.100.7": ["web1:t22"]}
+    assert s.queued() == 1  # in flight still counts as queued (for status)
+    s.add("198.51.100.7", [("TCP", 23), ("TCP", 24)], now=NOW + 2)
+    s.add("198.51.100.8", [("TCP", 1)], now=NOW + 2)
+    s.restore()  # the send failed: merged back, one source, within per_source
+    assert sorted(s.pending) == ["198.51.100.7", "198.51.100.8"]
+    assert sorted(s.pending["198.51.100.7"]) == ["web1:t22", "web1:t23", "web1:t24"]
+    assert s.first["198.51.100.7"] == NOW  # its oldest pair
+    s.restore()  # nothing in flight: nothing twice
+    assert len(s.pending["198.51.100.7"]) == 3
+    s.add("198.51.100.9", [("TCP", 1)], now=NOW + 3)  # max_sources
+    assert s.dropped == 1
+    # back after longer than the window: what is older than it is not counted any more
+    batch = s.take(NOW + 650, max_age=600)
+    assert batch == {} and s.stale == 2
+    s.sent()
+    assert s.queued() == 0
