@@ -1,6 +1,8 @@
 """What this host looks like from inside its network namespace: interfaces, own
 addresses (netlink, via pyroute2) and ports that have a socket (/proc/net)."""
 import ipaddress
+import re
+import time
 
 from ..errors import ScanwatchError
 
@@ -149,11 +151,11 @@ def ssh_ports(path="/etc/ssh/sshd_config"):
     return ports
 
 
-def ssh_peers(ports=None):
-    """Remote addresses of established TCP connections to the SSH port(s) (ports=True:
-    to any port)."""
+def ssh_connections(ports=None):
+    """{(local, remote) hex fields: peer address} of established TCP connections to the SSH
+    port(s) (ports=True: to any port)."""
     ports = ssh_ports() if ports is None else ports
-    peers = set()
+    conns = {}
     for path in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(path) as fh:
@@ -163,10 +165,47 @@ def ssh_peers(ports=None):
                     if len(f) < 4 or f[3] != "01":  # ESTABLISHED
                         continue
                     if ports is True or int(f[1].rsplit(":", 1)[1], 16) in ports:
-                        peers.add(_proc_addr(f[2].rsplit(":", 1)[0]))
+                        p = _proc_addr(f[2].rsplit(":", 1)[0])
+                        conns[(f[1], f[2])] = p.ipv4_mapped or p if p.version == 6 else p
         except FileNotFoundError:
             continue
-    return {p.ipv4_mapped or p if p.version == 6 else p for p in peers}
+    return conns
+
+
+def ssh_peers(ports=None):
+    """Remote addresses of established TCP connections to the SSH port(s) (ports=True:
+    to any port)."""
+    return set(ssh_connections(ports).values())
+
+
+def login_grace(path="/etc/ssh/sshd_config"):
+    """sshd's LoginGraceTime in seconds (120 by default; 0, no limit, taken as 600)."""
+    grace = 120
+    try:
+        with open(path) as fh:
+            for line in fh:
+                parts = line.split()
+                if len(parts) >= 2 and parts[0].lower() == "logingracetime":
+                    m = re.fullmatch(r"(\d+)([smh]?)", parts[1].lower())
+                    if m:
+                        grace = int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+                    break
+    except OSError:
+        pass
+    return grace or 600
+
+
+def seasoned(conns, seen, now, age):
+    """Peers of the connections seen for at least `age` seconds; `seen` ({connection: first
+    seen}) is updated in place. sshd drops a connection that has not logged in within
+    LoginGraceTime, so one older than that is a session, not a scanner's held connection
+    (any TCP connect to port 22 would otherwise make its source unblockable)."""
+    for c in list(seen):
+        if c not in conns:
+            del seen[c]
+    for c in conns:
+        seen.setdefault(c, now)
+    return {peer for c, peer in conns.items() if now - seen[c] >= age}
 
 
 def _proc_addr(hexaddr):
@@ -181,22 +220,25 @@ class Protected:
 
     Gateways and resolvers are cheap to re-read each second over one netlink socket;
     SSH peers need a walk of the host's whole TCP table (~4 ms), so they are re-read
-    every few seconds, and afresh before each block (`is_ssh_peer`)."""
+    every few seconds, and afresh before each block (`is_ssh_peer`); a connection counts
+    once it has outlived sshd's LoginGraceTime (see `seasoned`)."""
 
     def __init__(self, ssh_every=5.0):
         self.ipr = _iproute()
         self.ssh_every, self.ssh_at, self.ssh = ssh_every, None, set()
+        self.ssh_seen, self.ssh_age = {}, login_grace() + ssh_every
 
     def refresh(self, now):
         if self.ssh_at is None or now - self.ssh_at >= self.ssh_every:
-            self.ssh, self.ssh_at = ssh_peers(), now
+            self.ssh = seasoned(ssh_connections(), self.ssh_seen, now, self.ssh_age)
+            self.ssh_at = now
         return {"gateway": default_gateways(self.ipr), "resolver": resolvers(), "ssh": self.ssh}
 
     def own_addresses(self):
         return own_addresses(interfaces(self.ipr))
 
     def is_ssh_peer(self, addr):
-        self.ssh = ssh_peers()
+        self.ssh = seasoned(ssh_connections(), self.ssh_seen, time.monotonic(), self.ssh_age)
         return addr in self.ssh
 
     def close(self):

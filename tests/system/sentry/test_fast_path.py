@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from sentryproc import SentryProcess, nmap, wait_for
+from sentryproc import SentryProcess, block_key, nmap, wait_for
 
 PORT = 8022
 
@@ -69,7 +69,7 @@ def test_connected_peer_is_clean_yet_its_ack_scan_is_caught(lab, family):
                  v6=family == 6)
             ev = sw.wait_block_event(timeout=10)
             assert ev["addr"] == addr and ev["scan_type"] == "ACK/Window", ev
-            wait_for(lambda: addr in sw.nft_set(family), timeout=5, what="nft element")
+            wait_for(lambda: block_key(addr) in sw.nft_blocked(), timeout=5, what="nft element")
             # The probes were counted one by one; the stream's segments were not.
             assert sw.status()["packets"]["ACK/Window"] - ack_before <= 60
     finally:
