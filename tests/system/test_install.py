@@ -122,7 +122,7 @@ def test_unit_file_verifies_and_keeps_its_hardening(tmp_path):
     assert settings["ExecStart"] == ["/usr/local/bin/scanwatch run -c /etc/scanwatch/scanwatch.conf"]
     assert settings["Type"] == ["simple"] and settings["Restart"] == ["on-failure"]
     assert set(settings["CapabilityBoundingSet"][0].split()) == {
-        "CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE"}
+        "CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW"}
     for key, value in (("NoNewPrivileges", "yes"), ("ProtectSystem", "strict"),
                        ("ProtectHome", "yes"), ("PrivateTmp", "yes"),
                        ("SupplementaryGroups", "scanwatch"), ("StateDirectory", "scanwatch"),
