@@ -988,7 +988,9 @@ int xdp_sentry(struct xdp_md *ctx)
 	 * or SYN-cookie ACK to a listening port belongs too. */
 	int acked = p.tcp_flags & TH_ACK;
 	if (acked) {
-		int sock = has_socket(ctx, &p);
+		/* A port DNAT forwards has no socket here, but its connections' ACKs are no
+		 * probes (with SLOW_PORTS 25, a client of 25 published ports tripped the slow tier) */
+		int sock = is_natted(p.proto & 1, p.dport) ? 1 : has_socket(ctx, &p);
 		if (sock == 2)
 			learn_hops(&p);
 		if (sock) {
