@@ -284,7 +284,7 @@ NMAP_EXTRA = ["--max-retries", "1", "--min-rate", "20000"]
 PS_TABLE, GT_TABLE, SW_TABLE = "psbench", "swbenchgt", "scanwatch"
 
 GOALS = {"revealed": SWEEP_PORTS + 1, "nft_ms": 5.0, "ns_per_pkt": 150.0,
-         "watch_ns": 110.0, "drop_ns": 100.0, "cpu_s": 0.3,
+         "watch_ns": 110.0, "drop_ns": 100.0, "null_ns": 56.0, "cpu_s": 0.3,
          "missed": 0, "rss_mb": 80.0}
 
 TOOLS = [("scanwatch", "stcp"), ("portsentry", "stcp"), ("portsentry", "atcp")]
@@ -997,6 +997,13 @@ def goal_rows(mode, sw, null_ns, args):
             for text, v, ok in out]
 
 
+def over_floor(xdp, variant):
+    """Each round's ns/packet of `variant` minus that round's empty program."""
+    null = {x.get("round", 0): x["ns_per_pkt"] for x in xdp if x["variant"] == "null"}
+    return [x["ns_per_pkt"] - null[x.get("round", 0)] for x in xdp
+            if x["variant"] == variant and x.get("round", 0) in null]
+
+
 def report(scans, floods, xdp, args):
     rows = summarize(scans, floods)
     lines = []
@@ -1060,18 +1067,28 @@ def report(scans, floods, xdp, args):
           f"{ratio(swf.get('hwm_mb'), psf.get('hwm_mb'))} | – | "
           f"{ratio(swf.get('missed_pct'), psf.get('missed_pct'))} |")
     w("")
-    null_ns = next((x["ns_per_pkt"] for x in xdp if x["variant"] == "null"), None)
+    null_ns = med([x["ns_per_pkt"] for x in xdp if x["variant"] == "null"])
     w("Goals (set for scanwatch -stcp; -atcp rows are shown for comparison):")
     w("")
     w("| scanwatch goal | measured | result |")
     w("|---|---|---|")
     goals = [g for (tool, mode), sw in rows.items() if tool == "scanwatch"
              for g in goal_rows(mode, sw, null_ns, args)]
-    # issue 13's kernel-cost goals, from the XDP runs of this bench
+    # issue 13's kernel-cost goals, from the XDP runs of this bench: as set (absolute, on a
+    # machine whose empty program took GOALS["null_ns"]), and as the budget over the floor
+    # that they leave, against this machine's own empty program
     for variant, limit in (("watch", GOALS["watch_ns"]), ("drop", GOALS["drop_ns"])):
-        for x in (x for x in xdp if x["variant"] == variant):
-            goals.append((f"XDP {variant} path < {limit:.0f} ns/packet (--xdp-only run)",
-                          x["ns_per_pkt"], lambda v, limit=limit: v < limit))
+        runs = [x["ns_per_pkt"] for x in xdp if x["variant"] == variant]
+        if not runs:
+            continue
+        goals.append((f"XDP {variant} path < {limit:.0f} ns/packet (--xdp-only, median of "
+                      f"{len(runs)})", med(runs), lambda v, limit=limit: v < limit))
+        over = over_floor(xdp, variant)
+        if over:
+            budget = limit - GOALS["null_ns"]
+            goals.append((f"XDP {variant} path − empty program < {limit:.0f} − "
+                          f"{GOALS['null_ns']:.0f} = {budget:.0f} ns (median of {len(over)} "
+                          f"rounds)", med(over), lambda v, budget=budget: v < budget))
     for text, value, ok in goals:
         verdict = "MISS (not measured)" if value is None else ("PASS" if ok(value) else "MISS")
         shown = fmt(value, 2) if isinstance(value, float) else str(value)
@@ -1124,34 +1141,35 @@ def report(scans, floods, xdp, args):
         w("XDP cost per packet under the same flood: bpftool run_time_ns / run_cnt, with "
           "kernel.bpf_stats_enabled=1 only during each flood.")
         w("")
-        w("| XDP program | packets sent | runs | ns/packet | notes |")
+        w("| XDP program | packets sent | runs | ns/packet (over the same round's empty "
+          "program) | notes |")
         w("|---|---|---|---|---|")
         for f in floods:
             if f["tool"] == "scanwatch":
                 w(f"| scanwatch -{f['mode']}, blocking off (watch path) | {f['sent']} | "
                   f"{f['xdp_runs']} | {fmt(f['ns_per_pkt'], 0)} | the scanner is flagged after "
                   f"its first sweep; every packet is counted and passed |")
-        for x in xdp:
-            if x["variant"] == "watch":
-                w(f"| scanwatch -stcp, blocking off (watch path, alone) | {x['sent']} | "
-                  f"{x['xdp_runs']} | {fmt(x['ns_per_pkt'], 0)} | SYNs to ever new ports; "
-                  f"kernel blocks {x.get('kernel_blocks')} |")
-            elif x["variant"] == "drop":
-                w(f"| scanwatch -stcp, scanner blocked (drop path) | {x['sent']} | {x['xdp_runs']} | "
-                  f"{fmt(x['ns_per_pkt'], 0)} | kernel blocks {x.get('kernel_blocks')}, "
-                  f"dropped {x.get('dropped')} |")
-            elif x["variant"] == "stream":
-                w(f"| scanwatch -stcp, one established connection streaming (connection path) | "
-                  f"{x['sent']} bytes | {x['xdp_runs']} | {fmt(x['ns_per_pkt'], 0)} | every "
-                  f"segment carries ACK: socket lookup finds the connection |")
-            elif x["variant"] == "ack":
-                w(f"| scanwatch -stcp, ACK flood to listener {LISTEN_PORTS[0]} (connection path) | "
-                  f"{x['sent']} | {x['xdp_runs']} | {fmt(x['ns_per_pkt'], 0)} | one socket "
-                  f"lookup and the block check a packet; kernel blocks {x.get('kernel_blocks')} |")
-            else:
-                w(f"| empty program (`return XDP_PASS`) | {x['sent']} | {x['xdp_runs']} | "
-                  f"{fmt(x['ns_per_pkt'], 0)} | the floor on this machine: bpf_stats' own "
-                  f"clock reads and the call |")
+        notes = {
+            "watch": ("scanwatch -stcp, blocking off (watch path, alone)",
+                      lambda x: f"SYNs to ever new ports; kernel blocks {x.get('kernel_blocks')}"),
+            "drop": ("scanwatch -stcp, scanner blocked (drop path)",
+                     lambda x: f"kernel blocks {x.get('kernel_blocks')}, dropped {x.get('dropped')}"),
+            "stream": ("scanwatch -stcp, one established connection streaming (connection path)",
+                       lambda x: "bytes sent; every segment carries ACK: socket lookup finds "
+                                 "the connection"),
+            "ack": (f"scanwatch -stcp, ACK flood to listener {LISTEN_PORTS[0]} (connection path)",
+                    lambda x: f"one socket lookup and the block check a packet; kernel blocks "
+                              f"{x.get('kernel_blocks')}"),
+            "null": ("empty program (`return XDP_PASS`)",
+                     lambda x: "the floor on this machine: bpf_stats' own clock reads and the call"),
+        }
+        for variant in dict.fromkeys(x["variant"] for x in xdp):
+            xs = [x for x in xdp if x["variant"] == variant]
+            label, note = notes[variant]
+            over = over_floor(xdp, variant) if variant != "null" else []
+            w(f"| {label} | {spread([x['sent'] for x in xs])} | "
+              f"{spread([x['xdp_runs'] for x in xs])} | {spread([x['ns_per_pkt'] for x in xs])}"
+              + (f" (empty + {spread(over)})" if over else "") + f" | {note(xs[-1])} |")
     return "\n".join(lines)
 
 
@@ -1177,6 +1195,9 @@ def main(argv=None):
                     help="only the XDP ns/packet runs (watch, drop, ACK to a listener, a stream, empty)")
     ap.add_argument("--xdp-variants", default="watch,drop,ack,stream,null",
                     help="which XDP runs, comma-separated (default: all five)")
+    ap.add_argument("--xdp-runs", type=int, default=1,
+                    help="rounds of the XDP runs, interleaved (default 1); cells show the "
+                         "median [min–max], and each round's figure minus its own empty program")
     args = ap.parse_args(argv)
     args.runs = args.runs or (1 if args.quick else 3)
     args.flood = args.flood or (5.0 if args.quick else 10.0)
@@ -1211,11 +1232,15 @@ def main(argv=None):
             log(f"  truth {f['truth']} seen {f['seen']} cpu {f['cpu_s']:.2f}s")
             floods.append(f)
         xdp_s = min(args.flood, 3 if args.quick else 5)
-        for variant in args.xdp_variants.split(","):
-            log(f"XDP cost {xdp_s:g}s flood: {variant}")
-            x = xdp_cost_trial(workroot, variant, xdp_s)
-            log(f"  {x['ns_per_pkt']:.0f} ns/packet over {x['xdp_runs']} runs")
-            xdp.append(x)
+        # Rounds interleave the variants, so that a drift of the machine (a VM's neighbours)
+        # moves a round's floor with its other rows instead of one variant's figure.
+        for rnd in range(args.xdp_runs):
+            for variant in args.xdp_variants.split(","):
+                log(f"XDP cost {xdp_s:g}s flood, round {rnd + 1}/{args.xdp_runs}: {variant}")
+                x = xdp_cost_trial(workroot, variant, xdp_s)
+                x["round"] = rnd
+                log(f"  {x['ns_per_pkt']:.0f} ns/packet over {x['xdp_runs']} runs")
+                xdp.append(x)
     except KeyboardInterrupt:
         log("interrupted; cleaning up")
         raise SystemExit(130)

@@ -41,8 +41,8 @@
 #define SW_CNT_MALFORMED 12  /* truncated headers */
 #define SW_CNT_TRIPWIRE  13  /* probes to a watched port without a listener */
 #define SW_CNT_KBLOCKS   14  /* sources the kernel blocked itself */
-#define SW_CNT_PACKETS   15  /* every packet the program saw */
-#define SW_NCOUNTERS     20  /* issue 13: 20 with SW_CNT_BADSUM */
+#define SW_CNT_PACKETS   15  /* every packet the program saw (with SW_CNT_FAST_*) */
+#define SW_NCOUNTERS     30  /* issue 13: SW_CNT_BADSUM; kernel cost: SW_CNT_FAST_* */
 
 /* Event reasons. */
 #define SW_EV_HIT     1  /* a tripwire port was probed, below the trigger or with blocking off */
@@ -62,15 +62,15 @@
 
 /* Parameters userspace writes into the one-element `config` array. */
 struct sw_config {
-	/* Kernel cost (issues 13, 14): the fields every packet reads come first (the value
-	 * straddles two cache lines; the fast path then touches one). Verdicts in `fast` are
-	 * good while their generation is fast_gen; userspace moves it on when it changes
-	 * blocks or ignores, and every second. */
+	/* Kernel cost (issues 13, 14): the verdict cache reads fast_gen alone, first, so that
+	 * a cached verdict costs one line of this value (its start is not line-aligned).
+	 * Verdicts in `fast` are good while their generation is fast_gen; userspace moves it
+	 * on when it changes blocks, ignores or this config, and every second. The hash seed
+	 * of issue 14 is no field: it is compiled in (-DSW_SEED), drawn at each load. */
 	__u32 fast_gen;
-	__u32 sweep_ports;       /* 0: sweep detector off */
-	__u64 bloom_seed;        /* issue 14: keys the Bloom and slot hashes; random at load */
 	__u8 watch[2];           /* per protocol: a mode is running */
 	__u8 kblock[2];          /* per protocol: the kernel blocks a triggering source itself */
+	__u32 sweep_ports;       /* 0: sweep detector off */
 	__u32 scan_trigger;      /* react when tripwire hits exceed this (PortSentry SCAN_TRIGGER) */
 	__u64 sweep_window_ns;
 	__u64 block_timeout_ns;  /* 0: the kernel's own blocks last until userspace lifts them */
@@ -184,9 +184,16 @@ struct sw_event {
 /* issue 13 (--badsum): TCP/UDP probes to a port without a socket whose checksum is wrong.
  * The stack drops them unanswered, so they reveal nothing and never count toward a block. */
 #define SW_CNT_BADSUM       19
+/* Kernel cost: each exit of the verdict cache counts one counter, so a packet it ends
+ * touches one line of `counters`; userspace folds them into the named ones (contract.py):
+ * a drop into dropped and packets, a pass of a kind-k probe into k and packets, a pass of
+ * a packet that is no probe (it carries ACK) into packets. */
+#define SW_CNT_FAST_DROPPED 20
+#define SW_CNT_FAST_KIND    21  /* + kind, for the kinds 0-7 tcp_kind() and UDP give */
+#define SW_CNT_FAST_PASSED  29
 
 /* The one per-CPU value of `counters`, SW_CNT_* and the per-kind counts: one value, so a
- * packet's two counts share a per-CPU pointer and, mostly, a cache line (kernel cost). */
+ * packet's counts share a per-CPU pointer (kernel cost). */
 struct sw_counters {
 	__u64 c[SW_NCOUNTERS];
 };
@@ -196,12 +203,14 @@ struct sw_counters {
  * packets), a slot of an array one line. A slot never decides alone: a miss, a stale
  * generation or a spent budget takes the full path, which refills it. */
 #define SW_FAST_DROP    1   /* the source is blocked: drop up to `budget` more packets */
-#define SW_FAST_CAUGHT  2   /* the source is caught (sweep flags in `meta`), not blocked */
+#define SW_FAST_CAUGHT  2   /* the source is caught, not blocked: `meta` holds SW_F_FLAG_TCP
+			     * and/or _UDP for each protocol whose probes of untrapped ports are
+			     * only counted (watched, and sweep off or already fired) */
 #define SW_FAST_CLEAN   3   /* not blocked, and its ACKs to a listening port belong (hop
 			     * count + 1 learned from its connection in `meta`, 0 = none) */
 struct sw_fast {
 	struct sw_addr src;
-	/* fast_gen << 32 | verdict << 24 | sweep flags << 16 | 16 check bits of the slot hash:
+	/* fast_gen << 32 | verdict << 24 | verdict flags << 16 | 16 check bits of the slot hash:
 	 * one 8-byte word, so a reader never mixes a verdict with another writer's address */
 	__u64 meta;
 	__u32 budget;                    /* SW_FAST_DROP: packets left before the full path */

@@ -29,6 +29,10 @@
 #ifndef SW_UNREPORTED_BLOCK_NS
 #define SW_UNREPORTED_BLOCK_NS 5000000000ULL  /* a kernel block whose report was lost */
 #endif
+/* issue 14: keys the Bloom and verdict-cache hashes; userspace draws it at each load */
+#ifndef SW_SEED
+#error "SW_SEED (the hash seed) must be given with -D"
+#endif
 #ifndef SW_ALERT_PAGES
 #define SW_ALERT_PAGES 8
 #endif
@@ -606,7 +610,13 @@ static __always_inline int is_natted(__u8 proto, __u16 port)
 #define SW_FAST_SLOTS 16384  /* 512 KiB; a collision only costs the full path */
 #endif
 #define SW_FAST_BUDGET 4096  /* a blocked flood takes the full path once in this many */
-BPF_ARRAY(fast, struct sw_fast, SW_FAST_SLOTS);
+#ifndef BPF_F_MMAPABLE
+#define BPF_F_MMAPABLE (1U << 10)
+#endif
+/* Mappable only for its layout: the values then start on a page, so a 32-byte slot never
+ * straddles two cache lines (a plain array's start at a fixed odd offset in its header made
+ * every other slot cost a second miss). */
+BPF_F_TABLE("array", int, struct sw_fast, fast, SW_FAST_SLOTS, BPF_F_MMAPABLE);
 
 /* The slot of an address, and in *check 16 other bits of the same keyed hash. */
 static __always_inline struct sw_fast *fast_slot(struct sw_addr *a, struct sw_config *cfg,
@@ -614,7 +624,7 @@ static __always_inline struct sw_fast *fast_slot(struct sw_addr *a, struct sw_co
 {
 	__u32 w[4];
 	__builtin_memcpy(w, a->a, 16);
-	__u32 x = (w[0] ^ (w[1] * 0x9e3779b1u) ^ (w[2] * 0x85ebca6bu) ^ w[3]) + (__u32)cfg->bloom_seed;
+	__u32 x = (w[0] ^ (w[1] * 0x9e3779b1u) ^ (w[2] * 0x85ebca6bu) ^ w[3]) + (__u32)SW_SEED;
 	x ^= x >> 16;
 	x *= 0x7feb352du;
 	x ^= x >> 15;
@@ -904,9 +914,10 @@ int xdp_sentry(struct xdp_md *ctx)
 {
 	__u32 zero = 0;
 	__u64 now;
-	count(SW_CNT_PACKETS);
+	/* One lookup of this CPU's counters serves every count of the verdict cache's exits. */
+	struct sw_counters *cnt = counters.lookup(&zero);
 	struct sw_config *cfg = config.lookup(&zero);
-	if (!cfg)
+	if (!cnt || !cfg)
 		return XDP_PASS;
 	/* The verdict cache first: a blocked source's packets, and a caught source's probes of
 	 * untrapped ports, end here without a hash lookup or a clock read. */
@@ -925,7 +936,7 @@ int xdp_sentry(struct xdp_md *ctx)
 		__u32 left = *(volatile __u32 *)&f->budget;
 		if (left) {
 			f->budget = left - 1;
-			count(SW_CNT_DROPPED);
+			cnt->c[SW_CNT_FAST_DROPPED] += 1;
 			return XDP_DROP;
 		}
 	}
@@ -933,13 +944,16 @@ int xdp_sentry(struct xdp_md *ctx)
 	if (verdict == SW_FAST_CAUGHT && q.l4) {
 		__u8 qp = q.l4 == IPPROTO_UDP;
 		int kind = qp ? SW_KIND_UDP : tcp_kind(q.flags);
-		if (kind >= 0 && cfg->watch[qp] && !is_watched(qp, q.dport) &&
-		    (!cfg->sweep_ports || (fflags & (qp ? SW_F_FLAG_UDP : SW_F_FLAG_TCP)))) {
-			if (!(q.flags & TH_ACK))  /* it may belong to a connection: no probe */
-				count(kind);
+		if (kind >= 0 && (fflags & (qp ? SW_F_FLAG_UDP : SW_F_FLAG_TCP)) &&
+		    !is_watched(qp, q.dport)) {
+			/* ACK: it may belong to a connection, no probe. The mask only tells the
+			 * verifier what tcp_kind() returns. */
+			cnt->c[q.flags & TH_ACK ? SW_CNT_FAST_PASSED
+						: SW_CNT_FAST_KIND + (kind & 7)] += 1;
 			return XDP_PASS;
 		}
 	}
+	cnt->c[SW_CNT_PACKETS] += 1;  /* the cache's exits count theirs in SW_CNT_FAST_* */
 	struct probe p = {};
 	int rc = parse(ctx, &p);
 	if (rc < 0)
@@ -952,8 +966,7 @@ int xdp_sentry(struct xdp_md *ctx)
 		if (rc != 0 || p.tuple_len == 0)
 			return XDP_PASS;  /* not a probe, and not blocked as of this generation */
 		__u8 fproto = p.proto & 1;
-		if (cfg->watch[fproto] && (!cfg->sweep_ports ||
-					   (fflags & (fproto ? SW_F_FLAG_UDP : SW_F_FLAG_TCP))) &&
+		if ((fflags & (fproto ? SW_F_FLAG_UDP : SW_F_FLAG_TCP)) &&
 		    (p.kind == SW_KIND_IPPROTO || !is_watched(fproto, p.dport))) {
 			/* ACK-carrying packets may belong to a connection: not counted as probes */
 			if (!(p.tcp_flags & TH_ACK))
@@ -1061,7 +1074,14 @@ int xdp_sentry(struct xdp_md *ctx)
 	 * blocking off cheap (a clock read alone is ~30 ns in a VM). */
 	if (s && !watched_port && (!cfg->sweep_ports || (s->state & flagbit))) {
 		count(kind_cnt);
-		fast_fill(&p, cfg, SW_FAST_CAUGHT, s->state & (SW_F_FLAG_TCP | SW_F_FLAG_UDP), 0);
+		/* Which protocols' probes of untrapped ports the cache may pass, counted:
+		 * decided here once, so that its hits read no config beyond the generation. */
+		__u8 caught = 0;
+		if (cfg->watch[0] && (!cfg->sweep_ports || (s->state & SW_F_FLAG_TCP)))
+			caught |= SW_F_FLAG_TCP;
+		if (cfg->watch[1] && (!cfg->sweep_ports || (s->state & SW_F_FLAG_UDP)))
+			caught |= SW_F_FLAG_UDP;
+		fast_fill(&p, cfg, SW_FAST_CAUGHT, caught, 0);
 		return XDP_PASS;
 	}
 	/* issue 14: forwarded traffic (a router's) is no probe of this host. Checked after the
@@ -1132,7 +1152,7 @@ int xdp_sentry(struct xdp_md *ctx)
 			s->sweep_open = 0;
 		}
 		/* IP protocol scans (-sO) have their own namespace, 2 (issue 13) */
-		__u32 h = bloom_hash(cfg->bloom_seed, p.kind == SW_KIND_IPPROTO ? 2 : proto, p.dport);
+		__u32 h = bloom_hash(SW_SEED, p.kind == SW_KIND_IPPROTO ? 2 : proto, p.dport);
 		if (bloom_add(s->bloom, h, SW_BLOOM_WORDS / 2) &&
 		    !bloom_has(&s->bloom[SW_BLOOM_WORDS / 2], h, SW_BLOOM_WORDS / 2)) {
 			__sync_fetch_and_add(&s->distinct, 1);
@@ -1160,7 +1180,7 @@ int xdp_sentry(struct xdp_md *ctx)
 			__builtin_memset(s->slow_bloom, 0, sizeof(s->slow_bloom));
 		}
 		if (bloom_add(s->slow_bloom,
-			      bloom_hash(cfg->bloom_seed, p.kind == SW_KIND_IPPROTO ? 2 : proto, p.dport),
+			      bloom_hash(SW_SEED, p.kind == SW_KIND_IPPROTO ? 2 : proto, p.dport),
 			      SW_BLOOM_WORDS))
 			__sync_fetch_and_add(&s->slow, 1);
 		if (!swept && s->slow >= cfg->slow_ports) {

@@ -32,10 +32,24 @@ NALLKINDS = 12
 CNT_SCTP_INIT, CNT_SCTP_COOKIE, CNT_IPPROTO = 16, 17, 18
 KIND_NAMES += ("SCTP INIT", "SCTP COOKIE-ECHO", "IP Protocol")
 CNT_BADSUM = 19  # issue 13: bad-checksum probes (nmap --badsum), never judged
-NCOUNTERS = 20
+# kernel cost: the verdict cache's exits count here, one counter a packet (fold_counters)
+CNT_FAST_DROPPED, CNT_FAST_KIND, CNT_FAST_PASSED = 20, 21, 29
+NCOUNTERS = 30
 COUNTER_NAMES = KIND_NAMES[:NKINDS] + ("dropped", "ignored", "events_lost", "malformed",
                                        "tripwire", "kernel_blocks", "packets") + \
     KIND_NAMES[NKINDS:] + ("badsum",)
+
+
+def fold_counters(sums):
+    """The named counters (COUNTER_NAMES) from the NCOUNTERS raw sums: the verdict cache's
+    own counts added to what they stand for."""
+    c = list(sums[:CNT_FAST_DROPPED])
+    fast_kinds = sums[CNT_FAST_KIND:CNT_FAST_PASSED]
+    c[CNT_DROPPED] += sums[CNT_FAST_DROPPED]
+    for kind, n in enumerate(fast_kinds):
+        c[kind] += n
+    c[CNT_PACKETS] += sums[CNT_FAST_DROPPED] + sum(fast_kinds) + sums[CNT_FAST_PASSED]
+    return dict(zip(COUNTER_NAMES, c))
 
 EV_HIT, EV_TRIGGER, EV_SWEEP, EV_PERSIST = 1, 2, 3, 4
 F_KBLOCKED, F_IPOPTS, F_FLAG_TCP, F_FLAG_UDP, F_BLOCKED = 0x01, 0x02, 0x04, 0x08, 0x10
@@ -46,10 +60,9 @@ F_SUSPECT = 0x80  # issue 13
 class Config(C.Structure):
     _fields_ = [
         ("fast_gen", C.c_uint32),  # kernel cost: generation of the `fast` verdicts
-        ("sweep_ports", C.c_uint32),
-        ("bloom_seed", C.c_uint64),  # issue 14
         ("watch", C.c_uint8 * 2),
         ("kblock", C.c_uint8 * 2),
+        ("sweep_ports", C.c_uint32),
         ("scan_trigger", C.c_uint32),
         ("sweep_window_ns", C.c_uint64),
         ("block_timeout_ns", C.c_uint64),

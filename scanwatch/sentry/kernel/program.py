@@ -36,6 +36,11 @@ class Sentry:
         self.cflags = [f"-I{K.BPF_DIR}", f"-DSW_MAX_SOURCES={max_sources}",
                        f"-DSW_MAX_BLOCKED={max_blocked}", f"-DSW_MAX_IGNORE={max_ignore}",
                        "-Wno-unused-function"]
+        # Keys the sweep filters' and the verdict cache's hashes (issue 14): fixed for this
+        # load, unknown outside, so a scanner cannot order ports to reuse bits. A -D flag,
+        # not a config field: the packets the verdict cache ends then read no second line.
+        self.bloom_seed = int.from_bytes(os.urandom(8), "little")
+        self.cflags.append(f"-DSW_SEED={self.bloom_seed:#x}ULL")
         self.fds = {}
         self.maps = {}
         self.ring = None
@@ -45,9 +50,6 @@ class Sentry:
         self._cfg = None      # the last config written (set_local turns local_only on/off)
         self.local_only = 0   # issue 14: on once `local` holds this host's addresses
         self.v6_prefix = 128  # issue 14: IPv6 sources counted per prefix of this length
-        # Keys the sweep filters' hash (issue 14): fixed for this load, unknown outside,
-        # so a scanner cannot order ports to reuse bits. Kept across reconfigures.
-        self.bloom_seed = int.from_bytes(os.urandom(8), "little")
         # The kernel's verdict cache (`fast`) trusts a slot of this generation only; moving
         # it on after every change of blocks or ignores, and every FAST_TICK_S, bounds how
         # long a cached verdict can outlive what it was made from (a block's end).
@@ -103,7 +105,6 @@ class Sentry:
         cfg.kblock[:] = (int(kblock_tcp), int(kblock_udp))
         cfg.persist_probes = persist_probes
         cfg.hit_rate = hit_rate
-        cfg.bloom_seed = self.bloom_seed
         cfg.local_only = self.local_only
         self.v6_prefix = v6_prefix if 0 < v6_prefix < 128 else 128
         cfg.v6_prefix = self.v6_prefix % 128
@@ -119,7 +120,7 @@ class Sentry:
 
     def forget_verdicts(self):
         """Every verdict the kernel cached is judged afresh from the maps (cheap: one
-        64-byte map write)."""
+        56-byte map write)."""
         if self._cfg is not None:
             self._write_config()
 
@@ -271,7 +272,7 @@ class Sentry:
                 for name in ("sources", "blocked", "kblocked")}
 
     def counters(self):
-        return dict(zip(K.COUNTER_NAMES, self.maps["counters"].percpu_sums(K.NCOUNTERS)))
+        return K.fold_counters(self.maps["counters"].percpu_sums(K.NCOUNTERS))
 
     # --- events ---------------------------------------------------------------------------
     def set_cookie(self, addr, cookie):

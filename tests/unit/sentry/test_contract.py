@@ -88,8 +88,8 @@ def test_field_offset_and_size(c_layout, sname, fname):
 def test_known_sizes(c_layout):
     # Pinned so that an accidental change shows up even if both sides move together.
     assert {s: c_layout[(s, ".")][0] for s in K.STRUCTS} == {
-        "sw_config": 64, "sw_addr": 16, "sw_lpm_key": 20, "sw_block": 8,
-        "sw_source": 528, "sw_event": 184, "sw_cookie": 8, "sw_answer": 32, "sw_fast": 32, "sw_counters": 160}
+        "sw_config": 56, "sw_addr": 16, "sw_lpm_key": 20, "sw_block": 8,
+        "sw_source": 528, "sw_event": 184, "sw_cookie": 8, "sw_answer": 32, "sw_fast": 32, "sw_counters": 240}
 
 
 # --- constants: parse the header's #defines ---------------------------------------------
@@ -121,11 +121,14 @@ def test_kind_and_counter_tables():
     assert len(K.KIND_NAMES) == K.NALLKINDS > K.NKINDS
     assert K.KIND_NAMES[K.KIND_SYN] == "SYN/Normal"
     assert K.KIND_NAMES[K.KIND_UNKNOWN] == "Unknown Type"
-    assert len(K.COUNTER_NAMES) == K.NCOUNTERS
-    assert len(set(K.COUNTER_NAMES)) == K.NCOUNTERS
+    assert len(K.COUNTER_NAMES) == K.CNT_FAST_DROPPED
+    assert len(set(K.COUNTER_NAMES)) == K.CNT_FAST_DROPPED
     cnts = sorted(v for n, v in DEFINES.items() if n.startswith("SW_CNT_"))
-    # The per-kind packet counters come first, then one slot per SW_CNT_*.
-    assert cnts == list(range(K.NKINDS, K.NCOUNTERS))
+    # The per-kind packet counters come first, then one slot per named SW_CNT_*, then the
+    # verdict cache's: a drop, a pass per kind tcp_kind() and UDP give (0-7), a pass.
+    assert cnts == list(range(K.NKINDS, K.CNT_FAST_DROPPED)) + [
+        K.CNT_FAST_DROPPED, K.CNT_FAST_KIND, K.CNT_FAST_PASSED]
+    assert K.CNT_FAST_PASSED == K.CNT_FAST_KIND + 8 == K.NCOUNTERS - 1
     # issue 13's kinds (no hits[] slot) count in the slots after CNT_PACKETS, in order
     for kind in range(K.NKINDS, K.NALLKINDS):
         assert K.COUNTER_NAMES[K.CNT_SCTP_INIT + kind - K.NKINDS] == K.KIND_NAMES[kind]
@@ -134,6 +137,19 @@ def test_kind_and_counter_tables():
     assert K.COUNTER_NAMES[K.CNT_TRIPWIRE] == "tripwire"
     assert K.COUNTER_NAMES[K.CNT_KBLOCKS] == "kernel_blocks"
     assert K.COUNTER_NAMES[K.CNT_PACKETS] == "packets"
+
+
+def test_fold_counters_adds_the_verdict_cache_exits():
+    raw = [0] * K.NCOUNTERS
+    raw[K.CNT_PACKETS], raw[K.CNT_DROPPED], raw[K.KIND_SYN], raw[K.KIND_UDP] = 10, 3, 4, 1
+    raw[K.CNT_FAST_DROPPED] = 100
+    raw[K.CNT_FAST_KIND + K.KIND_SYN], raw[K.CNT_FAST_KIND + K.KIND_UDP] = 20, 5
+    raw[K.CNT_FAST_PASSED] = 7
+    c = K.fold_counters(raw)
+    assert list(c) == list(K.COUNTER_NAMES)
+    assert c["dropped"] == 103
+    assert c["SYN/Normal"] == 24 and c["UDP"] == 6 and c["FIN"] == 0
+    assert c["packets"] == 10 + 100 + 20 + 5 + 7
 
 
 def test_ring_sizes_are_powers_of_two():
