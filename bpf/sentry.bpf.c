@@ -614,8 +614,8 @@ static __always_inline int is_natted(__u8 proto, __u16 port)
 #define BPF_F_MMAPABLE (1U << 10)
 #endif
 /* Mappable only for its layout: the values then start on a page, so a 32-byte slot never
- * straddles two cache lines (a plain array's start at a fixed odd offset in its header made
- * every other slot cost a second miss). */
+ * straddles two cache lines (a plain array's values start where its header ends, not on a
+ * line, and every other slot cost a second miss). */
 BPF_F_TABLE("array", int, struct sw_fast, fast, SW_FAST_SLOTS, BPF_F_MMAPABLE);
 
 /* The slot of an address, and in *check 16 other bits of the same keyed hash. */

@@ -51,6 +51,7 @@ def fold_counters(sums):
     c[CNT_PACKETS] += sums[CNT_FAST_DROPPED] + sum(fast_kinds) + sums[CNT_FAST_PASSED]
     return dict(zip(COUNTER_NAMES, c))
 
+
 EV_HIT, EV_TRIGGER, EV_SWEEP, EV_PERSIST = 1, 2, 3, 4
 F_KBLOCKED, F_IPOPTS, F_FLAG_TCP, F_FLAG_UDP, F_BLOCKED = 0x01, 0x02, 0x04, 0x08, 0x10
 F_FRAG, F_SLOW = 0x20, 0x40
