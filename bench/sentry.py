@@ -999,9 +999,9 @@ def goal_rows(mode, sw, null_ns, args):
 
 def over_floor(xdp, variant):
     """Each round's ns/packet of `variant` minus that round's empty program."""
-    null = {x.get("round", 0): x["ns_per_pkt"] for x in xdp if x["variant"] == "null"}
-    return [x["ns_per_pkt"] - null[x.get("round", 0)] for x in xdp
-            if x["variant"] == variant and x.get("round", 0) in null]
+    null = {x["round"]: x["ns_per_pkt"] for x in xdp if x["variant"] == "null"}
+    return [x["ns_per_pkt"] - null[x["round"]] for x in xdp
+            if x["variant"] == variant and x["round"] in null]
 
 
 def report(scans, floods, xdp, args):

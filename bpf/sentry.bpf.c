@@ -619,8 +619,7 @@ static __always_inline int is_natted(__u8 proto, __u16 port)
 BPF_F_TABLE("array", int, struct sw_fast, fast, SW_FAST_SLOTS, BPF_F_MMAPABLE);
 
 /* The slot of an address, and in *check 16 other bits of the same keyed hash. */
-static __always_inline struct sw_fast *fast_slot(struct sw_addr *a, struct sw_config *cfg,
-						 __u32 *check)
+static __always_inline struct sw_fast *fast_slot(struct sw_addr *a, __u32 *check)
 {
 	__u32 w[4];
 	__builtin_memcpy(w, a->a, 16);
@@ -716,7 +715,7 @@ static __always_inline int fast_verdict(struct sw_addr *src, struct sw_config *c
 					struct sw_fast **slot, __u8 *flags)
 {
 	__u32 check;
-	struct sw_fast *f = fast_slot(src, cfg, &check);
+	struct sw_fast *f = fast_slot(src, &check);
 	if (!f)
 		return 0;
 	__u64 meta = *(volatile __u64 *)&f->meta;  /* one load: address check and verdict agree */
@@ -731,7 +730,7 @@ static __always_inline void fast_fill(struct probe *p, struct sw_config *cfg, __
 				      __u8 flags, __u32 budget)
 {
 	__u32 check;
-	struct sw_fast *f = fast_slot(&p->src, cfg, &check);
+	struct sw_fast *f = fast_slot(&p->src, &check);
 	if (!f)
 		return;
 	/* Address and budget before the word that makes the slot valid for it. */
@@ -743,10 +742,10 @@ static __always_inline void fast_fill(struct probe *p, struct sw_config *cfg, __
 }
 
 /* The full path changed what the slot would say (a block of the kernel's own). */
-static __always_inline void fast_forget(struct probe *p, struct sw_config *cfg)
+static __always_inline void fast_forget(struct probe *p)
 {
 	__u32 check;
-	struct sw_fast *f = fast_slot(&p->src, cfg, &check);
+	struct sw_fast *f = fast_slot(&p->src, &check);
 	if (f && same_addr(&f->src, &p->src))
 		*(volatile __u64 *)&f->meta = 0;
 }
@@ -1271,7 +1270,7 @@ int xdp_sentry(struct xdp_md *ctx)
 				t = SW_UNREPORTED_BLOCK_NS;
 			struct sw_block b = {.expires_ns = t ? now + t : 0};
 			kblocked.update(&p.key, &b);
-			fast_forget(&p, cfg);  /* it may say "caught" for the other protocol */
+			fast_forget(&p);  /* it may say "caught" for the other protocol */
 			s->block_ns = b.expires_ns;
 			s->dropped = 0;
 			__sync_fetch_and_or(&s->state, SW_F_BLOCKED);
