@@ -62,11 +62,11 @@
 
 /* Parameters userspace writes into the one-element `config` array. */
 struct sw_config {
-	/* Kernel cost (issues 13, 14): the verdict cache reads fast_gen alone, first, so that
-	 * a cached verdict costs one line of this value (its start is not line-aligned).
-	 * Verdicts in `fast` are good while their generation is fast_gen; userspace moves it
-	 * on when it changes blocks, ignores or this config, and every second. The hash seed
-	 * of issue 14 is no field: it is compiled in (-DSW_SEED), drawn at each load. */
+	/* Kernel cost (issues 13, 14): which ports have a listener (`listening`) is known as of
+	 * generation fast_gen; userspace moves it on when it changes blocks, ignores or this
+	 * config, and every second, and empties the verdict cache (`fast`) at the same times.
+	 * The hash seed of issue 14 is no field: it is compiled in (-DSW_SEED), drawn at each
+	 * load. */
 	__u32 fast_gen;
 	__u8 watch[2];           /* per protocol: a mode is running */
 	__u8 kblock[2];          /* per protocol: the kernel blocks a triggering source itself */
@@ -200,8 +200,10 @@ struct sw_counters {
 
 /* Kernel cost (issues 13, 14): a direct-mapped cache of per-source verdicts in front of the
  * hash maps. A hash lookup costs ~45 ns a packet here (cache and TLB misses between
- * packets), a slot of an array one line. A slot never decides alone: a miss, a stale
- * generation or a spent budget takes the full path, which refills it. */
+ * packets), a slot of an array one line. A slot never decides alone: a miss or a spent
+ * budget takes the full path, which refills it. Userspace empties every slot (through
+ * the array's mmap) whenever a verdict could have changed, and every second: the cache's
+ * hits then read nothing but the packet, the slot and their counter. */
 #define SW_FAST_DROP    1   /* the source is blocked: drop up to `budget` more packets */
 #define SW_FAST_CAUGHT  2   /* the source is caught, not blocked: `meta` holds SW_F_FLAG_TCP
 			     * and/or _UDP for each protocol whose probes of untrapped ports are
@@ -210,8 +212,8 @@ struct sw_counters {
 			     * count + 1 learned from its connection in `meta`, 0 = none) */
 struct sw_fast {
 	struct sw_addr src;
-	/* fast_gen << 32 | verdict << 24 | verdict flags << 16 | 16 check bits of the slot hash:
-	 * one 8-byte word, so a reader never mixes a verdict with another writer's address */
+	/* verdict << 24 | verdict flags << 16 | 16 check bits of the slot hash (0: empty): one
+	 * 8-byte word, so a reader never mixes a verdict with another writer's address */
 	__u64 meta;
 	__u32 budget;                    /* SW_FAST_DROP: packets left before the full path */
 	__u32 pad;

@@ -613,17 +613,17 @@ static __always_inline int is_natted(__u8 proto, __u16 port)
 #ifndef BPF_F_MMAPABLE
 #define BPF_F_MMAPABLE (1U << 10)
 #endif
-/* Mappable only for its layout: the values then start on a page, so a 32-byte slot never
- * straddles two cache lines (a plain array's values start where its header ends, not on a
- * line, and every other slot cost a second miss). */
+/* Mappable: userspace empties it through the mmap (see struct sw_fast). And the values
+ * then start on a page, so a 32-byte slot never straddles two cache lines (a plain array's
+ * values start where its header ends, not on a line: every other slot cost a second miss). */
 BPF_F_TABLE("array", int, struct sw_fast, fast, SW_FAST_SLOTS, BPF_F_MMAPABLE);
 
-/* The slot of an address, and in *check 16 other bits of the same keyed hash. */
-static __always_inline struct sw_fast *fast_slot(struct sw_addr *a, __u32 *check)
+/* The slot of an address given as sw_addr's two 64-bit words (from registers: the cache
+ * builds no sw_addr on the stack), and in *check 16 other bits of the same keyed hash. */
+static __always_inline struct sw_fast *fast_slot_w(__u64 a0, __u64 a1, __u32 *check)
 {
-	__u32 w[4];
-	__builtin_memcpy(w, a->a, 16);
-	__u32 x = (w[0] ^ (w[1] * 0x9e3779b1u) ^ (w[2] * 0x85ebca6bu) ^ w[3]) + (__u32)SW_SEED;
+	__u32 x = ((__u32)a0 ^ ((__u32)(a0 >> 32) * 0x9e3779b1u) ^ ((__u32)a1 * 0x85ebca6bu) ^
+		   (__u32)(a1 >> 32)) + (__u32)SW_SEED;
 	x ^= x >> 16;
 	x *= 0x7feb352du;
 	x ^= x >> 15;
@@ -634,100 +634,101 @@ static __always_inline struct sw_fast *fast_slot(struct sw_addr *a, __u32 *check
 	return fast.lookup(&idx);
 }
 
-/* What the verdict cache needs, read without the full parse: the source address of a plain
- * IPv4 or IPv6 frame (no VLAN tag, no extension header) that is not a TCP RST, in the form
- * parse() gives it; and for a whole, unfragmented TCP or UDP packet its protocol, port and
- * flags (q->l4 = 0 otherwise). 0 for anything else. A blocked flood is then dropped in a
- * few dozen instructions. A RST may answer a challenge, so it always takes the full path. */
+static __always_inline struct sw_fast *fast_slot(struct sw_addr *a, __u32 *check)
+{
+	__u64 a0, a1;
+	__builtin_memcpy(&a0, a->a, 8);
+	__builtin_memcpy(&a1, &a->a[8], 8);
+	return fast_slot_w(a0, a1, check);
+}
+
+/* What the verdict cache needs, read without the full parse: for a TCP or UDP packet its
+ * protocol, port and flags (q->l4 = 0 for any other protocol). */
 struct quick {
 	__u16 dport;
 	__u8 l4;     /* IPPROTO_TCP or IPPROTO_UDP, or 0 */
 	__u8 flags;  /* TCP flags */
 };
 
-static __always_inline void quick_l4(void *l4, void *end, void *ip_end, __u8 proto,
-				     struct quick *q)
+/* The cached verdict of the slot for (a0, a1), with its sweep flags in *flags, or 0. */
+static __always_inline int fast_check(struct sw_fast *f, __u32 check, __u64 a0, __u64 a1,
+				      __u8 *flags)
 {
-	if (proto == IPPROTO_TCP) {
-		struct tcphdr *th = l4;
-		if ((void *)(th + 1) > end || (void *)(th + 1) > ip_end || th->doff < 5)
-			return;
-		q->flags = ((__u8 *)th)[13];
-		q->dport = bpf_ntohs(th->dest);
-		q->l4 = IPPROTO_TCP;
-	} else if (proto == IPPROTO_UDP) {
-		struct udphdr *uh = l4;
-		if ((void *)(uh + 1) > end || (void *)(uh + 1) > ip_end)
-			return;
-		q->dport = bpf_ntohs(uh->dest);
-		q->l4 = IPPROTO_UDP;
-	}
-}
-
-static __always_inline int quick_src(struct xdp_md *ctx, struct sw_addr *src, struct quick *q)
-{
-	void *data = (void *)(long)ctx->data;
-	void *end = (void *)(long)ctx->data_end;
-	struct ethhdr *eth = data;
-	if ((void *)(eth + 1) > end)
-		return 0;
-	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
-		struct iphdr *ip = (void *)(eth + 1);
-		if ((void *)(ip + 1) > end)
-			return 0;
-		if (ip->protocol == IPPROTO_TCP && !(ip->frag_off & bpf_htons(0x1fff))) {
-			__u8 *fl = (void *)ip + ip->ihl * 4 + 13;
-			if ((void *)(fl + 1) > end || (*fl & TH_RST))
-				return 0;
-		}
-		__builtin_memset(src->a, 0, 10);
-		src->a[10] = 0xff;
-		src->a[11] = 0xff;
-		__builtin_memcpy(&src->a[12], &ip->saddr, 4);
-		if (ip->version == 4 && ip->ihl >= 5 && !(ip->frag_off & bpf_htons(0x3fff)))
-			quick_l4((void *)ip + ip->ihl * 4, end, (void *)ip + bpf_ntohs(ip->tot_len),
-				 ip->protocol, q);
-		return 1;
-	}
-	if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr *ip6 = (void *)(eth + 1);
-		if ((void *)(ip6 + 1) > end)
-			return 0;
-		if (ip6->nexthdr == IPPROTO_TCP) {
-			__u8 *fl = (void *)(ip6 + 1) + 13;
-			if ((void *)(fl + 1) > end || (*fl & TH_RST))
-				return 0;
-		} else if (ip6->nexthdr == IPPROTO_HOPOPTS || ip6->nexthdr == IPPROTO_ROUTING ||
-			   ip6->nexthdr == IPPROTO_DSTOPTS || ip6->nexthdr == IPPROTO_FRAGMENT) {
-			return 0;
-		}
-		__builtin_memcpy(src->a, &ip6->saddr, 16);
-		if (ip6->version == 6)
-			quick_l4(ip6 + 1, end, (void *)(ip6 + 1) + bpf_ntohs(ip6->payload_len),
-				 ip6->nexthdr, q);
-		return 1;
-	}
-	return 0;
-}
-
-/* The source's cached verdict (SW_FAST_*, sweep flags in *flags), or 0. */
-static __always_inline int fast_verdict(struct sw_addr *src, struct sw_config *cfg,
-					struct sw_fast **slot, __u8 *flags)
-{
-	__u32 check;
-	struct sw_fast *f = fast_slot(src, &check);
 	if (!f)
 		return 0;
 	__u64 meta = *(volatile __u64 *)&f->meta;  /* one load: address check and verdict agree */
-	if ((meta >> 32) != cfg->fast_gen || (meta & 0xffff) != check || !same_addr(&f->src, src))
+	__u64 s0, s1;
+	__builtin_memcpy(&s0, f->src.a, 8);
+	__builtin_memcpy(&s1, &f->src.a[8], 8);
+	if ((meta & 0xffff) != check || s0 != a0 || s1 != a1)
 		return 0;
-	*slot = f;
 	*flags = meta >> 16;
 	return (meta >> 24) & 0xff;
 }
 
-static __always_inline void fast_fill(struct probe *p, struct sw_config *cfg, __u8 verdict,
-				      __u8 flags, __u32 budget)
+/* The source's cached verdict (SW_FAST_*), its slot in *slot, or 0. Only plain frames are
+ * looked up: IPv4 without options, IPv6 without extension headers, neither fragmented,
+ * and no TCP RST (it may answer a challenge) or malformed TCP header; the full path takes
+ * the rest. Few instructions, in one run of code: between two packets of a flood the
+ * stack evicts the program from the instruction cache, and each line costs a miss. */
+static __always_inline int fast_verdict(struct xdp_md *ctx, struct quick *q,
+					struct sw_fast **slot, __u8 *flags)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	__u64 a0 = 0, a1;  /* the source as sw_addr's two words */
+	void *l4, *ip_end;
+	__u8 proto;
+	if ((void *)(eth + 1) > end)
+		return 0;
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = (void *)(eth + 1);
+		if ((void *)(ip + 1) > end || *(__u8 *)ip != 0x45 || (ip->frag_off & bpf_htons(0x3fff)))
+			return 0;
+		a1 = (__u64)ip->saddr << 32 | 0xffff0000;  /* ::ffff:a.b.c.d */
+		proto = ip->protocol;
+		l4 = ip + 1;
+		ip_end = (void *)ip + bpf_ntohs(ip->tot_len);
+	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+		if ((void *)(ip6 + 1) > end || ip6->version != 6)
+			return 0;
+		proto = ip6->nexthdr;
+		if (proto == IPPROTO_HOPOPTS || proto == IPPROTO_ROUTING ||
+		    proto == IPPROTO_DSTOPTS || proto == IPPROTO_FRAGMENT)
+			return 0;
+		__builtin_memcpy(&a0, &ip6->saddr, 8);
+		__builtin_memcpy(&a1, (void *)&ip6->saddr + 8, 8);
+		l4 = ip6 + 1;
+		ip_end = l4 + bpf_ntohs(ip6->payload_len);
+	} else {
+		return 0;
+	}
+	if (proto == IPPROTO_TCP) {
+		struct tcphdr *th = l4;
+		if ((void *)(th + 1) > end || (void *)(th + 1) > ip_end)
+			return 0;
+		__u8 fl = ((__u8 *)th)[13];
+		if ((fl & TH_RST) || th->doff < 5)
+			return 0;
+		q->flags = fl;
+		q->dport = bpf_ntohs(th->dest);
+		q->l4 = IPPROTO_TCP;
+	} else if (proto == IPPROTO_UDP) {
+		struct udphdr *uh = l4;
+		if ((void *)(uh + 1) <= end && (void *)(uh + 1) <= ip_end) {
+			q->dport = bpf_ntohs(uh->dest);
+			q->l4 = IPPROTO_UDP;
+		}
+	}
+	__u32 check;
+	struct sw_fast *f = fast_slot_w(a0, a1, &check);
+	*slot = f;
+	return fast_check(f, check, a0, a1, flags);
+}
+
+static __always_inline void fast_fill(struct probe *p, __u8 verdict, __u8 flags, __u32 budget)
 {
 	__u32 check;
 	struct sw_fast *f = fast_slot(&p->src, &check);
@@ -737,8 +738,7 @@ static __always_inline void fast_fill(struct probe *p, struct sw_config *cfg, __
 	__builtin_memcpy(&f->src, &p->src, sizeof(f->src));
 	f->budget = budget;
 	asm volatile("" ::: "memory");  /* a torn view fails the check bits, whatever the CPU */
-	*(volatile __u64 *)&f->meta = (__u64)cfg->fast_gen << 32 | (__u32)verdict << 24 |
-				      (__u32)flags << 16 | check;
+	*(volatile __u64 *)&f->meta = (__u32)verdict << 24 | (__u32)flags << 16 | check;
 }
 
 /* The full path changed what the slot would say (a block of the kernel's own). */
@@ -796,12 +796,11 @@ static __always_inline int listening_learn(struct xdp_md *ctx, struct probe *p,
 }
 
 /* blocked_drop_p, remembering a drop in the source's slot. */
-static __always_inline int blocked_drop_fill(struct probe *p, struct sw_config *cfg)
+static __always_inline int blocked_drop_fill(struct probe *p)
 {
 	if (blocked_drop_p(p) != XDP_DROP)
 		return XDP_PASS;
-	if (cfg)
-		fast_fill(p, cfg, SW_FAST_DROP, 0, SW_FAST_BUDGET);
+	fast_fill(p, SW_FAST_DROP, 0, SW_FAST_BUDGET);
 	return XDP_DROP;
 }
 
@@ -909,31 +908,18 @@ static __always_inline void emit_persist(struct probe *p, struct sw_source *s, _
 	alerts.ringbuf_submit(ev, 0);
 }
 
-int xdp_sentry(struct xdp_md *ctx)
+/* The verdict cache's exits: XDP_DROP or XDP_PASS when the packet ends here, else -1. */
+static __always_inline int cache_exit(struct xdp_md *ctx, struct sw_counters *cnt)
 {
-	__u32 zero = 0;
-	__u64 now;
-	/* One lookup of this CPU's counters serves every count of the verdict cache's exits. */
-	struct sw_counters *cnt = counters.lookup(&zero);
-	struct sw_config *cfg = config.lookup(&zero);
-	if (!cnt || !cfg)
-		return XDP_PASS;
-	/* The verdict cache first: a blocked source's packets, and a caught source's probes of
-	 * untrapped ports, end here without a hash lookup or a clock read. */
 	struct sw_fast *f = 0;
 	__u8 fflags = 0;
-	int verdict = 0;
 	struct quick q = {};
-	{
-		struct sw_addr qsrc;
-		if (quick_src(ctx, &qsrc, &q))
-			verdict = fast_verdict(&qsrc, cfg, &f, &fflags);
-	}
+	int verdict = fast_verdict(ctx, &q, &f, &fflags);
 	if (verdict == SW_FAST_DROP && f) {
 		/* Racy on purpose (it only spaces out full-path visits), but read once: a
 		 * decrement of a value another CPU just zeroed would wrap to 4 billion. */
 		__u32 left = *(volatile __u32 *)&f->budget;
-		if (left) {
+		if (__builtin_expect(left != 0, 1)) {
 			f->budget = left - 1;
 			cnt->c[SW_CNT_FAST_DROPPED] += 1;
 			return XDP_DROP;
@@ -952,6 +938,53 @@ int xdp_sentry(struct xdp_md *ctx)
 			return XDP_PASS;
 		}
 	}
+	return -1;
+}
+
+/* xdp_full, which xdp_sentry tail-calls for every packet the cache does not end. Held
+ * by the daemon's fd to this array: if the daemon dies, the array empties and the
+ * program left attached passes what its cache does not end, until a new daemon takes
+ * the interface over. */
+BPF_PROG_ARRAY(full_path, 1);
+
+/* The program attached: the verdict cache alone, a few dozen instructions in one run of
+ * code. A program of its own because bcc has no calls between functions: inlined into
+ * the full path, its code lay strewn across the program, and between two packets of a
+ * flood the stack evicts the program from the instruction cache: each line it runs
+ * through costs a miss (README, "Kernel cost per packet"). */
+int xdp_sentry(struct xdp_md *ctx)
+{
+	__u32 zero = 0;
+	struct sw_counters *cnt = counters.lookup(&zero);
+	if (cnt) {
+		int action = cache_exit(ctx, cnt);
+		if (action >= 0)
+			return action;
+	}
+	full_path.call(ctx, 0);
+	return XDP_PASS;  /* no full path (see full_path) */
+}
+
+/* The full path: parse, classify, count, block; it fills the verdict cache. */
+int xdp_full(struct xdp_md *ctx)
+{
+	__u32 zero = 0;
+	__u64 now;
+	struct sw_counters *cnt = counters.lookup(&zero);
+	if (!cnt)
+		return XDP_PASS;
+	/* The cache's verdict again (a tail call carries nothing over): a caught or clean
+	 * source's packets the cache did not end still skip work below. */
+	__u8 fflags = 0;
+	int verdict;
+	{
+		struct sw_fast *f = 0;
+		struct quick q = {};
+		verdict = fast_verdict(ctx, &q, &f, &fflags);
+	}
+	struct sw_config *cfg = config.lookup(&zero);
+	if (!cfg)
+		return XDP_PASS;
 	cnt->c[SW_CNT_PACKETS] += 1;  /* the cache's exits count theirs in SW_CNT_FAST_* */
 	struct probe p = {};
 	int rc = parse(ctx, &p);
@@ -1006,11 +1039,11 @@ int xdp_sentry(struct xdp_md *ctx)
 		if (sock == 2)
 			learn_hops(&p);
 		if (sock) {
-			if (blocked_drop_fill(&p, cfg) == XDP_DROP)
+			if (blocked_drop_fill(&p) == XDP_DROP)
 				return XDP_DROP;
 			/* The source's next ACKs to this listening port skip all of the above. */
 			if (p.proto == SW_PROTO_TCP && listening_learn(ctx, &p, cfg))
-				fast_fill(&p, cfg, SW_FAST_CLEAN, sock == 2 ? hop_count(p.ttl) + 1 : 0, 0);
+				fast_fill(&p, SW_FAST_CLEAN, sock == 2 ? hop_count(p.ttl) + 1 : 0, 0);
 			return XDP_PASS;
 		}
 	}
@@ -1052,16 +1085,16 @@ int xdp_sentry(struct xdp_md *ctx)
 				budget = SW_FAST_BUDGET;
 			if (budget) {
 				__sync_fetch_and_add(&s->dropped, budget);
-				fast_fill(&p, cfg, SW_FAST_DROP, 0, budget);
+				fast_fill(&p, SW_FAST_DROP, 0, budget);
 			}
 			return XDP_DROP;
 		}
 		/* The kernel's own block ended; userspace's (in `blocked`) may last longer. */
 		__sync_fetch_and_and(&s->state, ~(__u64)SW_F_BLOCKED);
 		kblocked.delete(&p.key);
-		if (blocked_drop_fill(&p, cfg) == XDP_DROP)
+		if (blocked_drop_fill(&p) == XDP_DROP)
 			return XDP_DROP;
-	} else if (!s && blocked_drop_fill(&p, cfg) == XDP_DROP) {
+	} else if (!s && blocked_drop_fill(&p) == XDP_DROP) {
 		return XDP_DROP;
 	}
 	__u32 kind_cnt = p.kind < SW_NKINDS ? p.kind : SW_CNT_SCTP_INIT + p.kind - SW_NKINDS;
@@ -1080,7 +1113,7 @@ int xdp_sentry(struct xdp_md *ctx)
 			caught |= SW_F_FLAG_TCP;
 		if (cfg->watch[1] && (!cfg->sweep_ports || (s->state & SW_F_FLAG_UDP)))
 			caught |= SW_F_FLAG_UDP;
-		fast_fill(&p, cfg, SW_FAST_CAUGHT, caught, 0);
+		fast_fill(&p, SW_FAST_CAUGHT, caught, 0);
 		return XDP_PASS;
 	}
 	/* issue 14: forwarded traffic (a router's) is no probe of this host. Checked after the
@@ -1288,5 +1321,5 @@ int xdp_sentry(struct xdp_md *ctx)
 	/* One copy of the block check for every early exit keeps the program small enough for
 	 * the verifier (issue 14). */
 block_check:
-	return blocked_drop_fill(&p, cfg);
+	return blocked_drop_fill(&p);
 }

@@ -245,6 +245,22 @@ def _map(fd, length, prot, offset):
     return addr
 
 
+class MappedArray:
+    """The values of a BPF_F_MMAPABLE array, mapped read-write into this process."""
+
+    def __init__(self, fd, length):
+        self.length = (length + mmap.PAGESIZE - 1) & ~(mmap.PAGESIZE - 1)
+        self.addr = _map(fd, self.length, mmap.PROT_READ | mmap.PROT_WRITE, 0)
+
+    def zero(self):
+        C.memset(self.addr, 0, self.length)
+
+    def close(self):
+        if self.addr:
+            _libc.munmap(self.addr, self.length)
+            self.addr = None
+
+
 class RingBuffer:
     """Consumer side of a BPF_MAP_TYPE_RINGBUF: mmap'd positions and data (RingSet waits)."""
 

@@ -5,6 +5,7 @@ Keeping LLVM in a short-lived child keeps the daemon's resident memory small (~3
 instead of ~200 MB) and lets it start its control socket while the compiler works.
 """
 import array
+import ctypes
 import json
 import os
 import socket
@@ -16,7 +17,9 @@ from ...errors import KernelError
 
 MAPS = ("config", "watched", "counters", "ignored", "sources", "blocked", "kblocked", "events", "alerts",
         "cookies", "answers", "hops",  # issue 13
-        "claims", "local", "natted")  # issue 14
+        "claims", "local", "natted",  # issue 14
+        "fast",  # kernel cost: the verdict cache, which program.py empties through its mmap
+        "full_path")  # kernel cost: xdp_full, which xdp_sentry tail-calls on a cache miss
 
 
 def load(cflags, timeout=120):
@@ -96,6 +99,9 @@ def _child(sock_fd, cflags):
     from bcc import BPF  # the only bcc import in scanwatch
     b = BPF(src_file=str(K.PROGRAM), cflags=cflags)
     fn = b.load_func("xdp_sentry", BPF.XDP)
+    # The prog array holds the full path for as long as the daemon holds the array's fd.
+    full = b.load_func("xdp_full", BPF.XDP)
+    b["full_path"][ctypes.c_int(0)] = ctypes.c_int(full.fd)
     names = ["prog", *MAPS]
     fds = [fn.fd] + [b[name].map_fd for name in MAPS]
     sock = socket.socket(fileno=sock_fd)

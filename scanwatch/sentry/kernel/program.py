@@ -9,7 +9,7 @@ import time
 
 from . import contract as K
 from . import loader, xdp
-from .bpfsys import Map, RingBuffer, RingSet
+from .bpfsys import Map, MappedArray, RingBuffer, RingSet
 from ...errors import KernelError
 from ..ignore import MAPPED_PREFIX, covered, from_key, to_key, to_lpm
 from ..model import ScanEvent, SourceStats
@@ -50,11 +50,12 @@ class Sentry:
         self._cfg = None      # the last config written (set_local turns local_only on/off)
         self.local_only = 0   # issue 14: on once `local` holds this host's addresses
         self.v6_prefix = 128  # issue 14: IPv6 sources counted per prefix of this length
-        # The kernel's verdict cache (`fast`) trusts a slot of this generation only; moving
-        # it on after every change of blocks or ignores, and every FAST_TICK_S, bounds how
-        # long a cached verdict can outlive what it was made from (a block's end).
+        # The kernel's verdict cache (`fast`) is emptied, and the generation of `listening`
+        # moved on, after every change of blocks or ignores and every FAST_TICK_S: that
+        # bounds how long a cached verdict can outlive what it was made from (a block's end).
         self.fast_gen = 1
         self._fast_due = 0.0
+        self._fast = None     # the verdict cache's slots, mapped
 
     def load(self):
         release = os.uname().release
@@ -63,6 +64,8 @@ class Sentry:
                               "run `make setup`")
         self.fds = loader.load(self.cflags)
         self.maps = {name: Map(fd) for name, fd in self.fds.items() if name != "prog"}
+        fast = self.maps["fast"]
+        self._fast = MappedArray(fast.fd, fast.max_entries * C.sizeof(K.Fast))
 
     @property
     def prog_fd(self):
@@ -112,15 +115,20 @@ class Sentry:
         self._write_config()
 
     def _write_config(self):
-        """Write the config with a new verdict-cache generation (stale slots then miss)."""
+        """Write the config with a new generation of `listening`, and empty the verdict
+        cache: its hits compare no generation, so that they read no line of the config."""
         self.fast_gen = self.fast_gen % 0xffffffff + 1
         self._cfg.fast_gen = self.fast_gen
         self.maps["config"].update(_u32(0), bytes(self._cfg))
+        # After the change it follows: a slot the kernel fills meanwhile from the old
+        # state is emptied too. A slot torn by this (the kernel writing it at the same
+        # time) fails its address check.
+        self._fast.zero()
         self._fast_due = mono_now() + FAST_TICK_S
 
     def forget_verdicts(self):
         """Every verdict the kernel cached is judged afresh from the maps (cheap: one
-        56-byte map write)."""
+        56-byte map write and a 512 KiB memset)."""
         if self._cfg is not None:
             self._write_config()
 
@@ -306,6 +314,9 @@ class Sentry:
         if self.ring is not None:
             self.ring.close()
             self.ring = None
+        if self._fast is not None:
+            self._fast.close()
+            self._fast = None
         for fd in self.fds.values():
             os.close(fd)
         self.fds, self.maps = {}, {}

@@ -4,6 +4,8 @@ decides nothing the full path would not.
 A peer streaming over an established connection gets a "clean" verdict, after which its
 ACKs to the listening port skip the socket lookup. The same peer ACK-scanning closed ports
 must still be caught: only ACKs to a port with a listener (never probes) take the cache."""
+import json
+import pathlib
 import subprocess
 import sys
 import time
@@ -76,3 +78,80 @@ def test_connected_peer_is_clean_yet_its_ack_scan_is_caught(lab, family):
         for p in procs:
             p.kill()
             p.wait()
+
+
+# The program itself, run on crafted frames (BPF_PROG_TEST_RUN) in the target's namespace:
+# which exit each packet took shows in the raw counters (the cache's exits count their own).
+EXITS = r"""
+import json, struct, sys
+sys.path.insert(0, sys.argv[1])
+from progrun import ether, run
+from resilience import ipv4, ipv6, tcp
+from scanwatch.sentry.kernel import contract as K
+from scanwatch.sentry.kernel.program import Sentry
+from scanwatch.sentry.ignore import to_key
+
+here, blocked, caught, fresh = sys.argv[2:6]
+s = Sentry()
+s.load()
+s.configure(scan_trigger=0, sweep_ports=20, sweep_window=3, block_timeout=0, watch_tcp=1,
+            watch_udp=0, kblock_tcp=0, kblock_udp=0)
+s.set_watched(0, [1])
+names = {"full": K.CNT_PACKETS, "cache_drop": K.CNT_FAST_DROPPED,
+         "cache_pass": K.CNT_FAST_KIND + K.KIND_SYN, "tripwire": K.CNT_TRIPWIRE}
+trace = []
+
+def step(what, src, port):
+    before = s.maps["counters"].percpu_sums(K.NCOUNTERS)
+    l4 = tcp(src, here, port)
+    frame = ether(ipv6(src, here, 6, l4) if ":" in here else ipv4(src, here, l4))
+    action = run(s.prog_fd, frame)[0]
+    after = s.maps["counters"].percpu_sums(K.NCOUNTERS)
+    trace.append([what, {1: "drop", 2: "pass"}.get(action, action),
+                  sorted(n for n, i in names.items() if after[i] != before[i])])
+
+s.block(blocked)
+step("blocked, first packet", blocked, 3000)
+step("blocked, again", blocked, 3000)
+s.maps["blocked"].delete(to_key(blocked))  # behind the daemon's back: no forget_verdicts
+step("block gone, cache not emptied", blocked, 3000)
+s.forget_verdicts()
+step("cache emptied", blocked, 3000)
+for port in range(2000, 2020):  # SWEEP_PORTS distinct ports: caught at the last
+    step("sweep", caught, port)
+step("caught, first probe after", caught, 3001)
+step("caught, next probe", caught, 3002)
+step("new source, tripwire", fresh, 1)
+s.maps["full_path"].delete(struct.pack("<I", 0))
+step("no full path", fresh, 1)
+print(json.dumps(trace))
+"""
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_each_exit_of_the_cache_and_userspace_emptying_it(lab, family):
+    """The attached program ends a cached drop or a caught source's probe itself, and
+    tail-calls the full path for the rest. Its hits compare no generation, so only
+    userspace emptying the cache (every change, every second) ends a cached verdict: a
+    block removed behind the daemon's back still drops until then."""
+    if family == 4:
+        here, srcs = lab.target_ip4, ["198.18.250.1", "198.18.250.2", "198.18.250.3"]
+    else:
+        here, srcs = lab.target_ip6, ["fd53:fa::1", "fd53:fa::2", "fd53:fa::3"]
+    system_dir = pathlib.Path(__file__).resolve().parent.parent
+    res = lab.run(lab.target_ns, sys.executable, "-c", EXITS, system_dir, here, *srcs)
+    assert res.returncode == 0, res.stderr[-2000:]
+    trace = json.loads(res.stdout.strip().splitlines()[-1])
+    sweep = [t for t in trace if t[0] == "sweep"]
+    rest = [t for t in trace if t[0] != "sweep"]
+    assert all(t[1] == "pass" and t[2] == ["full"] for t in sweep), sweep
+    assert rest == [
+        ["blocked, first packet", "drop", ["full"]],
+        ["blocked, again", "drop", ["cache_drop"]],
+        ["block gone, cache not emptied", "drop", ["cache_drop"]],
+        ["cache emptied", "pass", ["full"]],
+        ["caught, first probe after", "pass", ["full"]],
+        ["caught, next probe", "pass", ["cache_pass"]],
+        ["new source, tripwire", "pass", ["full", "tripwire"]],
+        ["no full path", "pass", []],
+    ], rest
