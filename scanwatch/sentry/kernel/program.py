@@ -120,9 +120,9 @@ class Sentry:
         self.fast_gen = self.fast_gen % 0xffffffff + 1
         self._cfg.fast_gen = self.fast_gen
         self.maps["config"].update(_u32(0), bytes(self._cfg))
-        # After the change it follows: a slot the kernel fills meanwhile from the old
-        # state is emptied too. A slot torn by this (the kernel writing it at the same
-        # time) fails its address check.
+        # After the change it follows. A fill that read the old state and lands behind
+        # the memset survives until the next one (FAST_TICK_S), as it outlived a new
+        # generation before; a slot torn by the two writers fails its address check.
         self._fast.zero()
         self._fast_due = mono_now() + FAST_TICK_S
 
