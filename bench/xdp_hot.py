@@ -33,18 +33,13 @@ PATHS = {"watch": "a caught source's SYN to a port without a tripwire (the cache
 def inner(rounds, repeat):
     """In the lab namespace: load, set the sources up, time each path `rounds` times."""
     from bcc import BPF
-    from progrun import ether, run
+    from progrun import ether, loaded_sentry, run
     from resilience import ipv4, tcp
-    from scanwatch.sentry.kernel.program import Sentry
 
     def syn(src, port):
         return ether(ipv4(src, HERE, tcp(src, HERE, port)))
 
-    s = Sentry()
-    s.load()
-    s.configure(scan_trigger=0, sweep_ports=len(SWEEP), sweep_window=3, block_timeout=0,
-                watch_tcp=1, watch_udp=0, kblock_tcp=0, kblock_udp=0)
-    s.set_watched(0, [1])
+    s = loaded_sentry(sweep_ports=len(SWEEP))
     for port in SWEEP:
         run(s.prog_fd, syn(CAUGHT, port))
     s.block(BLOCKED)

@@ -18,6 +18,19 @@ class _TestRun(C.Structure):  # the test-run member of union bpf_attr
                 ("cpu", C.c_uint32), ("batch_size", C.c_uint32)]
 
 
+def loaded_sentry(sweep_ports=20):
+    """The sentry's programs loaded and configured as for these runs: TCP watched, port 1
+    the one tripwire, sweeps of `sweep_ports` closed ports caught, no kernel block of its
+    own (blocks come from userspace), no listener in the namespace it runs in."""
+    from scanwatch.sentry.kernel.program import Sentry
+    s = Sentry()
+    s.load()
+    s.configure(scan_trigger=0, sweep_ports=sweep_ports, sweep_window=3, block_timeout=0,
+                watch_tcp=1, watch_udp=0, kblock_tcp=0, kblock_udp=0)
+    s.set_watched(0, [1])
+    return s
+
+
 def ether(l3):
     """An Ethernet frame around an IPv4 or IPv6 packet (lab-local MACs)."""
     kind = 0x0800 if l3[0] >> 4 == 4 else 0x86DD

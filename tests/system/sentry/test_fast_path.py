@@ -85,18 +85,13 @@ def test_connected_peer_is_clean_yet_its_ack_scan_is_caught(lab, family):
 EXITS = r"""
 import json, struct, sys
 sys.path.insert(0, sys.argv[1])
-from progrun import ether, run
+from progrun import ether, loaded_sentry, run
 from resilience import ipv4, ipv6, tcp
 from scanwatch.sentry.kernel import contract as K
-from scanwatch.sentry.kernel.program import Sentry
 from scanwatch.sentry.ignore import to_key
 
 here, blocked, caught, fresh = sys.argv[2:6]
-s = Sentry()
-s.load()
-s.configure(scan_trigger=0, sweep_ports=20, sweep_window=3, block_timeout=0, watch_tcp=1,
-            watch_udp=0, kblock_tcp=0, kblock_udp=0)
-s.set_watched(0, [1])
+s = loaded_sentry(sweep_ports=20)
 names = {"full": K.CNT_PACKETS, "cache_drop": K.CNT_FAST_DROPPED,
          "cache_pass": K.CNT_FAST_KIND + K.KIND_SYN, "tripwire": K.CNT_TRIPWIRE}
 trace = []
