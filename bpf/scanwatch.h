@@ -190,6 +190,7 @@ struct sw_event {
  * a packet that is no probe (it carries ACK) into packets. */
 #define SW_CNT_FAST_DROPPED 20
 #define SW_CNT_FAST_KIND    21  /* + kind, for the kinds 0-7 tcp_kind() and UDP give */
+#define SW_FAST_KINDS       8   /* those kinds: 0 to SW_FAST_KINDS - 1 */
 #define SW_CNT_FAST_PASSED  29
 
 /* The one per-CPU value of `counters`, SW_CNT_* and the per-kind counts: one value, so a
@@ -216,7 +217,13 @@ struct sw_fast {
 	 * 8-byte word, so a reader never mixes a verdict with another writer's address */
 	__u64 meta;
 	__u32 budget;                    /* SW_FAST_DROP: packets left before the full path */
-	__u32 pad;
+	/* SW_FAST_CAUGHT: the filling probe's IP protocol << 8 | TCP flags (SW_FAST_NOPASS:
+	 * none), and the counter its like counts in. A packet with the same pair is a probe
+	 * the cache passes without classifying it again: one compare instead of the kind. */
+	__u16 pass_key;
+	__u8 pass_cnt;
+	__u8 pad;
 };
+#define SW_FAST_NOPASS 0xffff  /* never a packet's pair: RSTs and protocol 255 miss the cache */
 
 #endif

@@ -643,11 +643,11 @@ static __always_inline struct sw_fast *fast_slot(struct sw_addr *a, __u32 *check
 }
 
 /* What the verdict cache needs, read without the full parse: for a TCP or UDP packet its
- * protocol, port and flags (q->l4 = 0 for any other protocol). */
+ * port, and its protocol and flags as the pair sw_fast.pass_key holds (0 for any other
+ * protocol: never a slot's). */
 struct quick {
 	__u16 dport;
-	__u8 l4;     /* IPPROTO_TCP or IPPROTO_UDP, or 0 */
-	__u8 flags;  /* TCP flags */
+	__u16 key;   /* IPPROTO_TCP << 8 | TCP flags, IPPROTO_UDP << 8, or 0 */
 };
 
 /* The cached verdict of the slot for (a0, a1), with its sweep flags in *flags, or 0. */
@@ -712,14 +712,13 @@ static __always_inline int fast_verdict(struct xdp_md *ctx, struct quick *q,
 		__u8 fl = ((__u8 *)th)[13];
 		if ((fl & TH_RST) || th->doff < 5)
 			return 0;
-		q->flags = fl;
+		q->key = IPPROTO_TCP << 8 | fl;
 		q->dport = bpf_ntohs(th->dest);
-		q->l4 = IPPROTO_TCP;
 	} else if (proto == IPPROTO_UDP) {
 		struct udphdr *uh = l4;
 		if ((void *)(uh + 1) <= end && (void *)(uh + 1) <= ip_end) {
 			q->dport = bpf_ntohs(uh->dest);
-			q->l4 = IPPROTO_UDP;
+			q->key = IPPROTO_UDP << 8;
 		}
 	}
 	__u32 check;
@@ -728,15 +727,18 @@ static __always_inline int fast_verdict(struct xdp_md *ctx, struct quick *q,
 	return fast_check(f, check, a0, a1, flags);
 }
 
-static __always_inline void fast_fill(struct probe *p, __u8 verdict, __u8 flags, __u32 budget)
+static __always_inline void fast_fill(struct probe *p, __u8 verdict, __u8 flags, __u32 budget,
+				      __u16 pass_key, __u8 pass_cnt)
 {
 	__u32 check;
 	struct sw_fast *f = fast_slot(&p->src, &check);
 	if (!f)
 		return;
-	/* Address and budget before the word that makes the slot valid for it. */
+	/* Address and the rest before the word that makes the slot valid for it. */
 	__builtin_memcpy(&f->src, &p->src, sizeof(f->src));
 	f->budget = budget;
+	f->pass_key = pass_key;
+	f->pass_cnt = pass_cnt;
 	asm volatile("" ::: "memory");  /* a torn view fails the check bits, whatever the CPU */
 	*(volatile __u64 *)&f->meta = (__u32)verdict << 24 | (__u32)flags << 16 | check;
 }
@@ -800,7 +802,7 @@ static __always_inline int blocked_drop_fill(struct probe *p)
 {
 	if (blocked_drop_p(p) != XDP_DROP)
 		return XDP_PASS;
-	fast_fill(p, SW_FAST_DROP, 0, SW_FAST_BUDGET);
+	fast_fill(p, SW_FAST_DROP, 0, SW_FAST_BUDGET, SW_FAST_NOPASS, 0);
 	return XDP_DROP;
 }
 
@@ -925,16 +927,13 @@ static __always_inline int cache_exit(struct xdp_md *ctx, struct sw_counters *cn
 			return XDP_DROP;
 		}
 	}
-	/* A caught source's TCP or UDP probe of an untrapped port: counted, passed. */
-	if (verdict == SW_FAST_CAUGHT && q.l4) {
-		__u8 qp = q.l4 == IPPROTO_UDP;
-		int kind = qp ? SW_KIND_UDP : tcp_kind(q.flags);
-		if (kind >= 0 && (fflags & (qp ? SW_F_FLAG_UDP : SW_F_FLAG_TCP)) &&
-		    !is_watched(qp, q.dport)) {
-			/* ACK: it may belong to a connection, no probe. The mask only tells the
-			 * verifier what tcp_kind() returns. */
-			cnt->c[q.flags & TH_ACK ? SW_CNT_FAST_PASSED
-						: SW_CNT_FAST_KIND + (kind & 7)] += 1;
+	/* A caught source's probe of an untrapped port, like the one that filled the slot (same
+	 * protocol and flags): counted where that one said, passed. */
+	if (verdict == SW_FAST_CAUGHT && q.key == f->pass_key &&
+	    !is_watched(q.key >> 8 == IPPROTO_UDP, q.dport)) {
+		__u32 i = f->pass_cnt;
+		if (i < SW_NCOUNTERS) {  /* for the verifier */
+			cnt->c[i] += 1;
 			return XDP_PASS;
 		}
 	}
@@ -1043,7 +1042,8 @@ int xdp_full(struct xdp_md *ctx)
 				return XDP_DROP;
 			/* The source's next ACKs to this listening port skip all of the above. */
 			if (p.proto == SW_PROTO_TCP && listening_learn(ctx, &p, cfg))
-				fast_fill(&p, SW_FAST_CLEAN, sock == 2 ? hop_count(p.ttl) + 1 : 0, 0);
+				fast_fill(&p, SW_FAST_CLEAN, sock == 2 ? hop_count(p.ttl) + 1 : 0, 0,
+					  SW_FAST_NOPASS, 0);
 			return XDP_PASS;
 		}
 	}
@@ -1085,7 +1085,7 @@ int xdp_full(struct xdp_md *ctx)
 				budget = SW_FAST_BUDGET;
 			if (budget) {
 				__sync_fetch_and_add(&s->dropped, budget);
-				fast_fill(&p, SW_FAST_DROP, 0, budget);
+				fast_fill(&p, SW_FAST_DROP, 0, budget, SW_FAST_NOPASS, 0);
 			}
 			return XDP_DROP;
 		}
@@ -1113,7 +1113,13 @@ int xdp_full(struct xdp_md *ctx)
 			caught |= SW_F_FLAG_TCP;
 		if (cfg->watch[1] && (!cfg->sweep_ports || (s->state & SW_F_FLAG_UDP)))
 			caught |= SW_F_FLAG_UDP;
-		fast_fill(&p, SW_FAST_CAUGHT, caught, 0);
+		/* Its like (same protocol and flags) the cache then passes, counted where the
+		 * cache counts it: one that carries ACK may belong to a connection there. */
+		__u16 key = SW_FAST_NOPASS;
+		if (p.kind < SW_FAST_KINDS && (caught & flagbit))
+			key = (proto ? IPPROTO_UDP : IPPROTO_TCP) << 8 | p.tcp_flags;
+		fast_fill(&p, SW_FAST_CAUGHT, caught, 0, key,
+			  p.tcp_flags & TH_ACK ? SW_CNT_FAST_PASSED : SW_CNT_FAST_KIND + (p.kind & 7));
 		return XDP_PASS;
 	}
 	/* issue 14: forwarded traffic (a router's) is no probe of this host. Checked after the

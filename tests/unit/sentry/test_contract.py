@@ -128,6 +128,8 @@ def test_kind_and_counter_tables():
     # verdict cache's: a drop, a pass per kind tcp_kind() and UDP give (0-7), a pass.
     assert cnts == list(range(K.NKINDS, K.CNT_FAST_DROPPED)) + [
         K.CNT_FAST_DROPPED, K.CNT_FAST_KIND, K.CNT_FAST_PASSED]
+    assert K.CNT_FAST_KIND + K.FAST_KINDS == K.CNT_FAST_PASSED
+    assert K.FAST_KINDS == K.KIND_MAIMON + 1 and K.KIND_UDP < K.FAST_KINDS
     assert K.CNT_FAST_PASSED == K.CNT_FAST_KIND + 8 == K.NCOUNTERS - 1
     # issue 13's kinds (no hits[] slot) count in the slots after CNT_PACKETS, in order
     for kind in range(K.NKINDS, K.NALLKINDS):
