@@ -93,12 +93,13 @@ from scanwatch.sentry.ignore import to_key
 here, blocked, caught, fresh = sys.argv[2:6]
 s = loaded_sentry(sweep_ports=20)
 names = {"full": K.CNT_PACKETS, "cache_drop": K.CNT_FAST_DROPPED,
-         "cache_pass": K.CNT_FAST_KIND + K.KIND_SYN, "tripwire": K.CNT_TRIPWIRE}
+         "cache_pass": K.CNT_FAST_KIND + K.KIND_SYN, "tripwire": K.CNT_TRIPWIRE,
+         "fin": K.KIND_FIN, "cache_fin": K.CNT_FAST_KIND + K.KIND_FIN}
 trace = []
 
-def step(what, src, port):
+def step(what, src, port, flags="S"):
     before = s.maps["counters"].percpu_sums(K.NCOUNTERS)
-    l4 = tcp(src, here, port)
+    l4 = tcp(src, here, port, flags)
     frame = ether(ipv6(src, here, 6, l4) if ":" in here else ipv4(src, here, l4))
     action = run(s.prog_fd, frame)[0]
     after = s.maps["counters"].percpu_sums(K.NCOUNTERS)
@@ -116,6 +117,9 @@ for port in range(2000, 2020):  # SWEEP_PORTS distinct ports: caught at the last
     step("sweep", caught, port)
 step("caught, first probe after", caught, 3001)
 step("caught, next probe", caught, 3002)
+step("caught, FIN probe", caught, 3003, "F")
+step("caught, FIN again", caught, 3004, "F")
+step("caught, SYN again", caught, 3005)
 step("new source, tripwire", fresh, 1)
 s.maps["full_path"].delete(struct.pack("<I", 0))
 step("no full path", fresh, 1)
@@ -147,6 +151,11 @@ def test_each_exit_of_the_cache_and_userspace_emptying_it(lab, family):
         ["cache emptied", "pass", ["full"]],
         ["caught, first probe after", "pass", ["full"]],
         ["caught, next probe", "pass", ["cache_pass"]],
+        # The slot passes probes like the one that filled it (protocol and flags): another
+        # kind is counted by the full path, and does not take the slot over.
+        ["caught, FIN probe", "pass", ["fin", "full"]],
+        ["caught, FIN again", "pass", ["fin", "full"]],
+        ["caught, SYN again", "pass", ["cache_pass"]],
         ["new source, tripwire", "pass", ["full", "tripwire"]],
         ["no full path", "pass", []],
     ], rest
