@@ -213,16 +213,15 @@ struct sw_counters {
 			     * count + 1 learned from its connection in `meta`, 0 = none) */
 struct sw_fast {
 	struct sw_addr src;
-	/* verdict << 24 | verdict flags << 16 | 16 check bits of the slot hash (0: empty): one
-	 * 8-byte word, so a reader never mixes a verdict with another writer's address */
+	/* pass counter << 48 | pass key << 32 | verdict << 24 | verdict flags << 16 | 16 check
+	 * bits of the slot hash (0: empty): one 8-byte word, so a reader never mixes a verdict
+	 * with another writer's address. SW_FAST_CAUGHT: the pass key is the filling probe's
+	 * IP protocol << 8 | TCP flags (SW_FAST_NOPASS: none), the pass counter the SW_CNT_*
+	 * its like counts in. A packet with the same pair is a probe the cache passes without
+	 * classifying it again: one compare instead of the kind. */
 	__u64 meta;
 	__u32 budget;                    /* SW_FAST_DROP: packets left before the full path */
-	/* SW_FAST_CAUGHT: the filling probe's IP protocol << 8 | TCP flags (SW_FAST_NOPASS:
-	 * none), and the counter its like counts in. A packet with the same pair is a probe
-	 * the cache passes without classifying it again: one compare instead of the kind. */
-	__u16 pass_key;
-	__u8 pass_cnt;
-	__u8 pad;
+	__u32 pad;
 };
 #define SW_FAST_NOPASS 0xffff  /* never a packet's pair: RSTs and protocol 255 miss the cache */
 

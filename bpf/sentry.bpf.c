@@ -643,16 +643,17 @@ static __always_inline struct sw_fast *fast_slot(struct sw_addr *a, __u32 *check
 }
 
 /* What the verdict cache needs, read without the full parse: for a TCP or UDP packet its
- * port, and its protocol and flags as the pair sw_fast.pass_key holds (0 for any other
+ * port, and its protocol and flags as the pair in sw_fast.meta's pass key (0 for any other
  * protocol: never a slot's). */
 struct quick {
 	__u16 dport;
 	__u16 key;   /* IPPROTO_TCP << 8 | TCP flags, IPPROTO_UDP << 8, or 0 */
 };
 
-/* The cached verdict of the slot for (a0, a1), with its sweep flags in *flags, or 0. */
+/* The cached verdict of the slot for (a0, a1), with its meta word in *m (sweep flags,
+ * pass key and counter), or 0. */
 static __always_inline int fast_check(struct sw_fast *f, __u32 check, __u64 a0, __u64 a1,
-				      __u8 *flags)
+				      __u64 *m)
 {
 	if (!f)
 		return 0;
@@ -662,17 +663,18 @@ static __always_inline int fast_check(struct sw_fast *f, __u32 check, __u64 a0, 
 	__builtin_memcpy(&s1, &f->src.a[8], 8);
 	if ((meta & 0xffff) != check || s0 != a0 || s1 != a1)
 		return 0;
-	*flags = meta >> 16;
+	*m = meta;
 	return (meta >> 24) & 0xff;
 }
 
-/* The source's cached verdict (SW_FAST_*), its slot in *slot, or 0. Only plain frames are
+/* The source's cached verdict (SW_FAST_*), its slot in *slot and the slot's meta word in
+ * *meta, or 0. Only plain frames are
  * looked up: IPv4 without options, IPv6 without extension headers, neither fragmented,
  * and no TCP RST (it may answer a challenge) or malformed TCP header; the full path takes
  * the rest. Few instructions, in one run of code: between two packets of a flood the
  * stack evicts the program from the instruction cache, and each line costs a miss. */
 static __always_inline int fast_verdict(struct xdp_md *ctx, struct quick *q,
-					struct sw_fast **slot, __u8 *flags)
+					struct sw_fast **slot, __u64 *meta)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
@@ -724,7 +726,7 @@ static __always_inline int fast_verdict(struct xdp_md *ctx, struct quick *q,
 	__u32 check;
 	struct sw_fast *f = fast_slot_w(a0, a1, &check);
 	*slot = f;
-	return fast_check(f, check, a0, a1, flags);
+	return fast_check(f, check, a0, a1, meta);
 }
 
 static __always_inline void fast_fill(struct probe *p, __u8 verdict, __u8 flags, __u32 budget,
@@ -737,10 +739,9 @@ static __always_inline void fast_fill(struct probe *p, __u8 verdict, __u8 flags,
 	/* Address and the rest before the word that makes the slot valid for it. */
 	__builtin_memcpy(&f->src, &p->src, sizeof(f->src));
 	f->budget = budget;
-	f->pass_key = pass_key;
-	f->pass_cnt = pass_cnt;
 	asm volatile("" ::: "memory");  /* a torn view fails the check bits, whatever the CPU */
-	*(volatile __u64 *)&f->meta = (__u32)verdict << 24 | (__u32)flags << 16 | check;
+	*(volatile __u64 *)&f->meta = (__u64)pass_cnt << 48 | (__u64)pass_key << 32 |
+				      (__u32)verdict << 24 | (__u32)flags << 16 | check;
 }
 
 /* The full path changed what the slot would say (a block of the kernel's own). */
@@ -914,9 +915,9 @@ static __always_inline void emit_persist(struct probe *p, struct sw_source *s, _
 static __always_inline int cache_exit(struct xdp_md *ctx, struct sw_counters *cnt)
 {
 	struct sw_fast *f = 0;
-	__u8 fflags = 0;
+	__u64 meta = 0;
 	struct quick q = {};
-	int verdict = fast_verdict(ctx, &q, &f, &fflags);
+	int verdict = fast_verdict(ctx, &q, &f, &meta);
 	if (verdict == SW_FAST_DROP && f) {
 		/* Racy on purpose (it only spaces out full-path visits), but read once: a
 		 * decrement of a value another CPU just zeroed would wrap to 4 billion. */
@@ -929,9 +930,9 @@ static __always_inline int cache_exit(struct xdp_md *ctx, struct sw_counters *cn
 	}
 	/* A caught source's probe of an untrapped port, like the one that filled the slot (same
 	 * protocol and flags): counted where that one said, passed. */
-	if (verdict == SW_FAST_CAUGHT && q.key == f->pass_key &&
+	if (verdict == SW_FAST_CAUGHT && q.key == (__u16)(meta >> 32) &&
 	    !is_watched(q.key >> 8 == IPPROTO_UDP, q.dport)) {
-		__u32 i = f->pass_cnt;
+		__u32 i = (meta >> 48) & 0xff;
 		if (i < SW_NCOUNTERS) {  /* for the verifier */
 			cnt->c[i] += 1;
 			return XDP_PASS;
@@ -974,12 +975,14 @@ int xdp_full(struct xdp_md *ctx)
 		return XDP_PASS;
 	/* The cache's verdict again (a tail call carries nothing over): a caught or clean
 	 * source's packets the cache did not end still skip work below. */
-	__u8 fflags = 0;
+	__u8 fflags;  /* the slot's verdict flags */
 	int verdict;
 	{
 		struct sw_fast *f = 0;
 		struct quick q = {};
-		verdict = fast_verdict(ctx, &q, &f, &fflags);
+		__u64 meta = 0;
+		verdict = fast_verdict(ctx, &q, &f, &meta);
+		fflags = meta >> 16;
 	}
 	struct sw_config *cfg = config.lookup(&zero);
 	if (!cfg)

@@ -158,12 +158,12 @@ FAST_DROP = 1
 FAST_CAUGHT = 2
 FAST_CLEAN = 3
 FAST_KINDS = 8  # the kinds 0-7 a caught source's slot may pass: CNT_FAST_KIND + kind
-FAST_NOPASS = 0xFFFF  # Fast.pass_key of a slot that passes nothing
+FAST_NOPASS = 0xFFFF  # the pass key (in Fast.meta) of a slot that passes nothing
 
 
 class Fast(C.Structure):
     _fields_ = [("src", Addr), ("meta", C.c_uint64), ("budget", C.c_uint32),
-                ("pass_key", C.c_uint16), ("pass_cnt", C.c_uint8), ("pad", C.c_uint8)]
+                ("pad", C.c_uint32)]
 
 
 STRUCTS = {"sw_config": Config, "sw_addr": Addr, "sw_lpm_key": LpmKey, "sw_block": Block,
