@@ -668,11 +668,11 @@ static __always_inline int fast_check(struct sw_fast *f, __u32 check, __u64 a0, 
 }
 
 /* The source's cached verdict (SW_FAST_*), its slot in *slot and the slot's meta word in
- * *meta, or 0. Only plain frames are
- * looked up: IPv4 without options, IPv6 without extension headers, neither fragmented,
- * and no TCP RST (it may answer a challenge) or malformed TCP header; the full path takes
- * the rest. Few instructions, in one run of code: between two packets of a flood the
- * stack evicts the program from the instruction cache, and each line costs a miss. */
+ * *meta, or 0. Only plain frames are looked up: IPv4 without options, IPv6 without
+ * extension headers, neither fragmented, and no TCP RST (it may answer a challenge) or
+ * malformed TCP header; the full path takes the rest. Few instructions, in one run of
+ * code: between two packets of a flood the stack evicts the program from the instruction
+ * cache, and each line costs a miss. */
 static __always_inline int fast_verdict(struct xdp_md *ctx, struct quick *q,
 					struct sw_fast **slot, __u64 *meta)
 {
