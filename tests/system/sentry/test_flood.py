@@ -111,7 +111,16 @@ def flooded():
                 # 1.5 s; then the last summaries (written once a second).
                 wait_for(lambda: not sw.request({"cmd": "status"}, timeout=10)["spoof"]["pending"],
                          15, what="no report waiting for its challenge")
-                time.sleep(1.5)
+                # The daemon may still be draining the flood's events: wait until the last
+                # summary covers every capped block (not a fixed sleep, which a loaded
+                # machine outlasted: status 6647 against summaries 6536).
+                def summarised():
+                    total = sw.request({"cmd": "status"}, timeout=10)["capped_total"]
+                    said = sum(map(int, re.findall(r"cap \(BLOCK_RATE=\d+/min\) reached: "
+                                                   r"(\d+) more", sw.log())))
+                    return total and total == said
+                wait_for(summarised, 20, step=0.5,
+                         what="a block-rate summary for every capped block")
                 # The first answer may wait for requests the flood left queued; the second
                 # one is what any status now costs.
                 r["status_after_s"] = [timed_status(sw, 10)[0]]
